@@ -1,0 +1,41 @@
+"""Detector adapters: one module per framework behind `adapters.base.Detector`.
+
+`get_detector("yolov5")` imports the adapter module (and so its framework) only when asked.
+"""
+from __future__ import annotations
+
+import importlib
+
+from adapters.base import AugSpec, Detector, TrainSpec
+
+# registry name -> (module, class, pip package that must be installed)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "yolov5": ("adapters.yolov5", "YoloV5Detector", "ultralytics"),
+    "detectron2_frcnn": ("adapters.detectron2_frcnn", "Detectron2FasterRCNN", "detectron2"),
+    "mmdet_frcnn": ("adapters.mmdet_frcnn", "MMDetFasterRCNN", "mmdet"),
+}
+
+
+class FrameworkMissing(ImportError):
+    pass
+
+
+def get_detector_class(name: str) -> type[Detector]:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    module_name, class_name, package = REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise FrameworkMissing(
+            f"model {name!r} needs the {package} framework, which failed to import: {err}. "
+            "Run scripts/setup_env.sh (or `cxr-doctor` to see what is missing)."
+        ) from err
+    return getattr(module, class_name)
+
+
+def get_detector(name: str, spec: TrainSpec) -> Detector:
+    return get_detector_class(name)(spec)
+
+
+__all__ = ["AugSpec", "Detector", "TrainSpec", "REGISTRY", "get_detector", "get_detector_class", "FrameworkMissing"]

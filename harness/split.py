@@ -1,0 +1,90 @@
+"""A train/val split of the shared fused COCO labels, as every adapter receives it.
+
+Every framework reads the same two COCO files, written once per job into the run directory from the
+dataset's fused labels (`labels/<fusion>.json`) and fold file (`folds/<name>.json`). The split hash
+is the fold file's content hash plus the labels' hash: it is recorded in predictions and metrics, the
+proof that all frameworks saw identical train/val images and boxes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import atomic
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One prepared image: COCO id, absolute PNG path and its pixel size."""
+
+    id: int
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and val COCO files (PNG pixel coordinates, category id = VinBigData class id).
+
+    `image_root` is the dataset folder: COCO `file_name`s are relative to it.
+    """
+
+    train_json: Path
+    val_json: Path
+    image_root: Path
+    fold: int
+    split_hash: str
+
+    def images(self, which: str = "val") -> list[ImageRef]:
+        coco = json.loads(Path(self.train_json if which == "train" else self.val_json).read_text())
+        return [
+            ImageRef(img["id"], self.image_root / img["file_name"], img["width"], img["height"])
+            for img in coco["images"]
+        ]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def subset_coco(coco: dict, image_keys: set[str]) -> dict:
+    """The COCO dict restricted to images whose `image_key` (VinBigData image_id) is in the set."""
+    images = [img for img in coco["images"] if img["image_key"] in image_keys]
+    ids = {img["id"] for img in images}
+    return {
+        **{k: v for k, v in coco.items() if k not in ("images", "annotations")},
+        "images": images,
+        "annotations": [ann for ann in coco["annotations"] if ann["image_id"] in ids],
+    }
+
+
+def make_split(labels_json: str | Path, folds_json: str | Path, fold: int, workdir: str | Path) -> Split:
+    """Write `<workdir>/split/{train,val}.json` for fold `fold` (val = that fold, train = the rest)."""
+    labels_json, folds_json, workdir = Path(labels_json), Path(folds_json), Path(workdir)
+    coco = json.loads(labels_json.read_text())
+    folds = json.loads(folds_json.read_text())
+    k = len(folds["folds"])
+    if not 0 <= fold < k:
+        raise ValueError(f"fold {fold} out of range: {folds_json} has {k} folds (0..{k - 1})")
+    val_keys = set(folds["folds"][fold])
+    train_keys = {key for i, keys in enumerate(folds["folds"]) if i != fold for key in keys}
+    known = {img["image_key"] for img in coco["images"]}
+    missing = (val_keys | train_keys) - known
+    if missing:
+        raise ValueError(
+            f"{folds_json} names {len(missing)} images absent from {labels_json}, e.g. {sorted(missing)[:3]}"
+        )
+    split_hash = hashlib.sha256(
+        f"{folds['hash']}:{file_sha256(labels_json)}:{fold}".encode()
+    ).hexdigest()[:16]
+    out = workdir / "split"
+    atomic.write_json(out / "train.json", subset_coco(coco, train_keys), indent=None)
+    atomic.write_json(out / "val.json", subset_coco(coco, val_keys), indent=None)
+    return Split(out / "train.json", out / "val.json", labels_json.parent.parent, fold, split_hash)
