@@ -4,8 +4,8 @@
 #   VENV=path     where to put it (default .venv)
 #   PYTHON=exe    interpreter to build it from (default python3.11, else python3)
 #   MAX_JOBS=N    parallel compile jobs for mmcv (default: core count)
-# GPU users building mmcv's CUDA ops: export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0"
-#   CUDA_HOME=/usr/local/cuda PYTORCH_NVCC="$PWD/scripts/cxx20" CXX20_REAL_NVCC=... (see README).
+#   FORCE_CUDA=1  build mmcv's CUDA ops too (with TORCH_CUDA_ARCH_LIST="8.0;9.0" and CUDA_HOME set;
+#                 nvcc runs through scripts/nvcc20, the same C++20 wrapper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,11 +30,13 @@ if [ ! -x "$PY" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
+# pip, minus the noise of machines whose pip.conf lists local indexes that lack a package
+pip_() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 export PIP_CONSTRAINT="$ROOT/requirements/constraints.txt${PIP_CONSTRAINT:+ $PIP_CONSTRAINT}"
 
 say "1/5 base packages: torch 2.14.1, ultralytics, mmengine/mmdet, pydicom, hydra, ... (first time: a few minutes)"
-"${PIP[@]}" install -q "pip>=24" wheel "setuptools<81"
-"${PIP[@]}" install -q -r requirements/base.txt
+pip_ install -q "pip>=24" wheel "setuptools<81"
+pip_ install -q -r requirements/base.txt
 
 say "2/5 detectron2"
 if "$PY" -c "import detectron2" 2>/dev/null && [ ! -f "$VENV/detectron2-site/.cxr-bench" ]; then
@@ -47,7 +49,7 @@ else
   D2=$VENV/detectron2-site
   if [ ! -f "$D2/.cxr-bench" ]; then
     rm -rf "$D2"
-    PIP_CONSTRAINT= "${PIP[@]}" install -q --no-deps --only-binary=:all: --python-version 3.10 \
+    PIP_CONSTRAINT= pip_ install -q --no-deps --only-binary=:all: --python-version 3.10 \
       --target "$D2" sal-detectron2==0.7.2
     rm -rf "$D2/tools" "$D2"/detectron2/_C*.so
     touch "$D2/.cxr-bench"
@@ -66,14 +68,20 @@ else
   export CXX20_REAL=${CXX20_REAL:-g++}
   export CXX="$ROOT/scripts/cxx20"
   export MMCV_WITH_OPS=1
-  "${PIP[@]}" install --no-build-isolation mmcv==2.1.0
+  if [ "${FORCE_CUDA:-0}" = 1 ]; then
+    export PYTORCH_NVCC="$ROOT/scripts/nvcc20"
+    say "   FORCE_CUDA=1: CUDA ops for TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-<torch default>}, CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}"
+  fi
+  # pip caches the built wheel by name+version: a CUDA build must not reuse a cached CPU-only one
+  cache_flag=(); [ "${FORCE_CUDA:-0}" = 1 ] && cache_flag=(--no-cache-dir)
+  pip_ install --no-build-isolation "${cache_flag[@]}" mmcv==2.1.0
 fi
 
 say "4/5 cxr-bench itself (editable)"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+pip_ install -q --no-deps --no-build-isolation -e .
 
 say "5/5 checking"
-"${PIP[@]}" check || true
+pip_ check || true
 "$PY" -c "import ultralytics, detectron2, mmdet, mmcv.ops, harness, adapters" 
 inputs_hash > "$STAMP"
 say "done: activate with 'source $VENV/bin/activate', check with 'cxr-doctor'"

@@ -1,0 +1,32 @@
+"""`cxr-doctor`: what is installed and usable — torch/CUDA, ultralytics, detectron2 (_C ops?),
+mmcv (ops compiled? CPU/CUDA?), mmdet, pydicom decoders — and a one-line verdict per framework.
+
+Exit status: 0 when all three detector frameworks are usable, 1 otherwise.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def report() -> int:
+    from adapters.probe import run_all
+
+    probes = run_all()
+    width = max(len(p.name) for p in probes)
+    for probe in probes:
+        mark = "ok  " if probe.ok else "FAIL"
+        print(f"[{mark}] {probe.name:<{width}}  {probe.verdict}")
+        for key, value in probe.details.items():
+            print(f"         {'':<{width}}  {key}: {value}")
+    frameworks = [p for p in probes if p.name in ("ultralytics", "detectron2", "mmdet")]
+    usable = sum(p.ok for p in frameworks)
+    print(f"\n{usable}/3 detector frameworks usable")
+    return 0 if usable == 3 else 1
+
+
+def main() -> None:
+    sys.exit(report())
+
+
+if __name__ == "__main__":
+    main()

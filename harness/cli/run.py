@@ -1,0 +1,64 @@
+"""`cxr-run`: the whole benchmark in one command, each step a Hydra app in its own process:
+
+    prepare -> train -m model=<pipeline.models> data.fold=<pipeline.folds> -> ensemble -> report
+
+    cxr-run experiment=demo                     (the README's main command)
+    cxr-run experiment=demo train.epochs=2 pipeline.models=[yolov5,mmdet_frcnn]
+
+Every override given to cxr-run is passed on to each step. A failing train job does not stop the
+others; the report lists it.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.cli.common import CONF_DIR
+
+log = logging.getLogger(__name__)
+
+
+def step(title: str, module: str, args: list[str], tolerated: range = range(0)) -> None:
+    """Run one app in its own process; exit codes in `tolerated` are warnings, others stop the run."""
+    command = [sys.executable, "-m", module, *args]
+    log.info("== %s: %s", title, " ".join(command[2:]))
+    started = time.perf_counter()
+    completed = subprocess.run(command, check=False)
+    if completed.returncode in tolerated:
+        log.warning("== %s: %d input files failed (see the manifest); going on with the rest",
+                    title, completed.returncode - 100)
+    elif completed.returncode != 0:
+        raise SystemExit(f"step '{title}' failed (exit {completed.returncode}): {' '.join(command)}")
+    log.info("== %s done in %.0f s", title, time.perf_counter() - started)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task)
+    models = list(cfg.pipeline.models)
+    folds = [str(int(f)) for f in cfg.pipeline.folds]
+    started = time.perf_counter()
+    step("prepare", "harness.cli.prepare", overrides, tolerated=range(101, 255))
+    step("train", "harness.cli.train",
+         ["-m", *overrides, f"model={','.join(models)}", f"data.fold={','.join(folds)}"])
+    if len(models) > 1:
+        step("ensemble", "harness.cli.ensemble", overrides)
+    step("report", "harness.cli.report", overrides)
+    report_dir = Path(cfg.sweep_dir) / "report"
+    table = report_dir / "results.md"
+    if table.is_file():
+        print("\n" + table.read_text())
+    print(f"Finished in {time.perf_counter() - started:.0f} s. Results: {report_dir}/ "
+          "(results.md, results.csv, results.png, per_class.png, overlays/)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Turning a composed Hydra config into the objects the steps need, with clear errors."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from adapters import REGISTRY
+from adapters.base import AugSpec, TrainSpec
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and what is allowed."""
+
+
+def to_plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def model_settings(cfg: DictConfig) -> tuple[str, str, dict]:
+    """(model name, variant, train settings) after applying cfg.per_model[<name>] on top."""
+    name = cfg.model.name
+    if name not in REGISTRY:
+        raise ConfigError(f"model={name!r} is not a known model; choose one of {', '.join(sorted(REGISTRY))}")
+    per = to_plain(cfg.per_model.get(name)) or {}
+    unknown = set(per) - {"variant", "train", "native"}
+    if unknown:
+        raise ConfigError(f"per_model.{name} has unknown keys {sorted(unknown)}; allowed: variant, train, native")
+    train = {**to_plain(cfg.train), **(per.get("train") or {})}
+    variant = per.get("variant") or cfg.model.variant
+    return name, variant, {**train, "native": {**to_plain(cfg.model.native), **(per.get("native") or {})}}
+
+
+def train_spec(cfg: DictConfig) -> TrainSpec:
+    """The adapter's TrainSpec; type and value errors name the offending `train.*` key."""
+    name, variant, train = model_settings(cfg)
+    typed = OmegaConf.structured(TrainSpec)
+    try:
+        merged = OmegaConf.merge(typed, {**train, "variant": variant, "aug": to_plain(cfg.aug)})
+    except Exception as err:  # omegaconf ValidationError / ConfigKeyError carry the key path
+        raise ConfigError(f"invalid training setting for model {name}: {err}") from err
+    values = OmegaConf.to_container(merged, resolve=True)
+    values["aug"] = AugSpec(**values["aug"])
+    if values["epochs"] < 1 or values["batch_size"] < 1 or values["imgsz"] < 32:
+        raise ConfigError("train.epochs and train.batch_size must be >= 1 and train.imgsz >= 32")
+    device = str(values["device"])
+    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ConfigError(f"train.device={device!r}: use cpu, cuda or cuda:N")
+    try:
+        return TrainSpec(**values)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from err
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of what determines a job's result (not where it is written), to skip finished jobs."""
+    relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
+    relevant["per_model"] = to_plain(cfg.per_model.get(cfg.model.name))
+    relevant["data"].pop("workers", None)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,66 @@
+"""The data step shared by `cxr-prepare` and every train job: make sure the dataset is prepared.
+
+Preparation is idempotent (finished PNGs are skipped), so a train job calls it too; a file lock
+keeps parallel jobs (joblib, submitit) from preparing the same dataset at once.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig
+
+from harness.jobs.config import ConfigError, to_plain
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def dataset_lock(prepared_dir: Path) -> Iterator[None]:
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    with open(prepared_dir / ".prepare.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_raw(data: DictConfig) -> Path:
+    """The raw VinBigData-layout folder; generated first for a synthetic dataset."""
+    raw_dir = Path(data.raw_dir)
+    if data.synthetic:
+        if not (raw_dir / "train.csv").is_file():
+            from harness.synth import generate
+
+            log.info("generating synthetic dataset (preset %s, seed %s) in %s", data.synthetic.preset,
+                     data.synthetic.seed, raw_dir)
+            generate(raw_dir, preset=data.synthetic.preset, seed=int(data.synthetic.seed))
+    elif not (raw_dir / "train.csv").is_file():
+        raise ConfigError(
+            f"data.raw_dir={raw_dir} has no train.csv: point it at the VinBigData folder "
+            "(train.csv, train/*.dicom, test/*.dicom)"
+        )
+    return raw_dir
+
+
+def ensure_prepared(data: DictConfig):
+    """Prepare (or find prepared) data per `data` config; returns the pipeline's PrepareSummary
+    (paths of manifest, labels, folds, stats; counts converted/skipped/failed)."""
+    from harness.data.pipeline import prepare_dataset
+
+    prepared_dir = Path(data.prepared_dir)
+    with dataset_lock(prepared_dir):
+        raw_dir = ensure_raw(data)
+        summary = prepare_dataset(
+            raw_dir, prepared_dir, size=data.size, square=bool(data.square), bits=int(data.bits),
+            fusion=data.fusion, fusion_iou=float(data.fusion_iou), readers_keep=to_plain(data.readers_keep),
+            readers_drop=to_plain(data.readers_drop), bad_rows=data.bad_rows, folds=int(data.folds),
+            seed=int(data.fold_seed), workers=data.workers,
+        )
+    if not 0 <= int(data.fold) < int(data.folds):
+        raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
+    return summary

@@ -1,0 +1,67 @@
+"""The ensemble step: per fold, fuse every model's val predictions of a sweep (WBF & co.) and
+score the result exactly like a model run, so the ensemble is just more rows of the table."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from harness import atomic
+from harness.jobs.config import ConfigError, to_plain
+from harness.jobs.sweep import model_runs
+from harness.predictions import Predictions
+
+log = logging.getLogger(__name__)
+
+METHODS = ("wbf", "nms", "soft_nms", "nmw")
+
+
+def image_sizes(coco_json: Path) -> dict[int, tuple[int, int]]:
+    coco = json.loads(Path(coco_json).read_text())
+    return {img["id"]: (img["width"], img["height"]) for img in coco["images"]}
+
+
+def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
+    from harness.ensemble import fuse_predictions
+    from harness.eval import evaluate
+
+    ens = cfg.ensemble
+    if ens.method not in METHODS:
+        raise ConfigError(f"ensemble.method={ens.method!r}; choose one of {', '.join(METHODS)}")
+    out_dir = Path(out_dir)
+    runs = model_runs(cfg.sweep_dir)
+    wanted = set(to_plain(ens.models) or [])
+    if wanted:
+        runs = [run for run in runs if run.model in wanted]
+    if not runs:
+        raise FileNotFoundError(f"no finished model runs (<model>/fold<k>/metrics.json) under {cfg.sweep_dir}")
+    weights_by_model = to_plain(ens.weights) or {}
+    results = []
+    for fold in sorted({run.fold for run in runs}):
+        members = [run for run in runs if run.fold == fold]
+        names = [run.model for run in members]
+        if len(members) < 2:
+            log.warning("fold %d: only %s finished, nothing to fuse", fold, names)
+            continue
+        preds = [Predictions.load(run.predictions) for run in members]
+        fused = fuse_predictions(
+            preds, image_sizes(members[0].val_json), method=ens.method, iou_thr=float(ens.iou_thr),
+            skip_box_thr=float(ens.skip_box_thr), weights=[float(weights_by_model.get(n, 1.0)) for n in names],
+            conf_type=ens.conf_type, names=[str(run.predictions) for run in members],
+        )
+        fused.source = f"ensemble:{ens.name}"
+        fold_dir = out_dir / f"fold{fold}"
+        fused.save(fold_dir / "predictions.json")
+        scores = evaluate(members[0].val_json, fused)
+        metrics = {
+            "source": fused.source, "model": "ensemble", "variant": str(ens.name), "fold": fold,
+            "split_hash": fused.split_hash, "members": names,
+            "weights": [float(weights_by_model.get(n, 1.0)) for n in names], **scores,
+            "config": to_plain(ens),
+        }
+        atomic.write_json(fold_dir / "metrics.json", metrics)
+        log.info("ensemble %s fold %d of %s: mAP@0.4 %.4f", ens.name, fold, ", ".join(names), metrics["map40"])
+        results.append(metrics)
+    return results

@@ -1,0 +1,52 @@
+"""The report step: tables, charts and overlays for a whole sweep (models, folds, ensembles)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from harness.predictions import Predictions
+
+log = logging.getLogger(__name__)
+
+
+def _overlay_sources(sweep_dir: Path) -> list[tuple[str, Path, Path, Path]]:
+    """(name, predictions, val COCO, dataset root) for the first fold of each model and ensemble."""
+    from harness.jobs.sweep import model_runs
+
+    sources = []
+    runs = model_runs(sweep_dir)
+    if not runs:
+        return sources
+    first_fold = min(run.fold for run in runs)
+    for run in runs:
+        if run.fold == first_fold:
+            sources.append((f"{run.model}-fold{run.fold}", run.predictions, run.val_json, run.path))
+    for ens_dir in sorted((sweep_dir / "ensemble").glob(f"*/fold{first_fold}")):
+        member = next((r for r in runs if r.fold == first_fold), None)
+        if member and (ens_dir / "predictions.json").is_file():
+            sources.append((f"ensemble-{ens_dir.parent.name}-fold{first_fold}", ens_dir / "predictions.json",
+                            member.val_json, member.path))
+    return sources
+
+
+def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
+    from harness.report import build_report, write_overlays
+
+    sweep_dir, out_dir = Path(cfg.sweep_dir), Path(out_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist (sweep={cfg.sweep})")
+    paths = build_report(sweep_dir, out_dir)
+    if cfg.report.overlays:
+        for name, preds_path, val_json, run_dir in _overlay_sources(sweep_dir):
+            write_overlays(Predictions.load(preds_path), val_json, _image_root(run_dir), out_dir / "overlays" / name,
+                           n=int(cfg.report.overlays), score_thr=float(cfg.report.overlay_score_thr))
+        paths["overlays"] = out_dir / "overlays"
+    return paths
+
+
+def _image_root(run_dir: Path) -> Path:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return Path(metrics["config"]["data"]["prepared_dir"])

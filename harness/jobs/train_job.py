@@ -1,0 +1,107 @@
+"""One benchmark job: a model x fold. fit -> predict the fold's val images -> score -> metrics.json.
+
+A failing job writes `failed.json` (error + traceback) instead of raising, so a sweep goes on and
+the report lists it; `fail_fast=true` re-raises instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import platform
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness import atomic
+from harness.jobs.config import config_hash, model_settings, to_plain, train_spec
+from harness.jobs.data_step import ensure_prepared
+from harness.netguard import no_network
+from harness.predictions import Predictions
+from harness.split import make_split
+
+log = logging.getLogger(__name__)
+
+
+def finished(run_dir: Path, cfg_hash: str) -> bool:
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return False
+    try:
+        return json.loads(metrics.read_text()).get("config_hash") == cfg_hash
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Run (or skip, when finished with the same config) one model x fold job in `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_hash = config_hash(cfg)
+    name, variant, _ = model_settings(cfg)
+    fold = int(cfg.data.fold)
+    if cfg.skip_finished and finished(run_dir, cfg_hash):
+        log.info("%s fold %d: finished earlier with the same config, skipping (%s)", name, fold, run_dir)
+        return json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    try:
+        return _run(cfg, run_dir, cfg_hash)
+    except Exception as err:
+        atomic.write_json(run_dir / "failed.json", {
+            "model": name, "variant": variant, "fold": fold, "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(), "config_hash": cfg_hash,
+        })
+        log.error("%s fold %d FAILED: %s: %s (details in %s)", name, fold, type(err).__name__, err,
+                  run_dir / "failed.json")
+        if cfg.fail_fast:
+            raise
+        return {"failed": True, "model": name, "fold": fold, "error": str(err)}
+
+
+def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
+    from adapters import get_detector
+    from harness.eval import evaluate
+
+    spec = train_spec(cfg)
+    name = cfg.model.name
+    fold = int(cfg.data.fold)
+    dataset = ensure_prepared(cfg.data)
+    split = make_split(dataset.labels, dataset.folds, fold, run_dir)
+    val_images = split.images("val")
+    log.info("%s (%s) fold %d: %d train / %d val images, split %s", name, spec.variant, fold,
+             len(split.images("train")), len(val_images), split.split_hash)
+    detector = get_detector(name, spec)
+    native = run_dir / "native"
+    guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
+    with guard:
+        started = time.perf_counter()
+        checkpoint = detector.fit(split, native)
+        train_time = time.perf_counter() - started
+        started = time.perf_counter()
+        if cfg.tta_hflip:
+            from harness.tta import predict_with_hflip_tta
+
+            detections = predict_with_hflip_tta(detector, checkpoint, val_images, native / "tta")
+        else:
+            detections = detector.predict(checkpoint, val_images, native)
+        predict_time = time.perf_counter() - started
+    source = f"{name}:{spec.variant}"
+    preds = Predictions(source, split.split_hash, [img.id for img in val_images], detections)
+    preds.validate(run_dir / "predictions.json")
+    preds.save(run_dir / "predictions.json")
+    scores = evaluate(split.val_json, preds)
+    metrics = {
+        "source": source, "model": name, "variant": spec.variant, "fold": fold,
+        "split_hash": split.split_hash, "config_hash": cfg_hash, **scores,
+        "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "device": spec.device, "host": platform.node(), "versions": detector.versions(),
+        "config": to_plain(OmegaConf.masked_copy(cfg, ["data", "model", "train", "aug", "per_model", "tta_hflip"])),
+    }
+    atomic.write_json(run_dir / "metrics.json", metrics)
+    log.info("%s fold %d: mAP@0.4 %.4f (VOC %.4f), train %.0f s, predict %.0f s -> %s", name, fold,
+             metrics["map40"], metrics.get("voc_map40", float("nan")), train_time, predict_time, run_dir)
+    return metrics
+
