@@ -37,6 +37,10 @@ export PIP_CONSTRAINT="$ROOT/requirements/constraints.txt${PIP_CONSTRAINT:+ $PIP
 say "1/5 base packages: torch 2.14.1, ultralytics, mmengine/mmdet, pydicom, hydra, ... (first time: a few minutes)"
 pip_ install -q "pip>=24" wheel "setuptools<81"
 pip_ install -q -r requirements/base.txt
+# The real VinBigData train.csv ships inside torchxrayvision's wheel (data/vinbigdata-train.csv.gz):
+# the synthetic generator samples real reader box sets from it and tests fuse it. Only that data
+# file is read (the package is never imported), so none of its dependencies are installed.
+pip_ install -q --no-deps torchxrayvision==1.5.7
 
 say "2/5 detectron2"
 if "$PY" -c "import detectron2" 2>/dev/null && [ ! -f "$VENV/detectron2-site/.cxr-bench" ]; then

@@ -1,0 +1,124 @@
+"""The predict step: trained runs -> detections on new images -> predictions.json, overlays and a
+Kaggle submission (boxes mapped back to original DICOM pixels through the manifest).
+
+Input: `test` (the prepared dataset's test split), or a folder of DICOMs (converted here exactly as
+`prepare` converts, with the run's data settings) or PNGs (used as they are, scale 1).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from harness.jobs.config import ConfigError, to_plain, train_spec
+from harness.netguard import no_network
+from harness.predictions import Predictions
+from harness.split import ImageRef
+
+log = logging.getLogger(__name__)
+
+
+def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
+    metrics = json.loads(metrics_path.read_text())
+    if not metrics.get("checkpoint") or not Path(metrics["checkpoint"]).exists():
+        raise FileNotFoundError(f"{run_dir}: checkpoint {metrics.get('checkpoint')} is missing")
+    return OmegaConf.create(metrics["config"]), metrics
+
+
+def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[list[ImageRef], pd.DataFrame]:
+    """ImageRefs (ids 1..N) and the manifest rows that map their PNG pixels to original pixels."""
+    from harness.data.manifest import read_manifest
+    from harness.data.prepare import ConvertSettings, convert_folders
+
+    if cfg_input == "test":
+        from harness.jobs.data_step import ensure_prepared
+
+        summary = ensure_prepared(run_cfg.data)
+        root = summary.out_dir
+        manifest = read_manifest(summary.manifest)
+        manifest = manifest[manifest["split"] == "test"]
+    else:
+        folder = Path(cfg_input)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"predict.input={cfg_input}: not a folder (or use predict.input=test)")
+        dicoms = [p for p in folder.iterdir() if p.suffix.lower() in (".dicom", ".dcm")]
+        pngs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+        if dicoms:
+            staging = out_dir / "input"
+            staging.mkdir(parents=True, exist_ok=True)
+            link = staging / "test"
+            if not link.exists():
+                link.symlink_to(folder.resolve(), target_is_directory=True)
+            data = run_cfg.data
+            conv = convert_folders(staging, out_dir, ConvertSettings(size=data.size, square=bool(data.square),
+                                                                     bits=int(data.bits)))
+            root, manifest = out_dir, read_manifest(conv.manifest)
+        elif pngs:
+            from PIL import Image
+
+            rows = []
+            for png in pngs:
+                with Image.open(png) as img:
+                    width, height = img.size
+                rows.append({"image_id": png.stem, "split": "test", "orig_height": height, "orig_width": width,
+                             "height": height, "width": width, "scale_x": 1.0, "scale_y": 1.0, "status": "ok",
+                             "reason": "", "png": str(png.resolve())})
+            root, manifest = Path("/"), pd.DataFrame(rows)
+        else:
+            raise FileNotFoundError(f"predict.input={folder} holds no .dicom/.dcm/.png files")
+    failed = manifest[manifest["status"] != "ok"]
+    for row in failed.itertuples():
+        log.warning("predict: %s could not be read: %s", row.image_id, row.reason)
+    manifest = manifest[manifest["status"] == "ok"].sort_values("image_id").reset_index(drop=True)
+    if manifest.empty:
+        raise FileNotFoundError(f"predict.input={cfg_input}: no readable images")
+    images = [ImageRef(i + 1, Path(root) / row.png, int(row.width), int(row.height))
+              for i, row in enumerate(manifest.itertuples())]
+    manifest = manifest.assign(coco_id=[img.id for img in images])
+    return images, manifest
+
+
+def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
+    from adapters import get_detector
+    from harness.ensemble import fuse_predictions
+    from harness.report import write_overlays
+    from harness.submission import write_submission
+
+    out_dir = Path(out_dir)
+    run_dirs = [Path(p) for p in to_plain(cfg.predict.runs) or []]
+    if not run_dirs:
+        raise ConfigError("predict.runs is empty: name run folders, e.g. predict.runs=[runs/demo/yolov5/fold0]")
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    images, manifest = input_images(str(cfg.predict.input), runs[0][0], out_dir)
+    log.info("predicting %d images with %d run(s)", len(images), len(runs))
+    all_preds = []
+    for (run_cfg, metrics), run_dir in zip(runs, run_dirs):
+        detector = get_detector(run_cfg.model.name, train_spec(run_cfg))
+        with no_network() if cfg.offline_guard else contextlib.nullcontext():
+            detections = detector.predict(Path(metrics["checkpoint"]), images,
+                                          out_dir / "native" / f"{run_dir.parent.name}-{run_dir.name}")
+        all_preds.append(Predictions(metrics["source"], None, [img.id for img in images], detections))
+    if len(all_preds) == 1:
+        preds = all_preds[0]
+    else:
+        ens = cfg.ensemble
+        weights = to_plain(ens.weights) or {}
+        preds = fuse_predictions(all_preds, {img.id: (img.width, img.height) for img in images}, method=ens.method,
+                                 iou_thr=float(ens.iou_thr), skip_box_thr=float(ens.skip_box_thr),
+                                 weights=[float(weights.get(c.model.name, 1.0)) for c, _ in runs],
+                                 conf_type=ens.conf_type, names=[str(d) for d in run_dirs])
+        preds.source = f"ensemble:{ens.name}"
+    preds.save(out_dir / "predictions.json")
+    submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding)
+    write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
+                   score_thr=float(cfg.report.overlay_score_thr), images=images)
+    log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,
+             out_dir / "overlays")
+    return {"predictions": out_dir / "predictions.json", "submission": submission, "overlays": out_dir / "overlays"}

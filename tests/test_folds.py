@@ -1,0 +1,58 @@
+"""Shared folds: iterative stratification, seeds, rare classes in every fold, file format."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from harness.data.folds import iterative_stratification, make_folds
+
+
+def _random_labels(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    rates = np.array([0.3, 0.02, 0.05, 0.2, 0.03, 0.04, 0.06, 0.12, 0.1, 0.1, 0.1, 0.2, 0.017, 0.2])
+    mat = rng.random((n, 14)) < rates
+    mat[rng.random(n) < 0.5] = False  # normal images
+    return np.concatenate([mat, ~mat.any(1, keepdims=True)], 1)
+
+
+def test_every_class_in_every_fold_and_balanced():
+    labels = _random_labels()
+    folds = iterative_stratification(labels, 5, seed=0)
+    sizes = np.bincount(folds, minlength=5)
+    assert sizes.sum() == 300 and sizes.max() - sizes.min() <= 4
+    for c in range(labels.shape[1]):
+        per_fold = np.bincount(folds[labels[:, c]], minlength=5)
+        if labels[:, c].sum() >= 5:
+            assert (per_fold > 0).all(), (c, per_fold)
+        assert per_fold.max() - per_fold.min() <= 2, (c, per_fold)  # stratified, not just present
+    # far more even per class than a plain random split of the same images
+    def spread(assignment):
+        return sum(np.ptp(np.bincount(assignment[labels[:, c]], minlength=5)) for c in range(15))
+    random_spreads = [spread(np.random.default_rng(s).permutation(300) % 5) for s in range(5)]
+    assert spread(folds) * 2 < min(random_spreads)
+
+
+def test_seeds():
+    labels = _random_labels()
+    a = iterative_stratification(labels, 5, seed=0)
+    assert np.array_equal(a, iterative_stratification(labels, 5, seed=0))
+    assert not np.array_equal(a, iterative_stratification(labels, 5, seed=1))
+
+
+def test_fold_file(tmp_path):
+    labels = _random_labels(60, seed=3)
+    images = [{"id": i + 1, "image_key": f"{i:032x}", "file_name": f"images/512/{i:032x}.png", "width": 10,
+               "height": 10} for i in range(60)]
+    anns = [{"id": n + 1, "image_id": int(i) + 1, "category_id": int(c), "bbox": [0, 0, 1, 1]}
+            for n, (i, c) in enumerate(zip(*np.nonzero(labels[:, :14])))]
+    path = tmp_path / "ds" / "labels" / "wbf.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": []}))
+    out = make_folds(path, k=3, seed=7)
+    assert out == tmp_path / "ds" / "folds" / "mlstrat-k3-s7.json"
+    doc = json.loads(out.read_text())
+    assert (doc["scheme"], doc["k"], doc["seed"], doc["labels"]) == ("mlstrat", 3, 7, "labels/wbf.json")
+    assert sorted(k for f in doc["folds"] for k in f) == sorted(img["image_key"] for img in images)
+    assert doc["hash"] == hashlib.sha256(json.dumps(doc["folds"]).encode()).hexdigest()
