@@ -1,0 +1,234 @@
+"""Collecting a sweep's runs and turning them into the results tables (CSV and Markdown).
+
+Why from files only: the report must be rebuildable from a sweep directory alone (also one copied
+from a cluster), so it searches every `metrics.json` (finished model runs and ensembles) and
+`failed.json` (failed jobs) under the sweep and needs nothing else.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import atomic
+from harness.classes import CLASSES
+
+METRICS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
+METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15": "VOC 15-cls",
+                 "ap50": "AP50", "ap50_95": "AP50:95", "train_time_s": "train s", "predict_time_s": "predict s"}
+SKIP_DIRS = {".hydra", "native", "split", "report", "overlays"}
+
+
+@dataclass
+class SweepResults:
+    """Everything found under a sweep: one row per finished run, one per failed job, unreadable files."""
+
+    runs: pd.DataFrame
+    failed: list[dict] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _fold_label(fold) -> str:
+    if fold is None:
+        return "all"
+    if isinstance(fold, (int, float)) and not isinstance(fold, bool):
+        return f"fold{int(fold)}"
+    return str(fold)
+
+
+def _number(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+def _find(sweep_dir: Path, name: str) -> list[Path]:
+    """Files called `name` under the sweep, not inside framework/Hydra/report folders."""
+    found = []
+    for root, dirs, files in os.walk(sweep_dir):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        if name in files:
+            found.append(Path(root) / name)
+    return found
+
+
+def _run_row(path: Path, sweep_dir: Path, metrics: dict) -> dict:
+    rel = path.parent.relative_to(sweep_dir).parts
+    is_ensemble = metrics.get("model") == "ensemble" or (len(rel) > 0 and rel[0] == "ensemble")
+    if is_ensemble:
+        name = "ensemble:" + str(metrics.get("variant") or (rel[1] if len(rel) > 1 else "ensemble"))
+    else:
+        name = str(metrics.get("model") or (rel[0] if rel else path.parent.name))
+    row = {
+        "kind": "ensemble" if is_ensemble else "model",
+        "name": name,
+        "variant": str(metrics.get("variant") or ""),
+        "fold": _fold_label(metrics.get("fold")),
+        "split_hash": metrics.get("split_hash"),
+        "n_images": metrics.get("n_images"),
+        "device": metrics.get("device", ""),
+        "path": str(path.parent),
+    }
+    for key in METRICS:
+        row[key] = _number(metrics.get(key))
+    per_class = metrics.get("per_class") or {}
+    for cls in CLASSES:
+        row[f"AP {cls}"] = _number(per_class.get(cls))
+    return row
+
+
+def collect(sweep_dir: str | Path) -> SweepResults:
+    """All runs (models and ensembles) and failed jobs under `sweep_dir`, found recursively."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
+    rows, failed, unreadable = [], [], []
+    for path in _find(sweep_dir, "metrics.json"):
+        try:
+            metrics = json.loads(path.read_text())
+            if not isinstance(metrics, dict) or "map40" not in metrics:
+                raise ValueError("no map40 key")
+            rows.append(_run_row(path, sweep_dir, metrics))
+        except (OSError, ValueError) as err:
+            unreadable.append(f"{path}: {err}")
+    for path in _find(sweep_dir, "failed.json"):
+        if (path.parent / "metrics.json").is_file() and \
+                (path.parent / "metrics.json").stat().st_mtime >= path.stat().st_mtime:
+            continue  # a later rerun of the job succeeded
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            unreadable.append(f"{path}: {err}")
+            continue
+        error = str(info.get("error", "")).strip()
+        failed.append({"model": str(info.get("model", path.parent.parent.name)), "fold": _fold_label(info.get("fold")),
+                       "error": error.splitlines()[0] if error else "(no error message)",
+                       "path": str(path)})
+    columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "path", *METRICS,
+               *[f"AP {c}" for c in CLASSES]]
+    frame = pd.DataFrame(rows, columns=columns)
+    if not frame.empty:
+        # two variants of one model (e.g. yolov5n and yolov5s) must not be averaged together
+        mixed = frame.groupby("name")["variant"].transform("nunique") > 1
+        frame.loc[mixed, "name"] = frame.loc[mixed, "name"] + " (" + frame.loc[mixed, "variant"] + ")"
+        frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
+    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable)
+
+
+def _sort_key(value):
+    """Models before ensembles; fold2 before fold10."""
+    if value == "model":
+        return (0, 0, "")
+    if value == "ensemble":
+        return (1, 0, "")
+    text = str(value)
+    if text.startswith("fold") and text[4:].isdigit():
+        return (0, int(text[4:]), "")
+    return (0, 1 << 30, text)
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per model/ensemble: n_folds, mean and std (sample, ddof=1; 0 for one fold) of every
+    metric and per-class AP over its folds. A fold labelled "all" (an ensemble over all folds)
+    is averaged like any other."""
+    value_cols = [*METRICS, *[f"AP {c}" for c in CLASSES]]
+    out = []
+    for (kind, name), group in runs.groupby(["kind", "name"], sort=False):
+        row = {"kind": kind, "name": name, "variant": group["variant"].iloc[0], "n_folds": len(group),
+               "folds": " ".join(group["fold"])}
+        for col in value_cols:
+            values = group[col].to_numpy(float)
+            values = values[~np.isnan(values)]
+            row[f"{col} mean"] = float(values.mean()) if values.size else math.nan
+            row[f"{col} std"] = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else math.nan)
+        out.append(row)
+    columns = ["kind", "name", "variant", "n_folds", "folds",
+               *[f"{c} {stat}" for c in value_cols for stat in ("mean", "std")]]
+    return pd.DataFrame(out, columns=columns)
+
+
+def long_table(runs: pd.DataFrame, summ: pd.DataFrame) -> pd.DataFrame:
+    """results.csv: every run row, then per model/ensemble a "mean" and a "std" row."""
+    value_cols = [*METRICS, *[f"AP {c}" for c in CLASSES]]
+    cols = ["kind", "name", "variant", "fold", *value_cols, "n_images", "split_hash", "path"]
+    parts = [runs[cols]] if not runs.empty else []
+    for _, row in summ.iterrows():
+        for stat in ("mean", "std"):
+            parts.append(pd.DataFrame([{"kind": row["kind"], "name": row["name"], "variant": row["variant"],
+                                        "fold": stat, **{c: row[f"{c} {stat}"] for c in value_cols}}], columns=cols))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results") -> str:
+    """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs."""
+    runs = results.runs
+    lines = [f"# {title}", ""]
+    if runs.empty:
+        lines += ["No finished runs (no metrics.json) were found.", ""]
+    else:
+        folds = sorted(runs["fold"].unique(), key=_sort_key)
+        lines += ["## mAP@0.4 by model and fold", "",
+                  "mAP@0.4 is pycocotools COCOeval at IoU 0.4 (mean ± sample std over folds); the VOC columns are the "
+                  "Kaggle metric (all-point, IoU > 0.4; 15-cls adds \"No finding\").", ""]
+        header = ["model", "variant", *folds, "mean ± std", "VOC mAP@0.4", "VOC 15-cls", "AP50", "AP50:95",
+                  "train s", "predict s"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for _, srow in summ.iterrows():
+            group = runs[(runs["kind"] == srow["kind"]) & (runs["name"] == srow["name"])]
+            by_fold = dict(zip(group["fold"], group["map40"]))
+            n = int(srow["n_folds"])
+            cells = [f"**{srow['name']}**" if srow["kind"] == "ensemble" else srow["name"], srow["variant"] or "–",
+                     *[_fmt(by_fold.get(f, math.nan)) for f in folds],
+                     _pm(srow["map40 mean"], srow["map40 std"], n),
+                     *[_pm(srow[f"{m} mean"], srow[f"{m} std"], n) for m in ("voc_map40", "voc_map40_15", "ap50",
+                                                                                  "ap50_95")],
+                     _fmt(srow["train_time_s mean"], 0), _fmt(srow["predict_time_s mean"], 1)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "## Per-class AP@0.4 (mean over folds; – = no ground truth in the val images)", ""]
+        names = list(summ["name"])
+        lines += ["| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for cls in CLASSES:
+            lines.append(f"| {cls} | " + " | ".join(_fmt(v, 3) for v in summ[f"AP {cls} mean"]) + " |")
+    lines += ["", "## Failed jobs", ""]
+    if results.failed:
+        lines += ["| model | fold | error | details |", "|---|---|---|---|"]
+        for fail in results.failed:
+            error = fail["error"].replace("|", "\\|")
+            lines.append(f"| {fail['model']} | {fail['fold']} | {error} | `{fail['path']}` |")
+    else:
+        lines.append("None.")
+    if results.unreadable:
+        lines += ["", "## Unreadable result files", ""] + [f"- `{item}`" for item in results.unreadable]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results") -> dict[str, Path]:
+    """Write results.csv and results.md atomically; returns their paths."""
+    csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = atomic.tmp_path_for(csv_path)
+    try:
+        long_table(results.runs, summ).to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, csv_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    atomic.write_text(md_path, markdown(results, summ, title))
+    return {"results_csv": csv_path, "results_md": md_path}

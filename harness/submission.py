@@ -1,0 +1,128 @@
+"""Kaggle VinBigData submission export: predictions back in original DICOM pixels.
+
+Format: ``image_id,PredictionString`` with ``class score x1 y1 x2 y2`` repeated, space-separated,
+integer-rounded original-pixel coordinates. Predictions are in prepared-PNG pixels; the manifest's
+``scale_x``/``scale_y`` map original -> PNG (PNG = original x scale), so back-mapping divides. That is
+right for both preparations (aspect kept: scale_x == scale_y; stretched square: they differ).
+
+"No finding" (class 14) policy, selectable because it moves the score a lot:
+
+* ``append`` (default): every image gets ``14 p 0 0 1 1`` after its boxes, with p = 1 - the image's
+  highest abnormality score (1 for an image with no box) or p from ``normal_scores`` (a classifier).
+* ``empty_only``: ``14 1 0 0 1 1`` only for images with no predicted box.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from harness import atomic
+from harness.classes import NO_FINDING_ID
+from harness.predictions import PredictionFileError, Predictions
+
+POLICIES = ("append", "empty_only")
+
+
+def to_original_xyxy(bbox_xywh, scale_x: float, scale_y: float) -> tuple[float, float, float, float]:
+    """PNG [x, y, w, h] -> original-pixel (x1, y1, x2, y2)."""
+    x, y, w, h = bbox_xywh
+    return x / scale_x, y / scale_y, (x + w) / scale_x, (y + h) / scale_y
+
+
+def prediction_string(dets: list[dict], scale_x: float, scale_y: float, orig_width: int | None = None,
+                      orig_height: int | None = None, no_finding: str = "append", normal_score: float | None = None,
+                      score_thr: float = 0.0) -> str:
+    """One image's PredictionString (boxes by descending score, then the class-14 entry per policy)."""
+    if no_finding not in POLICIES:
+        raise ValueError(f"no_finding must be one of {', '.join(POLICIES)}, not {no_finding!r}")
+    parts = []
+    kept = sorted((d for d in dets if d["score"] >= score_thr), key=lambda d: -d["score"])
+    for det in kept:
+        x1, y1, x2, y2 = to_original_xyxy(det["bbox"], scale_x, scale_y)
+        if orig_width is not None:
+            x1, x2 = min(max(x1, 0), orig_width), min(max(x2, 0), orig_width)
+        if orig_height is not None:
+            y1, y2 = min(max(y1, 0), orig_height), min(max(y2, 0), orig_height)
+        parts.append(f"{int(det['category_id'])} {float(det['score']):.4f} "
+                     f"{round(x1)} {round(y1)} {round(x2)} {round(y2)}")
+    if no_finding == "append":
+        p = normal_score if normal_score is not None else 1.0 - max((d["score"] for d in kept), default=0.0)
+        parts.append(f"{NO_FINDING_ID} {float(p):.4f} 0 0 1 1")
+    elif not parts:
+        parts.append(f"{NO_FINDING_ID} 1 0 0 1 1")
+    return " ".join(parts)
+
+
+def _manifest_by_coco_id(manifest: pd.DataFrame | str | Path, coco_json: str | Path | dict | None) -> dict[int, dict]:
+    """{COCO image id: manifest row}. The manifest either has a `coco_id` column (predict step) or
+    the COCO file's images give the id -> `image_key` (VinBigData image_id) link."""
+    if not isinstance(manifest, pd.DataFrame):
+        from harness.data.manifest import read_manifest
+
+        manifest = read_manifest(manifest)
+    rows = manifest.to_dict("records")
+    if "coco_id" in manifest.columns:
+        return {int(r["coco_id"]): r for r in rows}
+    if coco_json is None:
+        raise ValueError("the manifest has no coco_id column: pass coco_json to link COCO ids to image_ids")
+    from harness.eval.coco_map import load_gt
+
+    by_key = {str(r["image_id"]): r for r in rows}
+    out = {}
+    for img in load_gt(coco_json)["images"]:
+        key = img.get("image_key")
+        if key in by_key:
+            out[int(img["id"])] = by_key[key]
+    return out
+
+
+def submission_frame(preds: Predictions, manifest: pd.DataFrame | str | Path, no_finding: str = "append",
+                     coco_json: str | Path | dict | None = None, normal_scores: Mapping[int, float] | None = None,
+                     score_thr: float = 0.0) -> pd.DataFrame:
+    """The submission as a DataFrame (image_id, PredictionString), one row per predicted image."""
+    rows_by_id = _manifest_by_coco_id(manifest, coco_json)
+    missing = [i for i in preds.image_ids if i not in rows_by_id]
+    if missing:
+        raise PredictionFileError(f"predictions {preds.source!r}: image ids {missing[:10]} have no manifest row "
+                                  "(wrong manifest or COCO file?)")
+    dets_by_image: dict[int, list[dict]] = defaultdict(list)
+    for det in preds.detections:
+        dets_by_image[det["image_id"]].append(det)
+    out = []
+    for image_id in preds.image_ids:
+        row = rows_by_id[image_id]
+        try:
+            scale_x, scale_y = float(row["scale_x"]), float(row["scale_y"])
+            if not (scale_x > 0 and scale_y > 0):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise PredictionFileError(f"manifest row {row.get('image_id')!r}: invalid scale_x/scale_y "
+                                      f"({row.get('scale_x')!r}, {row.get('scale_y')!r})") from None
+        orig_w = int(row["orig_width"]) if pd.notna(row.get("orig_width")) else None
+        orig_h = int(row["orig_height"]) if pd.notna(row.get("orig_height")) else None
+        normal = None if normal_scores is None else normal_scores.get(image_id)
+        out.append({"image_id": str(row["image_id"]),
+                    "PredictionString": prediction_string(dets_by_image[image_id], scale_x, scale_y, orig_w, orig_h,
+                                                          no_finding, normal, score_thr)})
+    return pd.DataFrame(out, columns=["image_id", "PredictionString"])
+
+
+def write_submission(preds: Predictions, manifest: pd.DataFrame | str | Path, out_csv: str | Path,
+                     no_finding: str = "append", coco_json: str | Path | dict | None = None,
+                     normal_scores: Mapping[int, float] | None = None, score_thr: float = 0.0) -> Path:
+    """Write the Kaggle CSV atomically; returns its path. See submission_frame for the arguments."""
+    frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic.tmp_path_for(out_csv)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out_csv)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_csv

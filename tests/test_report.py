@@ -1,0 +1,122 @@
+"""harness.report: tables, charts and overlays rebuilt from a sweep directory's files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness import atomic
+from harness.classes import CLASSES
+from harness.eval import evaluate
+from harness.predictions import Predictions
+from harness.report import build_report, collect, write_overlays
+
+FOLD_MAP = {"yolov5": [0.20, 0.30], "detectron2_frcnn": [0.25, 0.27], "mmdet_frcnn": [0.31, 0.29]}
+
+
+def metrics(model: str, fold, map40: float, variant: str = "v") -> dict:
+    per_class = {cls: None for cls in CLASSES}
+    per_class.update({"Aortic enlargement": map40 + 0.3, "Cardiomegaly": map40 + 0.4, "Nodule/Mass": map40 - 0.1})
+    return {"source": f"{model}:{variant}", "model": model, "variant": variant, "fold": fold, "split_hash": f"h{fold}",
+            "n_images": 10, "map40": map40, "voc_map40": map40 - 0.01, "voc_map40_15": map40 + 0.1,
+            "ap50": map40 - 0.05, "ap50_95": map40 / 3, "per_class": per_class, "train_time_s": 100.0,
+            "predict_time_s": 5.0, "device": "cpu", "versions": {}, "config": {}}
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "demo"
+    for model, values in FOLD_MAP.items():
+        for fold, value in enumerate(values):
+            run = root / model / f"fold{fold}"
+            atomic.write_json(run / "metrics.json", metrics(model, fold, value, variant=model[:6]))
+            atomic.write_json(run / "native" / "metrics.json", {"framework": "own file, not ours"})
+    for fold, value in enumerate([0.36, 0.34]):
+        atomic.write_json(root / "ensemble" / "wbf-iou0.55" / f"fold{fold}" / "metrics.json",
+                          {**metrics("ensemble", fold, value, variant="wbf-iou0.55")})
+    atomic.write_json(root / "yolov5x" / "fold0" / "failed.json",
+                      {"model": "yolov5x", "fold": 0, "error": "RuntimeError: CUDA out of memory\nmore",
+                       "traceback": "Traceback ..."})
+    (root / "broken" / "fold0").mkdir(parents=True)
+    (root / "broken" / "fold0" / "metrics.json").write_text("{not json")
+    return root
+
+
+def test_collect_finds_runs_ensembles_and_failures(sweep):
+    results = collect(sweep)
+    runs = results.runs
+    assert len(runs) == 8  # 3 models x 2 folds + ensemble x 2 folds; native/ files ignored
+    assert list(runs["kind"]).count("ensemble") == 2
+    assert set(runs["name"]) == {*FOLD_MAP, "ensemble:wbf-iou0.55"}
+    assert [f["model"] for f in results.failed] == ["yolov5x"]
+    assert results.failed[0]["error"] == "RuntimeError: CUDA out of memory"
+    assert len(results.unreadable) == 1 and "broken" in results.unreadable[0]
+    # two variants of one model are kept apart, not averaged together
+    atomic.write_json(sweep / "yolov5" / "fold1" / "metrics.json", metrics("yolov5", 1, 0.3, variant="yolov5s"))
+    names = set(collect(sweep).runs["name"])
+    assert {"yolov5 (yolov5)", "yolov5 (yolov5s)"} <= names
+
+
+def test_build_report_tables(sweep, tmp_path):
+    paths = build_report(sweep)
+    assert set(paths) == {"results_md", "results_csv", "results_png", "per_class_png"}
+    assert all(Path(p).parent == sweep / "report" for p in paths.values())
+    frame = pd.read_csv(paths["results_csv"])
+    mean = frame[(frame["name"] == "yolov5") & (frame["fold"] == "mean")].iloc[0]
+    std = frame[(frame["name"] == "yolov5") & (frame["fold"] == "std")].iloc[0]
+    assert mean["map40"] == pytest.approx(0.25) and std["map40"] == pytest.approx(np.std([0.2, 0.3], ddof=1))
+    assert mean["AP Cardiomegaly"] == pytest.approx(0.65) and np.isnan(mean["AP ILD"])
+    assert len(frame) == 8 + 2 * 4  # runs + mean/std per model and ensemble
+    md = paths["results_md"].read_text()
+    assert "| yolov5 | yolov5 | 0.2000 | 0.3000 | 0.2500 ± 0.0707 |" in md
+    assert "**ensemble:wbf-iou0.55**" in md
+    assert "| Cardiomegaly | 0.660 | 0.700 | 0.650 | 0.750 |" in md  # models by name, then ensembles
+    assert "| yolov5x | fold0 | RuntimeError: CUDA out of memory |" in md
+    assert "Unreadable result files" in md
+    # no temporary files left behind
+    assert sorted(p.name for p in (sweep / "report").iterdir()) == ["per_class.png", "results.csv", "results.md",
+                                                                   "results.png"]
+    # a custom output folder and an empty sweep work too
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = build_report(empty, tmp_path / "elsewhere")
+    assert "No finished runs" in out["results_md"].read_text()
+
+
+def test_build_report_charts_are_real_pngs(sweep):
+    paths = build_report(sweep)
+    for key in ("results_png", "per_class_png"):
+        with Image.open(paths[key]) as img:
+            assert img.format == "PNG" and img.width > 400 and img.height > 250
+            assert np.asarray(img.convert("L")).std() > 10  # not blank
+
+
+def test_overlays_from_gt_and_from_image_refs(toy_dataset, tmp_path):
+    gt = json.loads(Path(toy_dataset["labels"]).read_text())
+    rng = np.random.default_rng(0)
+    dets = []
+    for ann in gt["annotations"]:
+        x, y, w, h = ann["bbox"]
+        dets.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                     "bbox": [x + rng.normal(0, 2), y + rng.normal(0, 2), w, h], "score": float(rng.uniform(0.4, 1))})
+    dets.append({"image_id": 1, "category_id": 10, "bbox": [5, 5, 30, 20], "score": 0.35})
+    ids = [img["id"] for img in gt["images"]]
+    preds = Predictions("toy-model", None, ids, dets)
+    assert evaluate(gt, preds)["map40"] > 0.5
+    written = write_overlays(preds, toy_dataset["labels"], toy_dataset["root"], tmp_path / "ov", n=3, score_thr=0.3)
+    assert len(written) == 3 and all(p.suffix == ".png" and p.is_file() for p in written)
+    with Image.open(written[0]) as img:
+        assert img.width >= 128 and np.asarray(img.convert("RGB")).std() > 10
+    # unlabeled images through ImageRefs (the predict step); an unreadable image is skipped, not fatal
+    from harness.split import ImageRef
+
+    refs = [ImageRef(img["id"], Path(toy_dataset["root"]) / img["file_name"], img["width"], img["height"])
+            for img in gt["images"][:2]]
+    refs.append(ImageRef(99, tmp_path / "missing.png", 128, 128))
+    unlabeled = Predictions("toy-model", None, [1, 2, 99], [d for d in dets if d["image_id"] in (1, 2)])
+    out = write_overlays(unlabeled, None, None, tmp_path / "ov2", n=5, images=refs)
+    assert sorted(p.name for p in out) == ["toy0000.png", "toy0001.png"]
