@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from harness import atomic
-from harness.jobs.config import config_hash, model_settings, to_plain, train_spec
+from harness.jobs.config import config_hash, model_settings, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
@@ -33,6 +33,13 @@ def finished(run_dir: Path, cfg_hash: str) -> bool:
         return json.loads(metrics.read_text()).get("config_hash") == cfg_hash
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def job_config(cfg: DictConfig) -> dict:
+    """The resolved settings that define a job (what `predict` needs to rebuild its detector)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {key: resolved[key] for key in ("data", "model", "train", "aug", "per_model", "tta_hflip",
+                                           "offline_guard", "fail_fast", "skip_finished")}
 
 
 def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -98,7 +105,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
         "device": spec.device, "host": platform.node(), "versions": detector.versions(),
-        "config": to_plain(OmegaConf.masked_copy(cfg, ["data", "model", "train", "aug", "per_model", "tta_hflip"])),
+        "config": job_config(cfg),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)
     log.info("%s fold %d: mAP@0.4 %.4f (VOC %.4f), train %.0f s, predict %.0f s -> %s", name, fold,
