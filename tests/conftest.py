@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# ultralytics writes settings at import: keep them out of the user's home during tests
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="cxr-bench-yolo-"))
 
 sys.path.insert(0, str(Path(__file__).parent))  # for `from toy import make_toy_dataset`
 

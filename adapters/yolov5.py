@@ -1,0 +1,531 @@
+"""YOLOv5 (n/s/m/l/x) behind the shared `Detector` interface, trained and run by ultralytics 8.4.
+
+Architecture. The model is built from ultralytics' own YOLOv5 model YAML (`yolov5n.yaml` ...
+`yolov5x.yaml`, i.e. `cfg/models/v5/yolov5.yaml` at that scale), never from a `.pt` hub name. That
+YAML keeps YOLOv5's CSP-Darknet backbone and PANet neck but ends in ultralytics' anchor-free,
+decoupled `Detect` head (DFL box regression, task-aligned assigner) - the model ultralytics calls
+"YOLOv5u". It is NOT the classic anchor-based YOLOv5 of the original Kaggle notebooks (that code
+lives in the unmaintained `yolov5` PyPI package, which breaks on this stack). `versions()` and
+`HEAD` say so, and results should be labelled accordingly. The model always has the 14 VinBigData
+classes (names from `harness.classes.CLASSES`, class index == COCO category id).
+
+Weights. From scratch by default (`pretrained=False`). With `spec.weights` (a LOCAL ultralytics
+`.pt`), the variant's YAML architecture is built and the checkpoint's tensors are transferred by
+name and shape (`pretrained=<path>`): a head trained for another class count, or a 3-channel
+first conv in a 1-channel model, keeps its random init.
+
+Data. The shared COCO split is converted inside `workdir/yolo_data/` (built in a temporary folder,
+then renamed into place): `images/{train,val}/<stem>.png` are symlinks to the prepared PNGs (a copy
+where symlinks are impossible), `labels/{train,val}/<stem>.txt` hold `class cx cy w h` normalised
+by the PNG size (an empty file for an image without findings: a background image), and
+`data.yaml` has the absolute path, the 14 names and `channels`. Nothing is written into the
+dataset folder. Channels: `spec.channels == 1` trains a true 1-channel model (`channels: 1` in the
+data YAML: the first conv has one input channel and images are read with IMREAD_GRAYSCALE);
+3 = the gray PNG replicated into three channels (ultralytics' default reading).
+
+Offline by construction (`ultralytics_offline`). Before ultralytics is imported, YOLO_OFFLINE=1,
+YOLO_AUTOINSTALL=0 and YOLO_CONFIG_DIR=<workdir>/ultralytics_config are set, and matplotlib's
+DejaVuSans.ttf is placed as `<YOLO_CONFIG_DIR>/Ultralytics/Arial.ttf` and `Arial.Unicode.ttf`
+(ultralytics' dataset check otherwise downloads Arial on every train/val). If ultralytics was
+already imported in this process (its config dir and ONLINE flag are fixed at import), the same
+effect is patched in for the duration of the call: every `ultralytics.*` module's copy of
+USER_CONFIG_DIR points at the run's folder, ONLINE/AUTOINSTALL are False, the telemetry queue is
+disabled, and the settings dict is redirected to the run's own settings.json with sync and all
+logger integrations off (comet, clearml, mlflow, dvc, raytune, tensorboard, wandb). The AMP
+self-test (CUDA, spec.amp True) would download yolo26n.pt: it is replaced by "trust spec.amp"
+while a fit runs. Everything is restored on exit (settings, module attributes, env variables,
+torch's thread count, which ultralytics' `select_device` resets) so two fits in one process do
+not see each other's state.
+
+Shared augmentation spec -> ultralytics train arguments:
+    AugSpec.rotate_deg -> `degrees`  (random rotation in [-deg, +deg], boxes re-fitted to the
+                                      rotated corners, ultralytics' `RandomPerspective`)
+    AugSpec.hflip      -> `fliplr`   (probability of a horizontal flip)
+    AugSpec.vflip      -> `flipud`   (probability of a vertical flip)
+ultralytics' other augmentations, set for grayscale chest X-rays (`XRAY_AUG_DEFAULTS`):
+    hsv_h 0, hsv_s 0        hue/saturation mean nothing on a gray image
+    hsv_v 0.4               brightness jitter (ultralytics default): exposure varies between X-rays
+    translate 0.1, scale 0.5 ultralytics defaults: mild shift/zoom, as YOLOv5's own recipe
+    shear 0, perspective 0  ultralytics defaults
+    mosaic 0, mixup 0, cutmix 0, copy_paste 0
+                            off: a 2x2 collage of chests breaks the anatomical context several
+                            classes depend on (cardiomegaly is relative to the thorax), and the
+                            study used only rotate/flips on top of the framework's basics
+Any key in `spec.native` overrides these and everything else below (passed to `model.train`).
+
+Training arguments: epochs, batch (= spec.batch_size; ultralytics still accumulates gradients up to
+its nominal batch `nbs` 64 and scales weight decay by batch*accumulate/nbs - its recipe; set
+native {"nbs": N} to change), imgsz, optimizer (sgd -> "SGD", adam -> "Adam", adamw -> "AdamW"),
+lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N -> "0"/"N"),
+workers, amp, project=<workdir>, name="train", val=False (the val split is scored once after the
+last epoch by ultralytics, as a log line; cxr-bench scores `predict()`'s output), plots=False.
+`fit` returns `train/weights/last.pt` - the last epoch, never a "best" picked on the val fold.
+
+Prediction: `model.predict` on the PNG paths in batches of spec.batch_predict, with
+conf=spec.score_thr, max_det=spec.max_det, imgsz=spec.imgsz (letterboxed; ultralytics maps boxes
+back to the original PNG pixels, `Results.boxes.xyxy`, verified by the tests), NMS IoU 0.7
+(ultralytics default; native {"iou": x} overrides it here too).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from adapters.base import AugSpec, Detector, TrainSpec
+from harness import atomic
+from harness.classes import CLASSES, NUM_CLASSES
+from harness.predictions import detection
+from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
+HEAD = "anchor-free decoupled Detect head (ultralytics YOLOv5u), not the classic anchor-based YOLOv5"
+
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+# ultralytics' augmentations other than the shared three, chosen for grayscale chest X-rays.
+XRAY_AUG_DEFAULTS: dict[str, float] = {
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.4,
+    "translate": 0.1,
+    "scale": 0.5,
+    "shear": 0.0,
+    "perspective": 0.0,
+    "mosaic": 0.0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "copy_paste": 0.0,
+}
+
+# native keys that also apply at prediction time
+PREDICT_KEYS = ("iou", "agnostic_nms", "augment", "half")
+
+_INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+
+
+# ---------------------------------------------------------------------------------------------
+# spec -> ultralytics arguments (pure functions: no framework import)
+# ---------------------------------------------------------------------------------------------
+
+def yolo_device(device: str) -> str:
+    """cxr-bench device string -> ultralytics' ("cpu", "cuda" -> "0", "cuda:N" -> "N")."""
+    device = str(device).strip().lower()
+    if device in ("", "cpu"):
+        return "cpu"
+    if device == "cuda":
+        return "0"
+    if match := re.fullmatch(r"cuda:(\d+)", device):
+        return match.group(1)
+    raise ValueError(f"device must be cpu, cuda or cuda:N, not {device!r}")
+
+
+def aug_args(aug: AugSpec) -> dict[str, float]:
+    """The shared AugSpec as ultralytics train arguments, on top of the X-ray defaults."""
+    if not 0.0 <= aug.hflip <= 1.0 or not 0.0 <= aug.vflip <= 1.0:
+        raise ValueError(f"flip probabilities must be in [0, 1]: hflip={aug.hflip}, vflip={aug.vflip}")
+    if aug.rotate_deg < 0:
+        raise ValueError(f"rotate_deg must be >= 0, not {aug.rotate_deg}")
+    return {**XRAY_AUG_DEFAULTS, "degrees": float(aug.rotate_deg), "fliplr": float(aug.hflip),
+            "flipud": float(aug.vflip)}
+
+
+def train_args(spec: TrainSpec, data_yaml: Path, workdir: Path) -> dict[str, Any]:
+    """Every keyword `YOLO.train` receives for this spec (spec.native last, overriding)."""
+    args: dict[str, Any] = {
+        "data": str(Path(data_yaml).resolve()),
+        "epochs": int(spec.epochs),
+        "batch": int(spec.batch_size),
+        "imgsz": int(spec.imgsz),
+        "optimizer": OPTIMIZERS[spec.optimizer],
+        "lr0": float(spec.lr),
+        "weight_decay": float(spec.weight_decay),
+        "seed": int(spec.seed),
+        "deterministic": True,
+        "device": yolo_device(spec.device),
+        "workers": int(spec.workers),
+        "amp": bool(spec.amp),
+        "pretrained": str(Path(spec.weights).resolve()) if spec.weights else False,
+        "project": str(Path(workdir).resolve()),
+        "name": "train",
+        "exist_ok": True,
+        "val": False,
+        "plots": False,
+        **aug_args(spec.aug),
+    }
+    args.update(spec.native)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO split -> YOLO dataset
+# ---------------------------------------------------------------------------------------------
+
+def _yolo_label_lines(image: dict, anns: list[dict], source: Path) -> list[str]:
+    """`class cx cy w h` lines (normalised) for one image; boxes are clipped to the image, and a
+    box with no area left is skipped with a warning naming it."""
+    width, height = float(image["width"]), float(image["height"])
+    lines = []
+    for ann in anns:
+        cat = ann.get("category_id")
+        if not isinstance(cat, int) or not 0 <= cat < NUM_CLASSES:
+            raise ValueError(f"{source}: annotation id {ann.get('id')} (image {image['file_name']}) has "
+                             f"category_id {cat!r}; expected 0..{NUM_CLASSES - 1}")
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        x1, y1 = max(0.0, x), max(0.0, y)
+        x2, y2 = min(width, x + w), min(height, y + h)
+        if x2 - x1 < 1e-3 or y2 - y1 < 1e-3:
+            log.warning("%s: annotation id %s (image %s) has no area inside the image, skipped: bbox %s",
+                        source, ann.get("id"), image["file_name"], ann["bbox"])
+            continue
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        lines.append(f"{cat} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+    return lines
+
+
+def _link_or_copy(target: Path, link: Path) -> None:
+    try:
+        os.symlink(target, link)
+    except OSError:
+        shutil.copy2(target, link)
+
+
+def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str) -> tuple[int, list[str]]:
+    """Write images/<subset> links and labels/<subset> txt files; return (images written, problems)."""
+    import json
+
+    from PIL import Image
+
+    coco = json.loads(Path(coco_json).read_text())
+    by_image: dict[int, list[dict]] = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    img_dir, lbl_dir = out / "images" / subset, out / "labels" / subset
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lbl_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    problems: list[str] = []
+    written = 0
+    for image in coco["images"]:
+        src = (image_root / image["file_name"]).resolve()
+        try:
+            with Image.open(src) as im:
+                size = im.size
+        except (OSError, ValueError) as err:
+            problems.append(f"{coco_json}: image id {image['id']} ({src}) cannot be read: {err}")
+            log.error(problems[-1])
+            continue
+        if size != (image["width"], image["height"]):
+            problems.append(f"{coco_json}: image id {image['id']} ({src}) is {size[0]}x{size[1]} px but its "
+                            f"record says {image['width']}x{image['height']}; skipped")
+            log.error(problems[-1])
+            continue
+        stem = src.stem if src.stem not in used else f"{src.stem}__id{image['id']}"
+        used.add(stem)
+        lines = _yolo_label_lines(image, by_image.get(image["id"], []), coco_json)
+        _link_or_copy(src, img_dir / f"{stem}{src.suffix}")
+        (lbl_dir / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
+        written += 1
+    return written, problems
+
+
+def write_yolo_dataset(split: Split, root: Path, channels: int = 3) -> Path:
+    """Convert the split's train/val COCO files into a YOLO dataset at `root`; return its data YAML.
+
+    Built in a temporary sibling folder and renamed into place, so `root` is either the old or the
+    complete new dataset. Unreadable images or size mismatches are skipped with an error naming the
+    file; if a subset ends up empty, ValueError.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels}")
+    root = Path(root).resolve()
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    counts = {}
+    try:
+        for subset, coco_json in (("train", split.train_json), ("val", split.val_json)):
+            counts[subset], _ = _write_subset(Path(coco_json), Path(split.image_root), tmp, subset)
+            if counts[subset] == 0:
+                raise ValueError(f"{coco_json}: no usable {subset} images (see errors above)")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    names = "\n".join(f"  {i}: {name!r}" for i, name in enumerate(CLASSES))
+    data_yaml = root / "data.yaml"
+    atomic.write_text(
+        data_yaml,
+        f"# written by cxr-bench adapters.yolov5 from {split.train_json} and {split.val_json}\n"
+        f"# split hash {split.split_hash}; {counts['train']} train / {counts['val']} val images\n"
+        f"path: {root}\ntrain: images/train\nval: images/val\nchannels: {channels}\n"
+        f"nc: {NUM_CLASSES}\nnames:\n{names}\n",
+    )
+    return data_yaml
+
+
+# ---------------------------------------------------------------------------------------------
+# offline sandbox around every ultralytics call
+# ---------------------------------------------------------------------------------------------
+
+def _install_fonts(settings_dir: Path) -> None:
+    """Place a local TTF where ultralytics looks for Arial, so it never downloads one."""
+    import matplotlib
+
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = settings_dir / name
+        if not target.exists():
+            shutil.copyfile(font, target)
+
+
+@contextlib.contextmanager
+def ultralytics_offline(config_root: Path, trust_amp: bool = False) -> Iterator[None]:
+    """Run ultralytics with its config dir under `config_root`, offline, with no telemetry and no
+    logger integrations; restore all of it (and torch's thread count) on exit."""
+    config_root = Path(config_root).resolve()
+    settings_dir = config_root / "Ultralytics"
+    settings_dir.mkdir(parents=True, exist_ok=True)
+    _install_fonts(settings_dir)
+    saved_env = {key: os.environ.get(key) for key in (*_ENV, "YOLO_CONFIG_DIR")}
+    os.environ.update(_ENV)
+    os.environ["YOLO_CONFIG_DIR"] = str(config_root)
+
+    import torch
+    import ultralytics.utils as uutils
+    import ultralytics.utils.checks as uchecks
+    import ultralytics.utils.events as uevents
+
+    threads = torch.get_num_threads()
+    patches: list[tuple[object, str, Any]] = []
+
+    def patch(obj: object, attr: str, value: Any) -> None:
+        patches.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "ultralytics" or name.startswith("ultralytics.")):
+            continue
+        for attr, value in (("USER_CONFIG_DIR", settings_dir), ("ONLINE", False), ("AUTOINSTALL", False)):
+            if attr in vars(module):
+                patch(module, attr, value)
+    patch(uevents.events, "enabled", False)
+    if trust_amp:
+        import ultralytics.engine.trainer as utrainer
+
+        def _amp_as_requested(model) -> bool:
+            log.info("AMP self-test skipped (it would download yolo26n.pt): AMP on as spec.amp asks")
+            return True
+
+        patch(utrainer, "check_amp", _amp_as_requested)
+
+    settings = uutils.SETTINGS
+    saved_settings, saved_file = dict(settings), settings.file_path
+    settings.file_path = settings.file = settings_dir / "settings.json"
+    settings.update(sync=False, **{key: False for key in _INTEGRATIONS})  # saved to the run's own file
+    font_cache = getattr(uchecks.check_font, "__wrapped__", None)
+    if hasattr(font_cache, "cache_clear"):
+        font_cache.cache_clear()  # a font path cached by an earlier run may be gone
+    try:
+        yield
+    finally:
+        for obj, attr, value in reversed(patches):
+            setattr(obj, attr, value)
+        dict.clear(settings)
+        dict.update(settings, saved_settings)  # in memory only: no write to anyone's settings file
+        settings.file_path = settings.file = saved_file
+        if hasattr(font_cache, "cache_clear"):
+            font_cache.cache_clear()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        torch.set_num_threads(threads)
+
+
+_TRANSFORM_ATTRS = ("p", "direction", "degrees", "translate", "scale", "shear", "perspective", "hgain",
+                    "sgain", "vgain")
+
+
+def describe_transforms(transform) -> list[dict[str, Any]]:
+    """The training transforms ultralytics actually built, flattened to [{"type", <settings>}]:
+    recorded after each fit (`last_fit["train_transforms"]`) as proof of the augmentation mapping."""
+    if transform is None:
+        return []
+    children = getattr(transform, "transforms", None)
+    if type(transform).__name__ == "Compose" and isinstance(children, list):
+        return [entry for child in children for entry in describe_transforms(child)]
+    entry: dict[str, Any] = {"type": type(transform).__name__}
+    for attr in _TRANSFORM_ATTRS:
+        value = getattr(transform, attr, None)
+        if isinstance(value, (int, float, str)):
+            entry[attr] = value
+    return [entry]
+
+
+# ---------------------------------------------------------------------------------------------
+# the adapter
+# ---------------------------------------------------------------------------------------------
+
+class YoloV5Detector(Detector):
+    """YOLOv5 n/s/m/l/x (anchor-free YOLOv5u head) via ultralytics."""
+
+    name = "yolov5"
+    framework = "ultralytics"
+    default_variant = "yolov5n"
+
+    def __init__(self, spec: TrainSpec):
+        super().__init__(spec)
+        if spec.variant not in VARIANTS:
+            raise ValueError(f"yolov5 variant must be one of {', '.join(VARIANTS)}, not {spec.variant!r}")
+        if spec.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
+        yolo_device(spec.device)  # fail early on a bad device string
+        aug_args(spec.aug)
+        self.failed_images: list[tuple[str, str]] = []
+        self.last_fit: dict[str, Any] = {}
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, split: Split, workdir: Path) -> Path:
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels)
+        args = train_args(self.spec, data_yaml, workdir)
+        shutil.rmtree(workdir / args["name"] / "weights", ignore_errors=True)  # no stale checkpoint
+        n_train = sum(1 for _ in (workdir / "yolo_data" / "images" / "train").iterdir())
+        log.info("yolov5: training %s (%s) on %d images for %d epochs -> %s",
+                 self.spec.variant, HEAD, n_train, self.spec.epochs, workdir / args["name"])
+        trust_amp = bool(self.spec.amp) and args["device"] != "cpu"
+        with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp):
+            from ultralytics import YOLO
+
+            model = YOLO(f"{self.spec.variant}.yaml", task="detect")
+            start = time.perf_counter()
+            model.train(**args)
+            seconds = time.perf_counter() - start
+            save_dir = Path(model.trainer.save_dir)
+            transforms = describe_transforms(getattr(model.trainer.train_loader.dataset, "transforms", None))
+        checkpoint = save_dir / "weights" / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"ultralytics finished but wrote no checkpoint at {checkpoint}")
+        epochs = int(args["epochs"])
+        self.last_fit = {"seconds": seconds, "train_images": n_train, "epochs": epochs,
+                         "train_images_per_s": n_train * epochs / seconds if seconds > 0 else math.nan,
+                         "save_dir": str(save_dir), "checkpoint": str(checkpoint),
+                         "train_transforms": transforms}
+        log.info("yolov5: trained in %.1f s (%.2f images/s); checkpoint %s", seconds,
+                 self.last_fit["train_images_per_s"], checkpoint)
+        return checkpoint
+
+    # -- prediction -----------------------------------------------------------------------------
+    def _untrained(self):
+        """A seeded, randomly initialised 14-class model of the variant, with spec.channels inputs."""
+        import torch
+        from ultralytics import YOLO
+        from ultralytics.nn.tasks import DetectionModel
+
+        yolo = YOLO(f"{self.spec.variant}.yaml", task="detect")
+        torch.manual_seed(self.spec.seed)
+        model = DetectionModel(dict(yolo.model.yaml), ch=self.spec.channels, nc=NUM_CLASSES, verbose=False)
+        model.names = dict(enumerate(CLASSES))
+        model.args, model.task = yolo.model.args, "detect"
+        yolo.model = model
+        return yolo
+
+    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
+        from tqdm import tqdm
+
+        workdir = Path(workdir).resolve()
+        self.failed_images = []
+        results: list[dict] = []
+        bs = max(1, int(self.spec.batch_predict))
+        kwargs = {"conf": float(self.spec.score_thr), "max_det": int(self.spec.max_det),
+                  "imgsz": int(self.spec.imgsz), "device": yolo_device(self.spec.device), "batch": bs,
+                  "verbose": False, "save": False, "project": str(workdir), "name": "predict",
+                  "exist_ok": True, **{k: v for k, v in self.spec.native.items() if k in PREDICT_KEYS}}
+        with ultralytics_offline(workdir / "ultralytics_config"):
+            from ultralytics import YOLO
+
+            if checkpoint is None:
+                model = self._untrained()
+            else:
+                if not Path(checkpoint).is_file():
+                    raise FileNotFoundError(f"yolov5 checkpoint not found: {checkpoint}")
+                model = YOLO(str(checkpoint), task="detect")
+            for start in tqdm(range(0, len(images), bs), desc="yolov5 predict", unit="batch"):
+                chunk = []
+                for ref in images[start:start + bs]:
+                    if Path(ref.path).is_file():
+                        chunk.append(ref)
+                    else:
+                        self._fail(ref, "file not found")
+                if not chunk:
+                    continue
+                by_path = {str(Path(ref.path).resolve()): ref for ref in chunk}
+                try:
+                    outputs = model.predict([str(Path(ref.path).resolve()) for ref in chunk], **kwargs)
+                except Exception as err:  # noqa: BLE001 - one bad file must not lose the batch
+                    log.error("yolov5: batch starting at %s failed (%s); retrying image by image", chunk[0].path, err)
+                    outputs = []
+                    for ref in chunk:
+                        try:
+                            outputs.extend(model.predict(str(Path(ref.path).resolve()), **kwargs))
+                        except Exception as one_err:  # noqa: BLE001
+                            self._fail(ref, str(one_err))
+                seen = set()
+                for res in outputs:
+                    ref = by_path.get(str(Path(res.path).resolve()))
+                    if ref is None:
+                        continue
+                    seen.add(ref.id)
+                    results.extend(self._to_coco(ref, res))
+                for ref in chunk:
+                    if ref.id not in seen and all(f[0] != str(ref.path) for f in self.failed_images):
+                        self._fail(ref, "ultralytics could not decode the image")
+        if images and len(self.failed_images) == len(images):
+            raise RuntimeError(f"yolov5: none of the {len(images)} images could be read, "
+                               f"e.g. {self.failed_images[0][0]}: {self.failed_images[0][1]}")
+        return results
+
+    def _fail(self, ref: ImageRef, reason: str) -> None:
+        log.error("yolov5: cannot predict image %s (id %s): %s", ref.path, ref.id, reason)
+        self.failed_images.append((str(ref.path), reason))
+
+    def _to_coco(self, ref: ImageRef, res) -> list[dict]:
+        h, w = res.orig_shape[:2]
+        if (w, h) != (ref.width, ref.height):
+            log.warning("%s: PNG is %dx%d but its record says %dx%d; boxes are in the PNG's pixels",
+                        ref.path, w, h, ref.width, ref.height)
+        boxes = res.boxes
+        xyxy = boxes.xyxy.detach().cpu().numpy()
+        scores = boxes.conf.detach().cpu().numpy()
+        labels = boxes.cls.detach().cpu().numpy().astype(int)
+        keep = [i for i in scores.argsort()[::-1] if scores[i] >= self.spec.score_thr][: self.spec.max_det]
+        return [detection(ref.id, int(labels[i]), xyxy[i].tolist(), float(scores[i])) for i in keep]
+
+    # -- provenance -----------------------------------------------------------------------------
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata as md
+
+        out = {}
+        for dist in ("ultralytics", "torch", "torchvision"):
+            try:
+                out[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                out[dist] = "not installed"
+        out["architecture"] = f"ultralytics {self.spec.variant}.yaml (YOLOv5 backbone + PANet neck)"
+        out["head"] = HEAD
+        out["licence"] = "AGPL-3.0"
+        return out
