@@ -1,0 +1,468 @@
+"""MMDetection Faster R-CNN behind the shared `Detector` interface (mmdet 3.3 / mmengine 0.10 / mmcv 2.1).
+
+Model variants come from mmdet's *packaged* configs (`mmdet/.mim/configs`), loaded with mmengine's
+`Config.fromfile`, so the architecture is the one mmdet ships, not a re-typed copy:
+
+    "R18-FPN"   faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py with ResNet depth 18,
+                FPN in_channels [64, 128, 256, 512]  (small, for CPU demos)
+    "R50-FPN"   faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py
+    "R101-FPN"  faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py
+
+All get `roi_head.bbox_head.num_classes = 14` (the model always has the 14 VinBigData classes).
+
+From scratch (`spec.weights` None, the default) the ImageNet download is switched off
+(`backbone.init_cfg=None`; mmdet would otherwise fetch torchvision://resnet50) and the network is
+normalised so it trains from random init, as mmdet's `configs/scratch` recipe does: GroupNorm(32) in
+backbone and FPN, no frozen stages, and the 4-conv + 1-fc GN box head (R50/R101). The R18 CPU
+variant keeps the packaged 2-fc box head: the 4-conv GN head costs ~8x its FLOPs per RoI on CPU.
+With `spec.weights` (a LOCAL mmdet detector checkpoint) the packaged BN architecture is kept and the
+file becomes mmengine's `load_from`; box-head layers whose shape differs (e.g. 80 COCO classes)
+are skipped by mmengine's non-strict loading and start from random init.
+
+Shared augmentation spec -> mmdet train pipeline (after `Resize`, so rotation runs at training size):
+    AugSpec.rotate_deg -> `Rotate(prob=1.0, min_mag=0.0, max_mag=deg, reversal_prob=0.5,
+                           img_border_value=0)`: angle ~ U[-deg, +deg] (magnitude uniform in
+                           [0, deg], sign flipped with p 0.5); boxes are rotated as their 4 corners
+                           and replaced by the enclosing box, clipped to the image (mmdet's
+                           `HorizontalBoxes.project_`); black border as on an X-ray.
+    AugSpec.hflip      -> `RandomFlip(prob=hflip, direction='horizontal')`
+    AugSpec.vflip      -> `RandomFlip(prob=vflip, direction='vertical')`
+Two separate flips, not one `RandomFlip(prob=[h, v], direction=[...])`: with list probabilities mmcv
+picks at most ONE direction (h with p h, v with p v, none with p 1-h-v, and requires h+v <= 1), while
+the study's albumentations flips are independent. A zero probability / angle drops the transform.
+Images are resized to `spec.imgsz` on the longer side (`Resize(scale=(s, s), keep_ratio=True)`).
+
+Training runs through mmengine's `Runner`: `EpochBasedTrainLoop(max_epochs=spec.epochs)`, an
+`OptimWrapper` (sgd -> SGD(momentum 0.9), adam -> Adam, adamw -> AdamW; spec.lr and weight_decay;
+no decay on norm layers; grad-norm clip 35; `AmpOptimWrapper` when spec.amp on CUDA), warmup
+(`LinearLR`, 1/1000 -> 1 over min(500, total_iters/5) iterations) then `MultiStepLR` x0.1 at 8/12 and
+11/12 of the epochs (the 1x schedule's shape), and `CheckpointHook(interval=1, max_keep_ckpts=1)`
+(one ~100-300 MB checkpoint kept). Training images without boxes are skipped
+(`filter_empty_gt=True`, as mmdet and the original study do); validation keeps every image.
+At the end of training (mmengine always validates after the last epoch) mmdet's own `CocoMetric`
+scores the val split (logged as `coco/bbox_mAP_50` etc., a cross-check of the harness score; its
+`iou_thrs=[0.4]` is unusable: pycocotools' summarize fails on a list under numpy 2). `spec.native`
+is merged last into the Config with `Config.merge_from_dict`, e.g. {"val_cfg": None,
+"val_dataloader": None, "val_evaluator": None} to skip that evaluation, or
+{"model.rpn_head.anchor_generator.scales": [4]}.
+
+mmengine keeps process-wide singletons (DefaultScope, MMLogger, MessageHub, Visualizer) keyed by
+name; the packaged config names its visualizer "visualizer", so a second job in the same process
+would get the first job's visualizer (and its output folder). Each job here gets a unique
+experiment and visualizer name, runs inside `DefaultScope.overwrite_default_scope("mmdet")` (the
+job's scope is dropped afterwards), and closes its log file handlers when done.
+
+Checkpoints: torch >= 2.6 loads with `weights_only=True` by default and refuses mmengine
+checkpoints (they pickle config/meta objects). cxr-bench's own checkpoints and the user's local
+`spec.weights` are trusted files: they are loaded with `weights_only=False` explicitly, through a
+`cxrbench-trusted://` scheme registered with mmengine's `CheckpointLoader` (additive: mmengine's
+own loaders are untouched). Everything mmengine writes goes under `workdir` (its `work_dir`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from adapters.base import AugSpec, Detector, TrainSpec
+from harness.classes import CLASSES, NUM_CLASSES
+from harness.predictions import detection
+from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+# variant -> (packaged config relative to mmdet/.mim/configs, ResNet depth, FPN in_channels)
+VARIANTS: dict[str, tuple[str, int, list[int]]] = {
+    "R18-FPN": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", 18, [64, 128, 256, 512]),
+    "R50-FPN": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", 50, [256, 512, 1024, 2048]),
+    "R101-FPN": ("faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py", 101, [256, 512, 1024, 2048]),
+}
+GN = {"type": "GN", "num_groups": 32, "requires_grad": True}
+TRUSTED_PREFIX = "cxrbench-trusted://"
+# ImageNet statistics of the packaged configs; the 1-channel model uses their mean.
+RGB_MEAN, RGB_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+GRAY_MEAN, GRAY_STD = [sum(RGB_MEAN) / 3], [sum(RGB_STD) / 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure config pieces (no framework import): testable and readable on their own.
+# ---------------------------------------------------------------------------------------------
+def aug_transforms(aug: AugSpec) -> list[dict]:
+    """The shared AugSpec as mmdet train-pipeline transforms (see the module docstring)."""
+    out: list[dict] = []
+    if aug.rotate_deg and aug.rotate_deg > 0:
+        if aug.rotate_deg > 180:
+            raise ValueError(f"aug.rotate_deg must be within [0, 180], not {aug.rotate_deg}")
+        out.append({"type": "Rotate", "prob": 1.0, "min_mag": 0.0, "max_mag": float(aug.rotate_deg),
+                    "reversal_prob": 0.5, "img_border_value": 0})
+    for p, direction in ((aug.hflip, "horizontal"), (aug.vflip, "vertical")):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"aug {direction} flip probability must be within [0, 1], not {p}")
+        if p > 0:
+            out.append({"type": "RandomFlip", "prob": float(p), "direction": direction})
+    return out
+
+
+def _load_image(channels: int) -> dict:
+    return {"type": "LoadImageFromFile", "color_type": "grayscale" if channels == 1 else "color"}
+
+
+def train_pipeline(spec: TrainSpec) -> list[dict]:
+    return [
+        _load_image(spec.channels),
+        {"type": "LoadAnnotations", "with_bbox": True},
+        {"type": "Resize", "scale": (spec.imgsz, spec.imgsz), "keep_ratio": True},
+        *aug_transforms(spec.aug),
+        {"type": "PackDetInputs"},
+    ]
+
+
+def test_pipeline(spec: TrainSpec, with_annotations: bool = False) -> list[dict]:
+    steps = [_load_image(spec.channels), {"type": "Resize", "scale": (spec.imgsz, spec.imgsz), "keep_ratio": True}]
+    if with_annotations:
+        steps.append({"type": "LoadAnnotations", "with_bbox": True})
+    steps.append({"type": "PackDetInputs",
+                  "meta_keys": ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")})
+    return steps
+
+
+def optimizer_cfg(spec: TrainSpec) -> dict:
+    if spec.optimizer == "sgd":
+        return {"type": "SGD", "lr": spec.lr, "momentum": 0.9, "weight_decay": spec.weight_decay}
+    if spec.optimizer == "adam":
+        return {"type": "Adam", "lr": spec.lr, "weight_decay": spec.weight_decay}
+    if spec.optimizer == "adamw":
+        return {"type": "AdamW", "lr": spec.lr, "weight_decay": spec.weight_decay}
+    raise ValueError(f"optimizer must be sgd, adam or adamw, not {spec.optimizer!r}")
+
+
+def schedule_cfg(epochs: int, iters_per_epoch: int) -> list[dict]:
+    """Warmup then x0.1 steps at 8/12 and 11/12 of training: the 1x schedule scaled to `epochs`."""
+    total = max(1, epochs * iters_per_epoch)
+    warmup = int(min(500, max(1, total // 5)))
+    milestones = sorted({max(1, round(epochs * 8 / 12)), max(1, round(epochs * 11 / 12))})
+    return [
+        {"type": "LinearLR", "start_factor": 0.001, "by_epoch": False, "begin": 0, "end": warmup},
+        {"type": "MultiStepLR", "begin": 0, "end": max(1, epochs), "by_epoch": True,
+         "milestones": milestones, "gamma": 0.1},
+    ]
+
+
+def check_categories(coco_path: Path) -> dict:
+    """Load a split COCO file and check its categories are the 14 classes, ids 0..13 in official
+    order. mmdet's CocoDataset maps labels by `get_cat_ids(cat_names=classes)`, which returns ids in
+    the FILE's category order, so any other order would silently permute the classes."""
+    try:
+        coco = json.loads(Path(coco_path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{coco_path}: cannot read COCO file: {err}") from err
+    cats = [(c.get("id"), c.get("name")) for c in coco.get("categories", [])]
+    if cats != list(enumerate(CLASSES)):
+        raise ValueError(f"{coco_path}: categories must be the 14 VinBigData classes with ids 0-13 in "
+                         f"official order (harness.classes.coco_categories()); found {cats}")
+    return coco
+
+
+def trainable_image_count(coco: dict) -> int:
+    """Images mmdet trains on with filter_empty_gt=True: those with at least one known box."""
+    return len({a["image_id"] for a in coco["annotations"] if 0 <= a.get("category_id", -1) < NUM_CLASSES})
+
+
+# ---------------------------------------------------------------------------------------------
+# Framework side (imports inside functions).
+# ---------------------------------------------------------------------------------------------
+def packaged_config_dir() -> Path:
+    """mmdet's packaged configs, located without importing mmdet (which needs mmcv's ops)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("mmdet")
+    if found is None or not found.submodule_search_locations:
+        raise ImportError("mmdet is not installed")
+    path = Path(list(found.submodule_search_locations)[0]) / ".mim" / "configs"
+    if not path.is_dir():
+        raise FileNotFoundError(f"mmdet's packaged configs are missing: {path} (reinstall mmdet 3.3.0)")
+    return path
+
+
+def load_trusted_checkpoint(filename: str | Path, map_location: Any = "cpu") -> dict:
+    """torch.load of a checkpoint cxr-bench trusts (its own, or the user's local weights file):
+    weights_only=False, because mmengine checkpoints pickle non-tensor metadata."""
+    import torch
+
+    path = Path(str(filename).removeprefix(TRUSTED_PREFIX))
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_from_cxrbench_trusted(filename: str, map_location: Any = None) -> dict:
+    # mmengine prints `loader.__name__[10:]` as the backend name: "cxrbench_trusted".
+    return load_trusted_checkpoint(filename, map_location)
+
+
+def register_trusted_loader() -> None:
+    """Add the `cxrbench-trusted://` scheme to mmengine's CheckpointLoader (idempotent)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    CheckpointLoader.register_scheme(prefixes=TRUSTED_PREFIX, loader=load_from_cxrbench_trusted, force=True)
+
+
+def _runner_class(device: str):
+    """mmengine's Runner, moving the model to `device` (its own wrap_model always picks CUDA when
+    present, so `device: cpu` on a GPU machine would otherwise be ignored)."""
+    from mmengine.runner import Runner
+
+    class DeviceRunner(Runner):
+        def wrap_model(self, model_wrapper_cfg, model):
+            model = super().wrap_model(model_wrapper_cfg, model)
+            return model.to(device)
+
+    return DeviceRunner
+
+
+def _close_file_handlers(logger) -> None:
+    for handler in list(getattr(logger, "handlers", [])):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logger.removeHandler(handler)
+
+
+class MMDetFasterRCNN(Detector):
+    """Faster R-CNN (ResNet-FPN) trained and run with MMDetection."""
+
+    name = "mmdet_frcnn"
+    framework = "mmdet"
+    default_variant = "R50-FPN"
+
+    def __init__(self, spec: TrainSpec):
+        super().__init__(spec)
+        if spec.variant not in VARIANTS:
+            raise ValueError(f"unknown mmdet_frcnn variant {spec.variant!r}; known: {', '.join(VARIANTS)}")
+        if spec.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
+        self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
+        self.last_run_name: str | None = None
+
+    # -- configuration -----------------------------------------------------------------------
+    def _device(self) -> str:
+        import torch
+
+        dev = self.spec.device
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+        return dev
+
+    def model_config(self):
+        """The mmengine Config of the packaged variant, adapted (classes, scratch/pretrained, test_cfg)."""
+        from mmengine.config import Config
+
+        rel, depth, in_channels = VARIANTS[self.spec.variant]
+        cfg = Config.fromfile(str(packaged_config_dir() / rel))
+        model = cfg.model
+        backbone = model.backbone
+        backbone.depth = depth
+        backbone.init_cfg = None  # never fetch torchvision://resnet*; pretrained comes via load_from
+        model.neck.in_channels = in_channels
+        bbox_head = model.roi_head.bbox_head
+        bbox_head.num_classes = NUM_CLASSES
+        if self.spec.weights is None:  # from scratch: GN everywhere, all stages trainable
+            backbone.update(frozen_stages=-1, norm_cfg=copy.deepcopy(GN), norm_eval=False, zero_init_residual=False)
+            model.neck.norm_cfg = copy.deepcopy(GN)
+            if self.spec.variant != "R18-FPN":
+                bbox_head.update(type="Shared4Conv1FCBBoxHead", conv_out_channels=256, norm_cfg=copy.deepcopy(GN))
+        if self.spec.channels == 1:
+            backbone.in_channels = 1
+            model.data_preprocessor.update(mean=GRAY_MEAN, std=GRAY_STD, bgr_to_rgb=False)
+        model.test_cfg.rcnn.score_thr = float(self.spec.score_thr)
+        model.test_cfg.rcnn.max_per_img = int(self.spec.max_det)
+        if self.spec.max_det > model.test_cfg.rpn.max_per_img:
+            model.test_cfg.rpn.max_per_img = int(self.spec.max_det)
+        cfg.default_scope = "mmdet"
+        return cfg
+
+    def build_config(self, split: Split, workdir: Path, run_name: str | None = None):
+        """The full training Config for `split`, writing under `workdir`."""
+        spec = self.spec
+        workdir = Path(workdir).resolve()
+        train_coco = check_categories(split.train_json)
+        check_categories(split.val_json)
+        n_train = trainable_image_count(train_coco)
+        if n_train == 0:
+            raise ValueError(f"{split.train_json}: no training image has a box; nothing to train on")
+        run_name = run_name or f"mmdet_frcnn-{workdir.name}-{uuid.uuid4().hex[:8]}"
+        cfg = self.model_config()
+        metainfo = {"classes": CLASSES}
+        root = str(Path(split.image_root).resolve())
+        loader = {
+            "num_workers": spec.workers,
+            "persistent_workers": spec.workers > 0,
+        }
+        cfg.train_dataloader = dict(
+            batch_size=spec.batch_size, **loader,
+            sampler={"type": "DefaultSampler", "shuffle": True},
+            batch_sampler={"type": "AspectRatioBatchSampler"},
+            dataset={"type": "CocoDataset", "data_root": root, "ann_file": str(Path(split.train_json).resolve()),
+                     "data_prefix": {"img": ""}, "metainfo": metainfo,
+                     "filter_cfg": {"filter_empty_gt": True, "min_size": 0},
+                     "pipeline": train_pipeline(spec), "backend_args": None},
+        )
+        cfg.val_dataloader = dict(
+            batch_size=spec.batch_predict, **loader, drop_last=False,
+            sampler={"type": "DefaultSampler", "shuffle": False},
+            dataset={"type": "CocoDataset", "data_root": root, "ann_file": str(Path(split.val_json).resolve()),
+                     "data_prefix": {"img": ""}, "metainfo": metainfo, "test_mode": True,
+                     "pipeline": test_pipeline(spec, with_annotations=True), "backend_args": None},
+        )
+        cfg.val_evaluator = {"type": "CocoMetric", "ann_file": str(Path(split.val_json).resolve()),
+                             "metric": "bbox", "format_only": False,
+                             "outfile_prefix": str(workdir / "coco_eval" / "val")}
+        cfg.test_dataloader = cfg.val_dataloader
+        cfg.test_evaluator = cfg.val_evaluator
+        cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": spec.epochs}
+        cfg.param_scheduler = schedule_cfg(spec.epochs, math.ceil(n_train / spec.batch_size))
+        wrapper = "AmpOptimWrapper" if spec.amp and spec.device.startswith("cuda") else "OptimWrapper"
+        if spec.amp and wrapper == "OptimWrapper":
+            log.warning("amp requested on %s: mixed precision needs CUDA here, training in fp32", spec.device)
+        cfg.optim_wrapper = {"type": wrapper, "optimizer": optimizer_cfg(spec),
+                             "clip_grad": {"max_norm": 35, "norm_type": 2},
+                             "paramwise_cfg": {"norm_decay_mult": 0.0}}
+        cfg.auto_scale_lr = {"enable": False, "base_batch_size": 16}
+        cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 1, "max_keep_ckpts": 1, "save_last": True}
+        cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
+        cfg.log_processor = {"type": "LogProcessor", "window_size": 10, "by_epoch": True}
+        cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": [{"type": "LocalVisBackend"}],
+                          "name": f"{run_name}-visualizer"}
+        cfg.env_cfg.dist_cfg = {"backend": "gloo"}
+        cfg.randomness = {"seed": spec.seed, "deterministic": False}
+        cfg.work_dir = str(workdir)
+        cfg.experiment_name = run_name
+        cfg.launcher = "none"
+        cfg.resume = False
+        cfg.load_from = f"{TRUSTED_PREFIX}{Path(spec.weights).resolve()}" if spec.weights else None
+        if spec.native:
+            cfg.merge_from_dict(copy.deepcopy(spec.native))
+        return cfg
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, split: Split, workdir: Path) -> Path:
+        from mmdet.utils import register_all_modules
+        from mmengine.registry import DefaultScope
+
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        device = self._device()
+        if device.startswith("cuda:"):
+            import torch
+
+            torch.cuda.set_device(device)
+        register_all_modules(init_default_scope=False)
+        register_trusted_loader()
+        cfg = self.build_config(split, workdir)
+        self.last_run_name = cfg.experiment_name
+        log.info("mmdet_frcnn %s: training %d epochs on %s -> %s", self.spec.variant, self.spec.epochs,
+                 split.train_json, workdir)
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            runner = _runner_class(device).from_cfg(cfg)
+            try:
+                runner.train()
+            finally:
+                _close_file_handlers(runner.logger)
+        marker = workdir / "last_checkpoint"
+        if not marker.is_file():
+            raise RuntimeError(f"mmengine finished without writing a checkpoint under {workdir}")
+        checkpoint = Path(marker.read_text().strip())
+        if not checkpoint.is_file():
+            raise RuntimeError(f"{marker} names a missing checkpoint: {checkpoint}")
+        return checkpoint
+
+    # -- inference -------------------------------------------------------------------------
+    def build_model(self, checkpoint: Path | None):
+        """The detector in eval mode: weights from `checkpoint`, or seeded random init when None."""
+        import torch
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        from mmengine.registry import DefaultScope
+        from mmengine.runner.checkpoint import load_state_dict
+
+        register_all_modules(init_default_scope=False)
+        cfg = self.model_config()
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            torch.manual_seed(self.spec.seed)
+            model = MODELS.build(cfg.model)
+            if checkpoint is None:
+                model.init_weights()
+            else:
+                state = load_trusted_checkpoint(checkpoint, "cpu")
+                state = state.get("state_dict", state)
+                try:
+                    load_state_dict(model, state, strict=True)
+                except RuntimeError as err:
+                    raise ValueError(f"{checkpoint}: does not match mmdet_frcnn {self.spec.variant} "
+                                     f"(channels={self.spec.channels}, weights={self.spec.weights}): {err}") from err
+        return model.to(self._device()).eval()
+
+    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
+        import torch
+        from mmengine.dataset import Compose, pseudo_collate
+        from mmengine.registry import DefaultScope
+        from tqdm import tqdm
+
+        model = self.build_model(None if checkpoint is None else Path(checkpoint))
+        self.failed_images = []
+        results: list[dict] = []
+        bs = max(1, int(self.spec.batch_predict))
+        with DefaultScope.overwrite_default_scope("mmdet"), torch.no_grad():
+            pipeline = Compose(test_pipeline(self.spec))
+            for start in tqdm(range(0, len(images), bs), desc="mmdet_frcnn predict", unit="batch"):
+                batch, refs = [], []
+                for ref in images[start:start + bs]:
+                    try:
+                        item = pipeline({"img_path": str(ref.path), "img_id": ref.id})
+                        if item is None:
+                            raise ValueError("test pipeline returned nothing")
+                    except Exception as err:  # bad image: name it, keep going with the rest
+                        log.error("mmdet_frcnn: cannot read image %s (id %s): %s", ref.path, ref.id, err)
+                        self.failed_images.append((str(ref.path), str(err)))
+                        continue
+                    ori_h, ori_w = item["data_samples"].metainfo["ori_shape"][:2]
+                    if (ori_w, ori_h) != (ref.width, ref.height):
+                        log.warning("%s: PNG is %dx%d but its record says %dx%d; boxes are in the PNG's pixels",
+                                    ref.path, ori_w, ori_h, ref.width, ref.height)
+                    batch.append(item)
+                    refs.append(ref)
+                if not batch:
+                    continue
+                for ref, sample in zip(refs, model.test_step(pseudo_collate(batch))):
+                    results.extend(self._to_coco(ref.id, sample.pred_instances))
+        if images and len(self.failed_images) == len(images):
+            raise RuntimeError(f"mmdet_frcnn: none of the {len(images)} images could be read, "
+                               f"e.g. {self.failed_images[0][0]}: {self.failed_images[0][1]}")
+        return results
+
+    def _to_coco(self, image_id: int, inst) -> list[dict]:
+        bboxes = inst.bboxes.detach().cpu().numpy()
+        scores = inst.scores.detach().cpu().numpy()
+        labels = inst.labels.detach().cpu().numpy()
+        keep = [i for i in scores.argsort()[::-1] if scores[i] >= self.spec.score_thr][: self.spec.max_det]
+        return [detection(image_id, int(labels[i]), bboxes[i].tolist(), float(scores[i])) for i in keep]
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata as md
+
+        out = {}
+        for dist in ("mmdet", "mmengine", "mmcv", "torch", "torchvision"):
+            try:
+                out[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                out[dist] = "not installed"
+        try:
+            import mmcv.ops  # noqa: F401  (compiled ops: RoIAlign, nms)
+
+            out["mmcv_ops"] = "compiled"
+        except ImportError as err:
+            out["mmcv_ops"] = f"missing ({err})"
+        return out
