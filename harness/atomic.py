@@ -51,3 +51,18 @@ def tmp_path_for(path: str | os.PathLike) -> Path:
     format detection by extension still works."""
     path = Path(path)
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling path for writers that want a filename (cv2.imwrite, DataFrame.to_csv,
+    Figure.savefig): renamed onto `path` when the block succeeds, removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

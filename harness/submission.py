@@ -13,7 +13,6 @@ right for both preparations (aspect kept: scale_x == scale_y; stretched square: 
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -117,12 +116,6 @@ def write_submission(preds: Predictions, manifest: pd.DataFrame | str | Path, ou
     """Write the Kaggle CSV atomically; returns its path. See submission_frame for the arguments."""
     frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr)
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.tmp_path_for(out_csv)
-    try:
+    with atomic.atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, out_csv)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out_csv

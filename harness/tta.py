@@ -12,7 +12,6 @@ keeps half its score).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -33,15 +32,9 @@ def flip_image(src: str | Path, dst: str | Path) -> Path:
     pixels = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise FileNotFoundError(f"hflip TTA: cannot read image {src}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.tmp_path_for(dst)
-    try:
+    with atomic.atomic_path(dst) as tmp:
         if not cv2.imwrite(str(tmp), np.ascontiguousarray(pixels[:, ::-1])):
             raise OSError(f"hflip TTA: cannot write {dst}")
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst
 
 

@@ -29,14 +29,8 @@ def write_manifest(rows: list[dict], path: str | os.PathLike) -> Path:
     path = Path(path)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame = frame.sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
-    tmp = atomic.tmp_path_for(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic.atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -64,15 +58,8 @@ def sidecar_path(png: Path) -> Path:
 def write_sidecar(png: Path, row: dict, params: dict) -> None:
     """Temp + rename like harness.atomic, but without fsync: a sidecar is cheap to lose (the image is
     reconverted), and an fsync per image cost ~10% of prepare's throughput."""
-    path = sidecar_path(png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.tmp_path_for(path)
-    try:
+    with atomic.atomic_path(sidecar_path(png)) as tmp:
         tmp.write_text(json.dumps({"row": row, "params": params}))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_sidecar(png: Path, params: dict) -> dict | None:

@@ -57,16 +57,14 @@ class ConvertSummary:
 def convert_dicom(src: Path, dst: Path, split: str, settings: ConvertSettings, out_root: Path) -> dict:
     """Convert one DICOM to `dst` (PNG) atomically; return its manifest row (never raises)."""
     row = manifest.empty_row(src.stem, split)
-    tmp = atomic.tmp_path_for(dst)
     try:
         img = dicom.read_dicom(src, voi=settings.voi)
         h, w = img.pixels.shape
         out_h, out_w = dicom.output_shape(h, w, settings.size, settings.square)
         pixels = dicom.quantize(dicom.resize(img.pixels, out_h, out_w), settings.bits)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(tmp), pixels):
-            raise dicom.DicomError("write failed", f"cv2.imwrite could not write {tmp}")
-        os.replace(tmp, dst)
+        with atomic.atomic_path(dst) as tmp:
+            if not cv2.imwrite(str(tmp), pixels):
+                raise dicom.DicomError("write failed", f"cv2.imwrite could not write {tmp}")
         row.update(orig_height=h, orig_width=w, height=out_h, width=out_w, scale_x=out_w / w,
                    scale_y=out_h / h, photometric=img.photometric, bits_stored=img.bits_stored,
                    transfer_syntax=img.transfer_syntax, status="ok", reason="",
@@ -76,9 +74,6 @@ def convert_dicom(src: Path, dst: Path, split: str, settings: ConvertSettings, o
         row["reason"] = str(err)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
         row["reason"] = f"unexpected error: {type(err).__name__}: {err} ({src})"
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     if row["status"] != "ok":
         _fill_header(row, src)
     return row

@@ -69,13 +69,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    tmp = atomic.tmp_path_for(path)
-    try:
+    with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def plot_per_label(table: pd.DataFrame, path: Path, title: str) -> None:

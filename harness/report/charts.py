@@ -7,7 +7,6 @@ every PNG is written to a temporary name and renamed, so a crash leaves no half 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +31,11 @@ def _pyplot():
 def save_figure(fig, path: Path, dpi: int = 130) -> Path:
     """Save atomically (temp name in the same folder, then os.replace) and close the figure."""
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.tmp_path_for(path)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

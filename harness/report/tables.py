@@ -223,12 +223,7 @@ def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title
     """Write results.csv and results.md atomically; returns their paths."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.tmp_path_for(csv_path)
-    try:
+    with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ).to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, csv_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     atomic.write_text(md_path, markdown(results, summ, title))
     return {"results_csv": csv_path, "results_md": md_path}
