@@ -4,7 +4,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# `${cwd:}` in conf/paths: the launch directory, resolvable before Hydra's runtime config exists
+# (a multirun resolves its sweep dir first), absolute so that run records stay valid elsewhere.
+if not OmegaConf.has_resolver("cwd"):
+    OmegaConf.register_new_resolver("cwd", os.getcwd)
 
 
 def quiet_frameworks() -> None:

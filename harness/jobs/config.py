@@ -28,7 +28,7 @@ def model_settings(cfg: DictConfig) -> tuple[str, str, dict]:
     unknown = set(per) - {"variant", "train", "native"}
     if unknown:
         raise ConfigError(f"per_model.{name} has unknown keys {sorted(unknown)}; allowed: variant, train, native")
-    train = {**to_plain(cfg.train), **(per.get("train") or {})}
+    train = {**to_plain(cfg.train), **{k: v for k, v in (per.get("train") or {}).items() if v is not None}}
     variant = per.get("variant") or cfg.model.variant
     return name, variant, {**train, "native": {**to_plain(cfg.model.native), **(per.get("native") or {})}}
 
