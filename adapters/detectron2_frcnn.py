@@ -1,0 +1,524 @@
+"""Detectron2 Faster R-CNN behind the cxr-bench `Detector` interface.
+
+Why this module looks the way it does
+-------------------------------------
+* Training runs through detectron2's own machinery: a `DefaultTrainer` subclass (its hooks, its
+  `WarmupMultiStepLR` from `solver.build_lr_scheduler`, its `DetectionCheckpointer`, its metric
+  printer/JSON writer). The subclass only swaps in what cxr-bench needs: the optimizer choice, the
+  augmentation list, writers that need no tensorboard, and an atomic checkpoint save.
+* Variants come from detectron2's model-zoo configs (shipped inside the package, read from disk, never
+  downloaded): "R50-FPN" = `COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml` (the original study's model),
+  "R101-FPN" = `COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml`, and "R18-FPN" = the R50 config with
+  `RESNETS.DEPTH=18, RES2_OUT_CHANNELS=64` for CPU demos. Always `ROI_HEADS.NUM_CLASSES = 14`.
+* Weights: without `spec.weights` the model trains from scratch, and the default FrozenBN R50 config
+  diverges within a few iterations there, so scratch runs use detectron2's own scratch recipe
+  (`Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml`): `RESNETS.NORM=GN`, `FPN.NORM=GN`,
+  `RESNETS.STRIDE_IN_1X1=False`, `BACKBONE.FREEZE_AT=0`. With `spec.weights` (a LOCAL COCO
+  checkpoint) the standard zoo config is used with `MODEL.WEIGHTS` = that file; mismatching class
+  heads are skipped by detectron2's checkpointer. `MODEL.WEIGHTS` is never a URL.
+* Images are the prepared 8-bit grayscale PNGs. detectron2's own reader (`detection_utils.read_image`
+  with `INPUT.FORMAT="BGR"`) converts mode "L" to 3 identical channels, for training and prediction
+  alike; `spec.channels` is therefore ignored (a 3-channel model sees a replicated gray image).
+  16-bit PNGs would be clipped by that reader, so they are refused with an error naming the file.
+* Datasets are registered from the split's COCO files with `load_coco_json` under names unique to the
+  job (uuid) and removed from `DatasetCatalog`/`MetadataCatalog` afterwards, so several jobs in one
+  process never collide. The COCO category ids 0..13 are checked to be exactly the 14 cxr-bench
+  classes, so `load_coco_json`'s sorted-id mapping is the identity (contiguous id == class id).
+
+Mapping of the shared settings
+------------------------------
+=====================  ======================================================================
+TrainSpec              detectron2
+=====================  ======================================================================
+epochs                 SOLVER.MAX_ITER = ceil(epochs * n_train / batch_size); n_train counts the
+                       images the loader keeps (detectron2 drops images without boxes while
+                       DATALOADER.FILTER_EMPTY_ANNOTATIONS is True, its default)
+                       SOLVER.STEPS scaled from the zoo schedule (3x: 210k/250k of 270k → 78%, 93%)
+                       SOLVER.WARMUP_ITERS = min(zoo value 1000, ceil(10% of MAX_ITER))
+batch_size             SOLVER.IMS_PER_BATCH
+imgsz                  INPUT.MIN_SIZE_TRAIN=(imgsz,), MAX_SIZE_TRAIN=imgsz, MIN/MAX_SIZE_TEST=imgsz
+                       (ResizeShortestEdge: the longer side ends at imgsz for non-square images)
+optimizer sgd          detectron2's default SGD (BASE_LR, MOMENTUM 0.9, WEIGHT_DECAY)
+optimizer adam/adamw   torch.optim.Adam/AdamW over `get_default_optimizer_params` (same per-parameter
+                       groups as detectron2's SGD: norm/bias weight decay rules), lr=BASE_LR,
+                       weight_decay=WEIGHT_DECAY, with detectron2's gradient clipping wrapper;
+                       recorded as SOLVER.OPTIMIZER in the dumped config
+lr / weight_decay      SOLVER.BASE_LR / SOLVER.WEIGHT_DECAY
+seed                   SEED, plus `seed_all_rng(seed)` before building the model and the loader
+                       (weights init, sampler order and augmentation draws are then reproducible)
+device                 MODEL.DEVICE
+workers                DATALOADER.NUM_WORKERS
+amp                    SOLVER.AMP.ENABLED (CUDA only: ignored with a warning on CPU)
+weights                MODEL.WEIGHTS (local file) else "" with the GN scratch recipe
+score_thr / max_det    MODEL.ROI_HEADS.SCORE_THRESH_TEST / TEST.DETECTIONS_PER_IMAGE
+native                 {"KEY.PATH": value} merged last with cfg.merge_from_list (wins over all)
+=====================  ======================================================================
+
+Augmentation mapping (AugSpec → detectron2 transforms, in this order, via a `DatasetMapper` built
+with `augmentations=[...]`; INPUT.RANDOM_FLIP is set to "none" because the list replaces the default):
+  1. T.ResizeShortestEdge((imgsz,), max_size=imgsz)                   always
+  2. T.RandomFlip(prob=hflip, horizontal=True, vertical=False)        when hflip > 0
+  3. T.RandomFlip(prob=vflip, horizontal=False, vertical=True)        when vflip > 0
+  4. T.RandomRotation(angle=[-d, d], expand=False)                     when rotate_deg d > 0
+     (boxes become the axis-aligned box around the rotated corners, clipped to the image)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from adapters.base import AugSpec, Detector, TrainSpec
+from harness import atomic
+from harness.classes import CLASSES, NUM_CLASSES
+from harness.predictions import detection
+from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+# variant -> (model-zoo config, extra config overrides)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "R50-FPN": ("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", {}),
+    "R101-FPN": ("COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", {}),
+    "R18-FPN": (
+        "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        {"MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64},
+    ),
+}
+
+# detectron2's scratch recipe (Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml), backbone + FPN part
+SCRATCH_OVERRIDES: dict[str, Any] = {
+    "MODEL.RESNETS.NORM": "GN",
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+    "MODEL.FPN.NORM": "GN",
+    "MODEL.BACKBONE.FREEZE_AT": 0,
+}
+
+WARMUP_FRACTION = 0.1
+READABLE_MODES = ("L", "RGB")  # PIL modes detectron2's BGR reader converts faithfully
+
+
+class UnreadableImages(RuntimeError):
+    """Some images could not be read. Raised after every readable image was processed; carries the
+    per-file reasons and, from `predict`, the detections of the images that did work."""
+
+    def __init__(self, failures: list[tuple[str, str]], detections: list[dict] | None = None):
+        self.failures = failures
+        self.detections = detections or []
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(f"{len(failures)} image(s) could not be used by detectron2:\n{lines}{more}")
+
+
+# --------------------------------------------------------------------------- config
+
+def zoo_config_path(config_name: str) -> Path:
+    """The model-zoo YAML shipped inside the detectron2 package (read from disk; no pkg_resources,
+    no download)."""
+    import detectron2
+
+    path = Path(detectron2.__file__).parent / "model_zoo" / "configs" / config_name
+    if not path.is_file():
+        raise FileNotFoundError(f"detectron2 model-zoo config missing from the installed package: {path}")
+    return path
+
+
+def _flatten(overrides: dict[str, Any]) -> list:
+    return [item for key, value in overrides.items() for item in (key, value)]
+
+
+def merge_native(cfg, native: dict[str, Any]) -> None:
+    """Merge `spec.native` ({"KEY.PATH": value}) key by key, so a bad key or value is reported by
+    name instead of as yacs' bare AssertionError."""
+    for key, value in native.items():
+        try:
+            cfg.merge_from_list([key, value])
+        except (AssertionError, KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"detectron2 native override {key}={value!r} rejected: {err}") from err
+
+
+def count_training_images(train_json: Path, filter_empty: bool) -> int:
+    """How many images detectron2's train loader keeps (it drops images without non-crowd boxes
+    while DATALOADER.FILTER_EMPTY_ANNOTATIONS is on): the epoch length used for MAX_ITER."""
+    coco = json.loads(Path(train_json).read_text())
+    if not filter_empty:
+        return len(coco["images"])
+    with_boxes = {ann["image_id"] for ann in coco["annotations"] if not ann.get("iscrowd", 0)}
+    return sum(1 for img in coco["images"] if img["id"] in with_boxes)
+
+
+def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = None,
+                 output_dir: str | Path | None = None):
+    """The detectron2 CfgNode for `spec` (see the module docstring for the mapping).
+    `n_train` (images per epoch) sets the schedule; 0 leaves the zoo schedule (prediction only)."""
+    from detectron2.config import get_cfg
+
+    if spec.variant not in VARIANTS:
+        raise ValueError(f"unknown detectron2 variant {spec.variant!r}; known: {', '.join(VARIANTS)}")
+    config_name, variant_overrides = VARIANTS[spec.variant]
+    cfg = get_cfg()
+    cfg.merge_from_file(str(zoo_config_path(config_name)))
+    zoo_max_iter, zoo_steps, zoo_warmup = cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS), cfg.SOLVER.WARMUP_ITERS
+    cfg.merge_from_list(_flatten(variant_overrides))
+
+    if spec.weights:
+        weights = Path(spec.weights)
+        if "://" in str(spec.weights) or not weights.is_file():
+            raise FileNotFoundError(f"pretrained weights must be a local file: {spec.weights}")
+        cfg.MODEL.WEIGHTS = str(weights.resolve())
+    else:
+        cfg.MODEL.WEIGHTS = ""
+        cfg.merge_from_list(_flatten(SCRATCH_OVERRIDES))
+
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = NUM_CLASSES
+    cfg.MODEL.DEVICE = spec.device
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = spec.score_thr
+    cfg.TEST.DETECTIONS_PER_IMAGE = max(int(spec.max_det), 1)
+    cfg.TEST.EVAL_PERIOD = 0  # the harness scores; no detectron2 evaluator during training
+    cfg.INPUT.FORMAT = "BGR"
+    cfg.INPUT.MIN_SIZE_TRAIN = (spec.imgsz,)
+    cfg.INPUT.MAX_SIZE_TRAIN = spec.imgsz
+    cfg.INPUT.MIN_SIZE_TEST = spec.imgsz
+    cfg.INPUT.MAX_SIZE_TEST = spec.imgsz
+    cfg.INPUT.RANDOM_FLIP = "none"  # flips come from the AugSpec list (train_augmentations)
+    cfg.DATASETS.TRAIN = (train_dataset,) if train_dataset else ()
+    cfg.DATASETS.TEST = ()
+    cfg.DATALOADER.NUM_WORKERS = spec.workers
+    cfg.SOLVER.IMS_PER_BATCH = spec.batch_size
+    cfg.SOLVER.BASE_LR = spec.lr
+    cfg.SOLVER.WEIGHT_DECAY = spec.weight_decay
+    cfg.SOLVER.OPTIMIZER = spec.optimizer.upper()  # new key: read by _Trainer.build_optimizer
+    amp = bool(spec.amp)
+    if amp and not spec.device.startswith("cuda"):
+        log.warning("detectron2: AMP needs CUDA; training in fp32 on %s", spec.device)
+        amp = False
+    cfg.SOLVER.AMP.ENABLED = amp
+    cfg.SEED = spec.seed
+    cfg.OUTPUT_DIR = str(output_dir) if output_dir else ""
+
+    native = dict(spec.native or {})
+    merge_native(cfg, native)  # first pass: lets native settings shape the schedule
+    if n_train > 0:
+        if "SOLVER.MAX_ITER" not in native:
+            cfg.SOLVER.MAX_ITER = max(1, math.ceil(spec.epochs * n_train / spec.batch_size))
+        max_iter = cfg.SOLVER.MAX_ITER
+        if "SOLVER.STEPS" not in native:
+            steps = sorted({round(s / zoo_max_iter * max_iter) for s in zoo_steps})
+            cfg.SOLVER.STEPS = tuple(s for s in steps if 0 < s < max_iter)
+        if "SOLVER.WARMUP_ITERS" not in native:
+            cfg.SOLVER.WARMUP_ITERS = min(zoo_warmup, math.ceil(WARMUP_FRACTION * max_iter))
+    merge_native(cfg, native)  # native always wins
+    if cfg.MODEL.WEIGHTS and ("://" in cfg.MODEL.WEIGHTS or not Path(cfg.MODEL.WEIGHTS).is_file()):
+        raise ValueError(f"MODEL.WEIGHTS must be empty or a local file, not {cfg.MODEL.WEIGHTS!r}")
+    return cfg
+
+
+def train_augmentations(aug: AugSpec, imgsz: int) -> list:
+    """The AugSpec as detectron2 augmentations (order and meaning in the module docstring)."""
+    from detectron2.data import transforms as T
+
+    augs: list = [T.ResizeShortestEdge(short_edge_length=(imgsz,), max_size=imgsz, sample_style="choice")]
+    if aug.hflip > 0:
+        augs.append(T.RandomFlip(prob=float(aug.hflip), horizontal=True, vertical=False))
+    if aug.vflip > 0:
+        augs.append(T.RandomFlip(prob=float(aug.vflip), horizontal=False, vertical=True))
+    if aug.rotate_deg > 0:
+        d = float(aug.rotate_deg)
+        augs.append(T.RandomRotation(angle=[-d, d], expand=False, sample_style="range"))
+    return augs
+
+
+def predict_resize(imgsz: int):
+    """The test-time resize, as DefaultPredictor builds it from MIN/MAX_SIZE_TEST."""
+    from detectron2.data import transforms as T
+
+    return T.ResizeShortestEdge([imgsz, imgsz], imgsz)
+
+
+# --------------------------------------------------------------------------- data
+
+def check_categories(coco_json: Path) -> dict:
+    """Load a split COCO file and make sure its categories are the 14 cxr-bench classes with ids
+    0..13 and every annotation uses one of them, so that load_coco_json's id mapping (sorted ids →
+    0..N-1) is the identity. Returns the COCO dict."""
+    coco = json.loads(Path(coco_json).read_text())
+    cats = sorted((c["id"], c["name"]) for c in coco.get("categories", []))
+    if cats != list(enumerate(CLASSES)):
+        raise ValueError(
+            f"{coco_json}: categories must be the {NUM_CLASSES} cxr-bench classes with ids 0..{NUM_CLASSES - 1} "
+            f"(harness.classes.coco_categories()); found ids {[c for c, _ in cats]}"
+        )
+    for ann in coco.get("annotations", []):
+        if ann.get("category_id") not in range(NUM_CLASSES):
+            raise ValueError(f"{coco_json}: annotation id {ann.get('id')} has category_id {ann.get('category_id')!r}")
+    return coco
+
+
+def check_images(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """(path, reason) for every image that is missing or not an 8-bit gray/RGB picture (PIL reads
+    only the header here, so this is cheap even for thousands of files)."""
+    from PIL import Image
+
+    failures = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                if img.mode not in READABLE_MODES:
+                    failures.append((str(path), f"PIL mode {img.mode!r}: only 8-bit gray or RGB PNGs are supported"))
+        except (OSError, ValueError) as err:
+            failures.append((str(path), f"cannot open: {err}"))
+    return failures
+
+
+@contextlib.contextmanager
+def registered_split(split: Split) -> Iterator[tuple[str, str]]:
+    """Register the split's train/val COCO files with detectron2 under job-unique names; remove
+    them again afterwards (also on error)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import load_coco_json
+
+    job = uuid.uuid4().hex[:12]
+    names = (f"cxr_{job}_train", f"cxr_{job}_val")
+    try:
+        for name, json_file in zip(names, (split.train_json, split.val_json)):
+            check_categories(json_file)
+            DatasetCatalog.register(
+                name, lambda j=str(json_file), n=name: load_coco_json(j, str(split.image_root), n)
+            )
+            MetadataCatalog.get(name).set(
+                thing_classes=list(CLASSES),
+                thing_dataset_id_to_contiguous_id={i: i for i in range(NUM_CLASSES)},
+                json_file=str(json_file),
+                image_root=str(split.image_root),
+                evaluator_type="coco",
+            )
+        yield names
+    finally:
+        for name in names:
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+            if name in MetadataCatalog.list():
+                MetadataCatalog.remove(name)
+
+
+# --------------------------------------------------------------------------- training
+
+def _trainer_class():
+    """DefaultTrainer with cxr-bench's optimizer choice, augmentations, writers and atomic saves
+    (built lazily so importing this module does not import detectron2)."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetMapper, build_detection_train_loader
+    from detectron2.engine import DefaultTrainer
+    from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+    from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+
+    class AtomicCheckpointer(DetectionCheckpointer):
+        """DetectionCheckpointer whose files appear whole or not at all (temp file + rename)."""
+
+        def save(self, name: str, **kwargs: Any) -> None:
+            if not self.save_dir or not self.save_to_disk:
+                return
+            data = {"model": self.model.state_dict()}
+            for key, obj in self.checkpointables.items():
+                data[key] = obj.state_dict()
+            data.update(kwargs)
+            save_file = os.path.join(self.save_dir, f"{name}.pth")
+            self.logger.info("Saving checkpoint to %s", save_file)
+            with atomic.atomic_open(save_file, "wb") as handle:
+                torch.save(data, handle)
+            self.tag_last_checkpoint(f"{name}.pth")
+
+    class CxrTrainer(DefaultTrainer):
+        augmentations: list = []
+
+        @classmethod
+        def build_optimizer(cls, cfg, model):
+            kind = str(cfg.SOLVER.get("OPTIMIZER", "SGD")).upper()
+            if kind == "SGD":
+                return super().build_optimizer(cfg, model)
+            params = get_default_optimizer_params(
+                model,
+                base_lr=cfg.SOLVER.BASE_LR,
+                weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+                bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+                weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+            )
+            optim = {"ADAM": torch.optim.Adam, "ADAMW": torch.optim.AdamW}[kind]
+            return maybe_add_gradient_clipping(
+                cfg, optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+            )
+
+        @classmethod
+        def build_train_loader(cls, cfg):
+            mapper = DatasetMapper(cfg, is_train=True, augmentations=list(cls.augmentations))
+            return build_detection_train_loader(cfg, mapper=mapper)
+
+        def build_writers(self):
+            period_dir = self.cfg.OUTPUT_DIR
+            return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(period_dir, "metrics.json"))]
+
+        def build_hooks(self):
+            self.checkpointer = AtomicCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+            return [h for h in super().build_hooks() if type(h).__name__ != "EvalHook"]
+
+    return CxrTrainer
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Copy detectron2's (and this adapter's) log records into `path` for the job's duration."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s"))
+    handler.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [handler]
+    loggers = [logging.getLogger("detectron2"), logging.getLogger("fvcore"), log]
+    if not logging.getLogger().handlers and not any(lg.handlers for lg in loggers):
+        console = logging.StreamHandler(sys.stdout)  # plain script: show progress on the console too
+        console.setFormatter(handler.formatter)
+        handlers.append(console)
+    previous = []
+    for logger in loggers:
+        previous.append(logger.level)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        for h in handlers:
+            logger.addHandler(h)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, previous):
+            for h in handlers:
+                logger.removeHandler(h)
+            logger.setLevel(level)
+        handler.close()
+
+
+# --------------------------------------------------------------------------- adapter
+
+class Detectron2FasterRCNN(Detector):
+    """Faster R-CNN (ResNet-FPN) trained and run by detectron2."""
+
+    name = "detectron2_frcnn"
+    framework = "detectron2"
+    default_variant = "R50-FPN"
+
+    def fit(self, split: Split, workdir: Path) -> Path:
+        """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).
+        Writes config.yaml, log.txt, metrics.json (detectron2's JSON writer) under workdir."""
+        from detectron2.utils.env import seed_all_rng
+
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        train_coco = check_categories(split.train_json)
+        paths = [split.image_root / img["file_name"] for img in train_coco["images"]]
+        failures = check_images(paths)
+        if failures:
+            raise UnreadableImages(failures)
+        with registered_split(split) as (train_name, _val_name), _log_to(workdir / "log.txt"):
+            filter_empty = bool(self.spec.native.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True))
+            n_train = count_training_images(split.train_json, filter_empty)
+            if n_train == 0:
+                raise ValueError(f"{split.train_json}: no training images with boxes")
+            cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
+            atomic.write_text(workdir / "config.yaml", cfg.dump())
+            log.info("detectron2 %s: %d train images, %d iterations of batch %d at %d px on %s",
+                     self.spec.variant, n_train, cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH,
+                     self.spec.imgsz, cfg.MODEL.DEVICE)
+            seed_all_rng(cfg.SEED)  # model init, sampler order, augmentation draws
+            trainer_cls = _trainer_class()
+            trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
+            trainer = trainer_cls(cfg)
+            trainer.resume_or_load(resume=False)
+            trainer.train()
+        checkpoint = workdir / "model_final.pth"
+        if not checkpoint.is_file():
+            raise RuntimeError(f"detectron2 finished without writing {checkpoint}")
+        return checkpoint
+
+    def build_model(self, checkpoint: Path | None):
+        """The eval-mode model: loaded from `checkpoint`, or randomly initialised with spec.seed."""
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.modeling import build_model
+        from detectron2.utils.env import seed_all_rng
+
+        cfg = build_config(self.spec)
+        cfg.MODEL.WEIGHTS = ""
+        seed_all_rng(cfg.SEED)
+        model = build_model(cfg)
+        if checkpoint is not None:
+            if not Path(checkpoint).is_file():
+                raise FileNotFoundError(f"detectron2 checkpoint not found: {checkpoint}")
+            DetectionCheckpointer(model).load(str(checkpoint))
+        model.eval()
+        return model
+
+    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
+        """COCO results for every readable image (PNG pixels). Unreadable images are skipped and
+        reported together at the end (UnreadableImages carries the other images' detections)."""
+        import torch
+        from detectron2.data.detection_utils import read_image
+        from tqdm import tqdm
+
+        model = self.build_model(checkpoint)
+        resize = predict_resize(self.spec.imgsz)
+        batch_size = max(1, int(self.spec.batch_predict))
+        results: list[dict] = []
+        failures: list[tuple[str, str]] = []
+        batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+        with torch.no_grad():
+            for batch in tqdm(batches, desc=f"detectron2 {self.spec.variant} predict", unit="batch"):
+                inputs, refs = [], []
+                for ref in batch:
+                    bad = check_images([Path(ref.path)])
+                    if bad:
+                        failures.extend(bad)
+                        continue
+                    try:
+                        image = read_image(str(ref.path), format="BGR")
+                    except (OSError, ValueError) as err:
+                        failures.append((str(ref.path), f"cannot read: {err}"))
+                        continue
+                    height, width = image.shape[:2]
+                    resized = resize.get_transform(image).apply_image(image)
+                    tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+                    inputs.append({"image": tensor, "height": height, "width": width})
+                    refs.append(ref)
+                if not inputs:
+                    continue
+                for ref, output in zip(refs, model(inputs)):
+                    inst = output["instances"].to("cpu")
+                    keep = inst.scores >= self.spec.score_thr
+                    boxes = inst.pred_boxes.tensor[keep].tolist()
+                    scores = inst.scores[keep].tolist()
+                    classes = inst.pred_classes[keep].tolist()
+                    order = sorted(range(len(scores)), key=lambda k: -scores[k])[: self.spec.max_det]
+                    results.extend(detection(ref.id, classes[k], boxes[k], scores[k]) for k in order)
+        if failures:
+            raise UnreadableImages(failures, results)
+        return results
+
+    def versions(self) -> dict[str, str]:
+        import detectron2
+        import torch
+        import torchvision
+
+        try:
+            from detectron2 import _C  # noqa: F401
+
+            compiled = "yes"
+        except ImportError:
+            compiled = "no (torchvision ROIAlign/NMS)"
+        return {
+            "detectron2": detectron2.__version__,
+            "detectron2._C": compiled,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+        }
