@@ -272,8 +272,8 @@ def check_images(paths: Sequence[Path]) -> list[tuple[str, str]]:
             with Image.open(path) as img:
                 if img.mode not in READABLE_MODES:
                     failures.append((str(path), f"PIL mode {img.mode!r}: only 8-bit gray or RGB PNGs are supported"))
-        except (OSError, ValueError) as err:
-            failures.append((str(path), f"cannot open: {err}"))
+        except Exception as err:  # noqa: BLE001 - any unreadable file is reported, the rest go on
+            failures.append((str(path), f"cannot open: {type(err).__name__}: {err}"))
     return failures
 
 
@@ -483,8 +483,8 @@ class Detectron2FasterRCNN(Detector):
                         continue
                     try:
                         image = read_image(str(ref.path), format="BGR")
-                    except (OSError, ValueError) as err:
-                        failures.append((str(ref.path), f"cannot read: {err}"))
+                    except Exception as err:  # noqa: BLE001 - report it, predict the rest
+                        failures.append((str(ref.path), f"cannot read: {type(err).__name__}: {err}"))
                         continue
                     height, width = image.shape[:2]
                     resized = resize.get_transform(image).apply_image(image)

@@ -290,6 +290,18 @@ def _install_fonts(settings_dir: Path) -> None:
             shutil.copyfile(font, target)
 
 
+def _unpatch_pil_open() -> None:
+    """ultralytics replaces PIL.Image.open process-wide when imported, with a fallback that turns an
+    unreadable file into a pip requirement check for a HEIF plugin (ModuleNotFoundError offline).
+    Put Pillow's own function back, so the other frameworks in this process (and our error
+    reporting for broken images) see Pillow's behaviour; our inputs are PNGs."""
+    import PIL.Image
+    import ultralytics.utils.patches as upatches
+
+    if PIL.Image.open is upatches.image_open:
+        PIL.Image.open = upatches._image_open
+
+
 @contextlib.contextmanager
 def ultralytics_offline(config_root: Path, trust_amp: bool = False) -> Iterator[None]:
     """Run ultralytics with its config dir under `config_root`, offline, with no telemetry and no
@@ -306,6 +318,8 @@ def ultralytics_offline(config_root: Path, trust_amp: bool = False) -> Iterator[
     import ultralytics.utils as uutils
     import ultralytics.utils.checks as uchecks
     import ultralytics.utils.events as uevents
+
+    _unpatch_pil_open()
 
     threads = torch.get_num_threads()
     patches: list[tuple[object, str, Any]] = []

@@ -222,3 +222,18 @@ def test_bad_input_is_named_and_the_rest_completes(toy_dataset, tmp_path, caplog
     with pytest.raises(ValueError, match=rf"bad_train\.json: annotation id {coco['annotations'][0]['id']}"):
         write_yolo_dataset(bad_split, tmp_path / "yolo_bad")
     assert not (tmp_path / "yolo_bad").exists()  # nothing half-written in place
+
+
+def test_ultralytics_does_not_leave_pil_patched(tmp_path):
+    """ultralytics patches PIL.Image.open at import; after the adapter ran, other frameworks in the
+    process must get Pillow's own UnidentifiedImageError for a broken file."""
+    import PIL.Image
+
+    from adapters.yolov5 import ultralytics_offline
+
+    with ultralytics_offline(tmp_path / "cfg"):
+        pass
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(PIL.UnidentifiedImageError):
+        PIL.Image.open(broken)
