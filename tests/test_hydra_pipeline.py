@@ -66,6 +66,19 @@ def test_experiment_presets_compose():
     assert study.data.size == 1024 and study.data.folds == 5
 
 
+def test_launcher_presets_select_hydra_launchers():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        targets = {
+            name: compose(config_name="train", overrides=[f"launcher={name}"], return_hydra_config=True)
+            .hydra.launcher._target_
+            for name in ("local", "joblib", "slurm", "submitit_local")
+        }
+    assert targets["local"].endswith("BasicLauncher")
+    assert targets["joblib"].endswith("JoblibLauncher")
+    assert targets["slurm"].endswith("SlurmLauncher")
+    assert targets["submitit_local"].endswith("LocalLauncher")
+
+
 @pytest.mark.slow
 def test_multirun_three_frameworks_two_folds_end_to_end(tmp_path):
     out = run_app("harness.cli.run", ["sweep=e2e", "pipeline.folds=[0,1]", *FAST, "train.epochs=2"], tmp_path)
@@ -100,6 +113,15 @@ def test_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     run_app("harness.cli.report", ["sweep=fail"], tmp_path)
     table = (sweep / "report" / "results.md").read_text()
     assert "mmdet_frcnn" in table and "R7-FPN" in table
+
+    # the trained run predicts the dataset's unlabeled test split: submission in DICOM pixels + overlays
+    run_app("harness.cli.predict", ["sweep=fail", *FAST, f"predict.runs=[{sweep / 'yolov5' / 'fold0'}]",
+                                    "predict.input=test"], tmp_path)
+    rows = list(csv.DictReader(open(sweep / "predict" / "submission.csv")))
+    manifest = list(csv.DictReader(open(tmp_path / "data" / "synthetic-tiny" / "manifest.csv")))
+    assert {row["image_id"] for row in rows} == {row["image_id"] for row in manifest if row["split"] == "test"}
+    assert all(" 0 0 1 1" in row["PredictionString"] for row in rows)  # the "No finding" entry
+    assert list((sweep / "predict" / "overlays").glob("*.png"))
 
     # a rerun skips the finished job (metrics.json untouched) and retries the failed one
     before = (sweep / "yolov5" / "fold0" / "metrics.json").stat().st_mtime_ns
