@@ -4,10 +4,6 @@ The learning test trains the small R18-FPN variant from scratch (GN recipe) for 
 128 px and checks it beats the same, untrained, seeded model on the held-out fold. Sampling sizes of
 the RPN/ROI heads are reduced through `spec.native` (detectron2's own keys) to keep CPU time low;
 the architecture is the real one.
-
-Note on the toy fixture: fold 0's training images (odd indices) never contain class 0 (squares are
-drawn on even indices only), so on fold 0's val images class 0 cannot be learned and mAP@0.4 tops
-out near 0.5 (class 3 AP ~0.85 + class 0 AP ~0). The thresholds below account for that.
 """
 from __future__ import annotations
 
