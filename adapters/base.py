@@ -69,11 +69,16 @@ class Detector(abc.ABC):
     name: str = ""
     framework: str = ""
     default_variant: str = ""
+    variants: tuple[str, ...] = ()  # the variants the adapter knows (checked at construction)
 
     def __init__(self, spec: TrainSpec):
         self.spec = spec
         if not spec.variant:
             spec.variant = self.default_variant
+        if self.variants and spec.variant not in self.variants:
+            raise ValueError(f"unknown {self.name} variant {spec.variant!r}; known: {', '.join(self.variants)}")
+        if spec.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
 
     @abc.abstractmethod
     def fit(self, split: Split, workdir: Path) -> Path:

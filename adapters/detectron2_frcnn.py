@@ -409,6 +409,7 @@ class Detectron2FasterRCNN(Detector):
     name = "detectron2_frcnn"
     framework = "detectron2"
     default_variant = "R50-FPN"
+    variants = tuple(VARIANTS)
 
     def fit(self, split: Split, workdir: Path) -> Path:
         """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).

@@ -237,13 +237,10 @@ class MMDetFasterRCNN(Detector):
     name = "mmdet_frcnn"
     framework = "mmdet"
     default_variant = "R50-FPN"
+    variants = tuple(VARIANTS)
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
-        if spec.variant not in VARIANTS:
-            raise ValueError(f"unknown mmdet_frcnn variant {spec.variant!r}; known: {', '.join(VARIANTS)}")
-        if spec.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
         self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
         self.last_run_name: str | None = None
 

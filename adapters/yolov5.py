@@ -399,13 +399,10 @@ class YoloV5Detector(Detector):
     name = "yolov5"
     framework = "ultralytics"
     default_variant = "yolov5n"
+    variants = tuple(VARIANTS)
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
-        if spec.variant not in VARIANTS:
-            raise ValueError(f"yolov5 variant must be one of {', '.join(VARIANTS)}, not {spec.variant!r}")
-        if spec.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
         yolo_device(spec.device)  # fail early on a bad device string
         aug_args(spec.aug)
         self.failed_images: list[tuple[str, str]] = []

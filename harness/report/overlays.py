@@ -84,11 +84,13 @@ def draw_overlay(pixels: np.ndarray, gt_boxes: list[dict], dets: list[dict], tit
 
 def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_root: str | Path | None,
                    out_dir: str | Path, n: int = 6, score_thr: float = 0.3,
-                   images: Sequence[ImageRef] | None = None) -> list[Path]:
+                   images: Sequence[ImageRef] | None = None, top_k: int = 3) -> list[Path]:
     """Overlays for up to `n` of the predicted images into `out_dir` (one PNG each).
 
     gt_coco: ground truth (path or dict; file_name relative to `image_root`), or None for unlabeled
-    images, then `images` (ImageRefs) give the paths. Predictions below `score_thr` are not drawn.
+    images, then `images` (ImageRefs) give the paths. Predictions scoring >= `score_thr` are drawn,
+    and at least the image's `top_k` best ones whatever their score (weakly trained models and
+    score-averaging ensembles rarely pass a fixed threshold, and an empty picture tells nothing).
     An unreadable image is reported in the log and skipped; the others are still drawn."""
     import logging
 
@@ -103,10 +105,13 @@ def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_
     gt_by_image: dict[int, list[dict]] = defaultdict(list)
     for ann in gt["annotations"]:
         gt_by_image[ann["image_id"]].append(ann)
-    dets_by_image: dict[int, list[dict]] = defaultdict(list)
+    all_by_image: dict[int, list[dict]] = defaultdict(list)
     for det in preds.detections:
-        if det["score"] >= score_thr:
-            dets_by_image[det["image_id"]].append(det)
+        all_by_image[det["image_id"]].append(det)
+    dets_by_image: dict[int, list[dict]] = defaultdict(list)
+    for image_id, dets in all_by_image.items():
+        ranked = sorted(dets, key=lambda d: -d["score"])
+        dets_by_image[image_id] = [d for i, d in enumerate(ranked) if i < top_k or d["score"] >= score_thr]
     candidates = [i for i in dict.fromkeys(preds.image_ids) if i in paths]
     candidates.sort(key=lambda i: (-len(gt_by_image[i]), -max((d["score"] for d in dets_by_image[i]), default=0), i))
     written = []
@@ -118,7 +123,7 @@ def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_
             log.error("%s", err)
             continue
         title = (f"{key} ({preds.source}) - {len(gt_by_image[image_id])} GT boxes, "
-                 f"{len(dets_by_image[image_id])} predictions with score >= {score_thr:g}")
+                 f"{len(dets_by_image[image_id])} predictions (score >= {score_thr:g}, at least the top {top_k})")
         written.append(draw_overlay(pixels, gt_by_image[image_id], dets_by_image[image_id], title,
                                     out_dir / f"{key}.png"))
     return written
