@@ -132,9 +132,13 @@ def test_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
 
 
 @pytest.mark.slow
-def test_submitit_local_executor_runs_a_job(tmp_path):
+def test_submitit_local_executor_runs_a_job_with_hflip_tta(tmp_path):
     run_app("harness.cli.train", ["-m", "launcher=submitit_local", "sweep=slurm", "model=yolov5", "data.fold=0",
-                                  *FAST, "train.epochs=1"], tmp_path)
+                                  *FAST, "train.epochs=1", "tta_hflip=true"], tmp_path)
     sweep = tmp_path / "runs" / "slurm"
     assert (sweep / "yolov5" / "fold0" / "metrics.json").is_file()
     assert list((sweep / ".submitit").glob("*/*_submitted.pkl")), "the job went through submitit"
+    # the job predicted with horizontal-flip TTA: mirrored copies of every val image were made
+    val_images = json.loads((sweep / "yolov5" / "fold0" / "split" / "val.json").read_text())["images"]
+    flipped = list((sweep / "yolov5" / "fold0" / "native" / "tta" / "hflip_images").glob("*.png"))
+    assert len(flipped) == len(val_images) > 0
