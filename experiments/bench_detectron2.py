@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from adapters.base import AugSpec, TrainSpec  # noqa: E402
 from harness import atomic  # noqa: E402
-from harness.split import make_split  # noqa: E402
+from benchdata import bench_split  # noqa: E402
 
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in .* \(([\d.]+) s / it\)")
 
@@ -117,12 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_d2_"))
-    if args.labels is None:
-        from toy import make_toy_dataset
-
-        toy = make_toy_dataset(workdir / "toy", n_images=24, size=128, seed=0, k=2)
-        args.labels, args.folds = toy["labels"], toy["folds"]
-    split = make_split(args.labels, args.folds, 0, workdir / "split_fold0")
+    split = bench_split(args.labels, args.folds, workdir)
 
     from adapters.detectron2_frcnn import count_training_images
 

@@ -32,7 +32,7 @@ from adapters.base import AugSpec, TrainSpec  # noqa: E402
 from adapters.mmdet_frcnn import VARIANTS, MMDetFasterRCNN, packaged_config_dir  # noqa: E402
 from harness import atomic  # noqa: E402
 from harness.classes import CLASSES, NUM_CLASSES  # noqa: E402
-from harness.split import make_split  # noqa: E402
+from benchdata import bench_split  # noqa: E402
 
 
 def iter_times(workdir: Path, skip: int) -> list[float]:
@@ -100,15 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if args.labels and args.folds:
-        labels, folds = Path(args.labels), Path(args.folds)
-    else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from toy import make_toy_dataset
-
-        toy = make_toy_dataset(out / "toy", n_images=24, size=128, seed=0, k=2)
-        labels, folds = toy["labels"], toy["folds"]
-    split = make_split(labels, folds, 0, out / "split")
+    split = bench_split(args.labels, args.folds, out)
 
     spec = TrainSpec(variant=args.variant, epochs=args.epochs, batch_size=args.batch, imgsz=args.imgsz,
                      workers=0, aug=AugSpec(rotate_deg=0, hflip=0.5, vflip=0.0),
