@@ -8,11 +8,23 @@ methods, so `import adapters` stays fast and framework-free.
 from __future__ import annotations
 
 import abc
+import contextlib
+import json
+import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from harness.classes import NUM_CLASSES
+from harness.predictions import detection
 from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+NEGATIVES = ("drop", "keep")
 
 
 @dataclass
@@ -45,8 +57,11 @@ class TrainSpec:
     channels: int = 3  # 1 = true grayscale model where the framework supports it
     aug: AugSpec = field(default_factory=AugSpec)
     native: dict[str, Any] = field(default_factory=dict)
+    negatives: str = "drop"  # images without findings in the training set: drop (study/Kaggle) | keep
     score_thr: float = 0.001  # inference threshold: low, as mAP needs
     max_det: int = 100  # detections kept per image
+    nms_iou: float = 0.5  # class-aware NMS IoU at inference, set in every framework's own NMS
+    multi_label: bool = True  # a box may carry several classes (R-CNN heads do; YOLO as its own val does)
     batch_predict: int = 4
 
     def __post_init__(self) -> None:
@@ -58,18 +73,116 @@ class TrainSpec:
             raise FileNotFoundError(f"pretrained weights not found: {self.weights}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be sgd, adam or adamw, not {self.optimizer!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be drop or keep, not {self.negatives!r}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], not {self.nms_iou}")
+        if self.max_det < 1:
+            raise ValueError(f"max_det must be >= 1, not {self.max_det}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+# ---------------------------------------------------------------------------------------------
+# The shared post-processing: one implementation for every framework
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class RawDetections:
+    """One image's detections as a framework returned them, after its own class-aware NMS:
+    boxes x1,y1,x2,y2 in the image's PNG pixels, scores, class indices 0-13."""
+
+    boxes: Any
+    scores: Any
+    labels: Any
+
+
+def postprocess(ref: ImageRef, raw: RawDetections, score_thr: float, max_det: int) -> list[dict]:
+    """The harness's post-processing, identical for every framework: drop non-finite boxes and
+    unknown classes, clip boxes to the image, drop boxes with no area left, keep scores >= score_thr,
+    sort by score (ties keep the framework's order), keep the best `max_det`; COCO results."""
+    boxes = np.asarray(raw.boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(raw.scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(raw.labels).reshape(-1)
+    if not len(boxes) == len(scores) == len(labels):
+        raise ValueError(f"{ref.path}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+    ok = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & (scores >= score_thr)
+    ok &= (labels >= 0) & (labels < NUM_CLASSES) & (labels == np.round(labels))
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, ref.width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, ref.height)
+    ok &= (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+    keep = np.flatnonzero(ok)
+    keep = keep[np.argsort(-scores[keep], kind="stable")][:max_det]
+    return [detection(ref.id, int(labels[k]), boxes[k].tolist(), float(scores[k])) for k in keep]
+
+
+def unreadable_reason(ref: ImageRef) -> str | None:
+    """Why an image cannot be predicted on (missing, not an image, truncated), or None. PIL reads
+    the header and checks the file's integrity without decoding the pixels."""
+    from PIL import Image
+
+    path = Path(ref.path)
+    if not path.is_file():
+        return "file not found"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported, the rest go on
+        return f"cannot read: {type(err).__name__}: {err}"
+    return None
+
+
+class UnreadableImages(RuntimeError):
+    """None of the images given to `predict` could be used; carries the per-file reasons."""
+
+    def __init__(self, failures: list[tuple[str, str]], detections: list[dict] | None = None):
+        self.failures = failures
+        self.detections = detections or []
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(f"{len(failures)} image(s) could not be used:\n{lines}{more}")
+
+
+def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: str = "recipe",
+                 note: str = "") -> dict:
+    """One line of the protocol card (see `Detector.protocol`)."""
+    return {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": note}
+
+
+def consumed_counts(boxes_per_image: Sequence[int]) -> dict[str, int]:
+    """{"images", "boxes"} from the per-image box counts of a framework's training dataset."""
+    counts = [int(n) for n in boxes_per_image]
+    return {"images": len(counts), "boxes": int(sum(counts))}
+
+
+def count_split_training_set(train_json: Path, negatives: str) -> dict[str, int]:
+    """The training images/boxes the protocol asks for: every image of the split's train file, or
+    only those with at least one box when negatives == "drop". Adapters check what their
+    framework really consumed against this."""
+    coco = json.loads(Path(train_json).read_text())
+    per_image = {img["id"]: 0 for img in coco["images"]}
+    for ann in coco["annotations"]:
+        if ann["image_id"] in per_image and not ann.get("iscrowd", 0):
+            per_image[ann["image_id"]] += 1
+    if negatives == "drop":
+        return consumed_counts([n for n in per_image.values() if n > 0])
+    return consumed_counts(per_image.values())
+
+
 class Detector(abc.ABC):
-    """One framework's detector. Subclasses set `name` and `framework` and implement fit/predict."""
+    """One framework's detector. Subclasses set `name` and `framework` and implement `fit`,
+    `prediction_session`, `recipe` and `versions`; prediction, its post-processing and the handling
+    of unreadable images are shared (`predict`)."""
 
     name: str = ""
     framework: str = ""
     default_variant: str = ""
     variants: tuple[str, ...] = ()  # the variants the adapter knows (checked at construction)
+    # the framework's own defaults for the shared protocol settings: key -> (native value, why the
+    # protocol's value may differ); shown on the protocol card
+    native_protocol: dict[str, tuple[Any, str]] = {}
 
     def __init__(self, spec: TrainSpec):
         self.spec = spec
@@ -79,17 +192,132 @@ class Detector(abc.ABC):
             raise ValueError(f"unknown {self.name} variant {spec.variant!r}; known: {', '.join(self.variants)}")
         if spec.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
+        self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
+        self.consumed: dict[str, int] | None = None  # training images/boxes the framework used (fit)
 
+    # -- training ---------------------------------------------------------------------------
     @abc.abstractmethod
     def fit(self, split: Split, workdir: Path) -> Path:
         """Train on split.train_json (validating on split.val_json); return the final checkpoint.
-        Everything the framework writes goes under `workdir`."""
+        Everything the framework writes goes under `workdir`. Sets `self.consumed` to the
+        images/boxes read back from the framework's own training dataset."""
 
+    def _check_consumed(self, split: Split, consumed: dict[str, int]) -> None:
+        """Record what the framework consumed; warn when it differs from what the protocol asks."""
+        self.consumed = dict(consumed)
+        expected = count_split_training_set(split.train_json, self.spec.negatives)
+        if consumed != expected:
+            log.warning("%s: the framework consumed %s training images/boxes, the protocol (negatives=%s) "
+                        "asks for %s", self.name, consumed, self.spec.negatives, expected)
+
+    # -- prediction -------------------------------------------------------------------------
     @abc.abstractmethod
+    def prediction_session(self, checkpoint: Path | None, workdir: Path
+                           ) -> contextlib.AbstractContextManager[Callable[[list[ImageRef]], list[RawDetections]]]:
+        """A context in which the framework's model (from `checkpoint`, or seeded untrained when
+        None) is loaded once; it yields `infer(refs) -> [RawDetections per ref]`, the framework's
+        own inference with its class-aware NMS at spec.nms_iou, spec.score_thr and spec.max_det."""
+
+    def usable_reason(self, ref: ImageRef) -> str | None:
+        """Why this framework cannot use an image (beyond the shared checks), or None."""
+        return None
+
     def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
         """Detections (COCO results, PNG pixel coords, category id 0-13, score >= spec.score_thr,
-        at most spec.max_det per image) for every image. checkpoint None = untrained model."""
+        at most spec.max_det per image) for every usable image; checkpoint None = untrained model.
+        An unreadable image is named in the log and in `self.failed_images`, and the rest are
+        predicted; only when no image at all can be used does it raise UnreadableImages."""
+        from tqdm import tqdm
+
+        workdir = Path(workdir)
+        self.failed_images = []
+        results: list[dict] = []
+        usable = []
+        for ref in images:
+            reason = unreadable_reason(ref) or self.usable_reason(ref)
+            if reason:
+                self._fail(ref, reason)
+            else:
+                usable.append(ref)
+        bs = max(1, int(self.spec.batch_predict))
+        with self.prediction_session(checkpoint, workdir) as infer:
+            for start in tqdm(range(0, len(usable), bs), desc=f"{self.name} predict", unit="batch"):
+                batch = usable[start:start + bs]
+                for ref, raw in zip(batch, self._infer_batch(infer, batch)):
+                    if raw is not None:
+                        results.extend(postprocess(ref, raw, self.spec.score_thr, self.spec.max_det))
+        if images and len(self.failed_images) == len(images):
+            raise UnreadableImages(self.failed_images)
+        return results
+
+    def _infer_batch(self, infer, batch: list[ImageRef]) -> list[RawDetections | None]:
+        """One batch; if the framework fails on it, image by image, so one bad file loses only itself."""
+        try:
+            raws = list(infer(batch))
+            if len(raws) != len(batch):
+                raise RuntimeError(f"{len(raws)} results for {len(batch)} images")
+            return raws
+        except Exception as err:  # noqa: BLE001 - one bad file must not lose the batch
+            if len(batch) == 1:
+                self._fail(batch[0], f"{type(err).__name__}: {err}")
+                return [None]
+            log.error("%s: batch starting at %s failed (%s); retrying image by image", self.name, batch[0].path, err)
+            return [raw for ref in batch for raw in self._infer_batch(infer, [ref])]
+
+    def _fail(self, ref: ImageRef, reason: str) -> None:
+        log.error("%s: cannot predict image %s (id %s): %s", self.name, ref.path, ref.id, reason)
+        self.failed_images.append((str(ref.path), reason))
+
+    # -- the protocol card ------------------------------------------------------------------
+    def protocol(self, tta: bool = False) -> list[dict]:
+        """Every setting that can move this model's score: the shared protocol (scope "shared",
+        identical for every framework in a fair sweep) then the framework's recipe (`recipe()`),
+        each with its value, the framework's native default and why they differ."""
+        spec, consumed = self.spec, self.consumed or {}
+        aug = spec.aug
+        rows = [
+            protocol_row("train_images", "training images consumed (read back from the framework)",
+                         consumed.get("images"), scope="shared"),
+            protocol_row("train_boxes", "training boxes consumed", consumed.get("boxes"), scope="shared"),
+            protocol_row("negatives", "images without findings in training", spec.negatives,
+                         scope="shared", note="drop = the original study and the public Kaggle pipelines"),
+            protocol_row("image_size", "image size (longer side resized to, px)", spec.imgsz, scope="shared"),
+            protocol_row("channels", "input channels", spec.channels, scope="shared"),
+            protocol_row("augmentation", "shared augmentation (rotation deg, h/v flip prob.)",
+                         {"rotate_deg": aug.rotate_deg, "hflip": aug.hflip, "vflip": aug.vflip}, scope="shared"),
+            protocol_row("init_weights", "initial weights", Path(spec.weights).name if spec.weights else "scratch",
+                         scope="shared"),
+            protocol_row("seed", "seed", spec.seed, scope="shared"),
+            protocol_row("score_thr", "inference score threshold", spec.score_thr, scope="shared"),
+            protocol_row("max_det", "max detections per image", spec.max_det, scope="shared"),
+            protocol_row("nms_iou", "class-aware NMS IoU at inference", spec.nms_iou, scope="shared"),
+            protocol_row("multi_label", "several classes per box", spec.multi_label, scope="shared"),
+            protocol_row("tta", "test-time augmentation", "hflip (WBF)" if tta else "none", scope="shared"),
+        ]
+        for row in rows:
+            if row["key"] in self.native_protocol:
+                native, note = self.native_protocol[row["key"]]
+                row["native"] = native
+                if not same(row["value"], native):
+                    row["note"] = note or row["note"]
+        native = {k: v for k, v in (spec.native or {}).items()}
+        overrides = protocol_row("native_overrides", "framework settings overridden (`native`)", native, {},
+                                 note="set in the experiment/model config; each key is the framework's own")
+        return rows + list(self.recipe()) + [overrides]
+
+    @abc.abstractmethod
+    def recipe(self) -> list[dict]:
+        """The framework's training recipe as protocol rows (scope "recipe"): epochs, iterations,
+        batch, optimizer, lr, schedule, warmup, weight decay, norm decay, clipping, architecture,
+        framework-only augmentation; each with the native default and a note where they differ."""
 
     @abc.abstractmethod
     def versions(self) -> dict[str, str]:
         """Framework package versions (and e.g. whether compiled ops are present)."""
+
+
+def same(value: Any, native: Any) -> bool:
+    """Whether a protocol value equals the native default (numbers with a relative tolerance)."""
+    if isinstance(value, (int, float)) and isinstance(native, (int, float)) and not isinstance(value, bool):
+        return math.isclose(float(value), float(native), rel_tol=1e-9, abs_tol=1e-12)
+    return json.dumps(value, sort_keys=True, default=str) == json.dumps(native, sort_keys=True, default=str)

@@ -31,8 +31,8 @@ Mapping of the shared settings
 TrainSpec              detectron2
 =====================  ======================================================================
 epochs                 SOLVER.MAX_ITER = ceil(epochs * n_train / batch_size); n_train counts the
-                       images the loader keeps (detectron2 drops images without boxes while
-                       DATALOADER.FILTER_EMPTY_ANNOTATIONS is True, its default)
+                       images the loader keeps (images without boxes only with negatives=keep);
+                       what the loader consumed is read back from the dataset list it was built on
                        SOLVER.STEPS scaled from the zoo schedule (3x: 210k/250k of 270k → 78%, 93%)
                        SOLVER.WARMUP_ITERS = min(zoo value 1000, ceil(10% of MAX_ITER))
 batch_size             SOLVER.IMS_PER_BATCH
@@ -50,7 +50,9 @@ device                 MODEL.DEVICE
 workers                DATALOADER.NUM_WORKERS
 amp                    SOLVER.AMP.ENABLED (CUDA only: ignored with a warning on CPU)
 weights                MODEL.WEIGHTS (local file) else "" with the GN scratch recipe
+negatives              DATALOADER.FILTER_EMPTY_ANNOTATIONS (drop -> True, keep -> False)
 score_thr / max_det    MODEL.ROI_HEADS.SCORE_THRESH_TEST / TEST.DETECTIONS_PER_IMAGE
+nms_iou                MODEL.ROI_HEADS.NMS_THRESH_TEST (per-class NMS, detectron2's default 0.5)
 native                 {"KEY.PATH": value} merged last with cfg.merge_from_list (wins over all)
 =====================  ======================================================================
 
@@ -75,10 +77,10 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from adapters.base import AugSpec, Detector, TrainSpec
+from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, UnreadableImages, consumed_counts,
+                           protocol_row)
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
-from harness.predictions import detection
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -93,28 +95,28 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-# detectron2's scratch recipe (Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml), backbone + FPN part
+# detectron2's scratch recipe (Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml on mask_rcnn_R_50_FPN_3x_gn):
+# GN backbone and FPN, nothing frozen, and the 4conv-1fc GN box head
 SCRATCH_OVERRIDES: dict[str, Any] = {
     "MODEL.RESNETS.NORM": "GN",
     "MODEL.RESNETS.STRIDE_IN_1X1": False,
     "MODEL.FPN.NORM": "GN",
     "MODEL.BACKBONE.FREEZE_AT": 0,
 }
+SCRATCH_BOX_HEAD: dict[str, Any] = {
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": 4,
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 1,
+    "MODEL.ROI_BOX_HEAD.NORM": "GN",
+}
+# The R18 CPU variant keeps the 2-fc head from scratch too (as the mmdet adapter's R18 does): the
+# 4-conv head costs ~8x its FLOPs per RoI on a CPU.
+LIGHT_HEAD_VARIANTS = ("R18-FPN",)
+# detectron2's defaults and zoo values the protocol card compares with
+NATIVE = {"BASE_LR": 0.02, "IMS_PER_BATCH": 16, "WEIGHT_DECAY": 0.0001, "WEIGHT_DECAY_NORM": 0.0,
+          "WARMUP_ITERS": 1000, "NMS_THRESH_TEST": 0.5, "DETECTIONS_PER_IMAGE": 100, "SCORE_THRESH_TEST": 0.05}
 
 WARMUP_FRACTION = 0.1
 READABLE_MODES = ("L", "RGB")  # PIL modes detectron2's BGR reader converts faithfully
-
-
-class UnreadableImages(RuntimeError):
-    """Some images could not be read. Raised after every readable image was processed; carries the
-    per-file reasons and, from `predict`, the detections of the images that did work."""
-
-    def __init__(self, failures: list[tuple[str, str]], detections: list[dict] | None = None):
-        self.failures = failures
-        self.detections = detections or []
-        lines = "\n".join(f"  {path}: {reason}" for path, reason in failures[:20])
-        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
-        super().__init__(f"{len(failures)} image(s) could not be used by detectron2:\n{lines}{more}")
 
 
 # --------------------------------------------------------------------------- config
@@ -176,11 +178,15 @@ def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = 
     else:
         cfg.MODEL.WEIGHTS = ""
         cfg.merge_from_list(_flatten(SCRATCH_OVERRIDES))
+        if spec.variant not in LIGHT_HEAD_VARIANTS:
+            cfg.merge_from_list(_flatten(SCRATCH_BOX_HEAD))
 
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = NUM_CLASSES
     cfg.MODEL.DEVICE = spec.device
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = spec.score_thr
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = spec.nms_iou  # class-aware (per-class batched_nms)
     cfg.TEST.DETECTIONS_PER_IMAGE = max(int(spec.max_det), 1)
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = spec.negatives == "drop"
     cfg.TEST.EVAL_PERIOD = 0  # the harness scores; no detectron2 evaluator during training
     cfg.INPUT.FORMAT = "BGR"
     cfg.INPUT.MIN_SIZE_TRAIN = (spec.imgsz,)
@@ -315,7 +321,7 @@ def _trainer_class():
     (built lazily so importing this module does not import detectron2)."""
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetMapper, build_detection_train_loader
+    from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
     from detectron2.engine import DefaultTrainer
     from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
@@ -356,10 +362,19 @@ def _trainer_class():
                 cfg, optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
             )
 
+        consumed: dict[str, int] | None = None
+
         @classmethod
         def build_train_loader(cls, cfg):
+            # the same dataset list detectron2's loader would build (filtering by
+            # FILTER_EMPTY_ANNOTATIONS), built here so what it consumed can be counted
+            dataset = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+            cls.consumed = consumed_counts(
+                [sum(1 for ann in record.get("annotations", []) if not ann.get("iscrowd", 0))
+                 for record in dataset])
             mapper = DatasetMapper(cfg, is_train=True, augmentations=list(cls.augmentations))
-            return build_detection_train_loader(cfg, mapper=mapper)
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
         def build_writers(self):
             period_dir = self.cfg.OUTPUT_DIR
@@ -410,6 +425,13 @@ class Detectron2FasterRCNN(Detector):
     framework = "detectron2"
     default_variant = "R50-FPN"
     variants = tuple(VARIANTS)
+    native_protocol = {
+        "negatives": ("drop", "keep: DATALOADER.FILTER_EMPTY_ANNOTATIONS off"),
+        "score_thr": (0.05, "low, as mAP needs"),
+        "max_det": (100, ""),
+        "nms_iou": (0.5, ""),
+        "multi_label": (True, "the box head scores every class of every proposal"),
+    }
 
     def fit(self, split: Split, workdir: Path) -> Path:
         """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).
@@ -424,8 +446,8 @@ class Detectron2FasterRCNN(Detector):
         if failures:
             raise UnreadableImages(failures)
         with registered_split(split) as (train_name, _val_name), _log_to(workdir / "log.txt"):
-            filter_empty = bool(self.spec.native.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True))
-            n_train = count_training_images(split.train_json, filter_empty)
+            cfg = build_config(self.spec, train_dataset=train_name, output_dir=workdir)
+            n_train = count_training_images(split.train_json, bool(cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
             if n_train == 0:
                 raise ValueError(f"{split.train_json}: no training images with boxes")
             cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
@@ -437,8 +459,10 @@ class Detectron2FasterRCNN(Detector):
             trainer_cls = _trainer_class()
             trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
             trainer = trainer_cls(cfg)
+            self._check_consumed(split, trainer_cls.consumed)
             trainer.resume_or_load(resume=False)
             trainer.train()
+        self.last_cfg = cfg
         checkpoint = workdir / "model_final.pth"
         if not checkpoint.is_file():
             raise RuntimeError(f"detectron2 finished without writing {checkpoint}")
@@ -461,50 +485,82 @@ class Detectron2FasterRCNN(Detector):
         model.eval()
         return model
 
-    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
-        """COCO results for every readable image (PNG pixels). Unreadable images are skipped and
-        reported together at the end (UnreadableImages carries the other images' detections)."""
+    def usable_reason(self, ref: ImageRef) -> str | None:
+        """detectron2's BGR reader clips 16-bit PNGs: only 8-bit gray or RGB images are used."""
+        bad = check_images([Path(ref.path)])
+        return bad[0][1] if bad else None
+
+    @contextlib.contextmanager
+    def prediction_session(self, checkpoint: Path | None, workdir: Path):
+        """detectron2's own model forward on batches resized as DefaultPredictor does (test-time
+        ResizeShortestEdge, boxes returned in the PNG's pixels via height/width)."""
         import torch
         from detectron2.data.detection_utils import read_image
-        from tqdm import tqdm
 
         model = self.build_model(checkpoint)
         resize = predict_resize(self.spec.imgsz)
-        batch_size = max(1, int(self.spec.batch_predict))
-        results: list[dict] = []
-        failures: list[tuple[str, str]] = []
-        batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+
+        def infer(refs: list[ImageRef]) -> list[RawDetections]:
+            inputs = []
+            for ref in refs:
+                image = read_image(str(ref.path), format="BGR")
+                height, width = image.shape[:2]
+                resized = resize.get_transform(image).apply_image(image)
+                tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+                inputs.append({"image": tensor, "height": height, "width": width})
+            raws = []
+            for output in model(inputs):
+                inst = output["instances"].to("cpu")
+                raws.append(RawDetections(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(),
+                                          inst.pred_classes.numpy()))
+            return raws
+
         with torch.no_grad():
-            for batch in tqdm(batches, desc=f"detectron2 {self.spec.variant} predict", unit="batch"):
-                inputs, refs = [], []
-                for ref in batch:
-                    bad = check_images([Path(ref.path)])
-                    if bad:
-                        failures.extend(bad)
-                        continue
-                    try:
-                        image = read_image(str(ref.path), format="BGR")
-                    except Exception as err:  # noqa: BLE001 - report it, predict the rest
-                        failures.append((str(ref.path), f"cannot read: {type(err).__name__}: {err}"))
-                        continue
-                    height, width = image.shape[:2]
-                    resized = resize.get_transform(image).apply_image(image)
-                    tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-                    inputs.append({"image": tensor, "height": height, "width": width})
-                    refs.append(ref)
-                if not inputs:
-                    continue
-                for ref, output in zip(refs, model(inputs)):
-                    inst = output["instances"].to("cpu")
-                    keep = inst.scores >= self.spec.score_thr
-                    boxes = inst.pred_boxes.tensor[keep].tolist()
-                    scores = inst.scores[keep].tolist()
-                    classes = inst.pred_classes[keep].tolist()
-                    order = sorted(range(len(scores)), key=lambda k: -scores[k])[: self.spec.max_det]
-                    results.extend(detection(ref.id, classes[k], boxes[k], scores[k]) for k in order)
-        if failures:
-            raise UnreadableImages(failures, results)
-        return results
+            yield infer
+
+    # -- the protocol card ---------------------------------------------------------------------
+    def recipe(self) -> list[dict]:
+        spec = self.spec
+        cfg = getattr(self, "last_cfg", None) or build_config(spec)
+        solver = cfg.SOLVER
+        scratch = not cfg.MODEL.WEIGHTS
+        box = cfg.MODEL.ROI_BOX_HEAD
+        head = (f"{f'{box.NUM_CONV}conv-' if box.NUM_CONV else ''}{box.NUM_FC}fc"
+                f"{' ' + box.NORM if box.NORM and box.NUM_CONV else ''} box head")
+        native_head = "4conv-1fc GN box head" if scratch else "2fc box head"
+        return [
+            protocol_row("architecture", "architecture",
+                         f"Faster R-CNN {spec.variant}, {'GN ' if scratch else 'FrozenBN '}backbone+FPN, {head}",
+                         f"Faster R-CNN {spec.variant}, {'GN ' if scratch else 'FrozenBN '}backbone+FPN, {native_head}",
+                         note="" if head == native_head else "2fc head kept for the R18 CPU variant (the 4conv "
+                         "head costs ~8x its FLOPs per RoI)"),
+            protocol_row("epochs", "epochs", spec.epochs),
+            protocol_row("iterations", "iterations (batches)", int(solver.MAX_ITER),
+                         note="epochs x training images / batch"),
+            protocol_row("batch_size", "batch", int(solver.IMS_PER_BATCH), NATIVE["IMS_PER_BATCH"],
+                         note="zoo value is for 8 GPUs"),
+            protocol_row("optimizer", "optimizer",
+                         f"{str(solver.get('OPTIMIZER', 'SGD')).upper()}"
+                         f"{'(momentum %s)' % solver.MOMENTUM if str(solver.get('OPTIMIZER', 'SGD')).upper() == 'SGD' else ''}",
+                         "SGD(momentum 0.9)"),
+            protocol_row("lr", "learning rate", float(solver.BASE_LR), NATIVE["BASE_LR"],
+                         note="zoo value is for batch 16"),
+            protocol_row("schedule", "lr schedule",
+                         f"3x shape: x{solver.GAMMA} at iterations {list(solver.STEPS)} of {solver.MAX_ITER}",
+                         "3x steps x0.1 at 78% and 93% of training",
+                         note="the same fractions of training, scaled to the iterations"),
+            protocol_row("warmup", "warmup", f"linear from {solver.WARMUP_FACTOR}, {solver.WARMUP_ITERS} iterations",
+                         f"linear from 0.001, {NATIVE['WARMUP_ITERS']} iterations",
+                         note="min(1000, 10% of the iterations) for short runs"),
+            protocol_row("weight_decay", "weight decay", float(solver.WEIGHT_DECAY), NATIVE["WEIGHT_DECAY"]),
+            protocol_row("norm_decay", "weight decay on norm layers", float(solver.WEIGHT_DECAY_NORM),
+                         NATIVE["WEIGHT_DECAY_NORM"]),
+            protocol_row("grad_clip", "gradient clipping",
+                         f"{solver.CLIP_GRADIENTS.CLIP_TYPE} {solver.CLIP_GRADIENTS.CLIP_VALUE}"
+                         if solver.CLIP_GRADIENTS.ENABLED else "none", "none"),
+            protocol_row("framework_aug", "framework's own augmentation", "none", "none",
+                         note="detectron2's default RandomFlip is replaced by the shared augmentation"),
+        ]
 
     def versions(self) -> dict[str, str]:
         import detectron2

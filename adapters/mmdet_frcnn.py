@@ -32,19 +32,27 @@ picks at most ONE direction (h with p h, v with p v, none with p 1-h-v, and requ
 the study's albumentations flips are independent. A zero probability / angle drops the transform.
 Images are resized to `spec.imgsz` on the longer side (`Resize(scale=(s, s), keep_ratio=True)`).
 
-Training runs through mmengine's `Runner`: `EpochBasedTrainLoop(max_epochs=spec.epochs)`, an
-`OptimWrapper` (sgd -> SGD(momentum 0.9), adam -> Adam, adamw -> AdamW; spec.lr and weight_decay;
-no decay on norm layers; grad-norm clip 35; `AmpOptimWrapper` when spec.amp on CUDA), warmup
-(`LinearLR`, 1/1000 -> 1 over min(500, total_iters/5) iterations) then `MultiStepLR` x0.1 at 8/12 and
-11/12 of the epochs (the 1x schedule's shape), and `CheckpointHook(interval=1, max_keep_ckpts=1)`
-(one ~100-300 MB checkpoint kept). Training images without boxes are skipped
-(`filter_empty_gt=True`, as mmdet and the original study do); validation keeps every image.
+Training runs through mmengine's `Runner` with mmdet's own recipe: `EpochBasedTrainLoop(max_epochs=
+spec.epochs)`, an `OptimWrapper` (sgd -> SGD(momentum 0.9), adam -> Adam, adamw -> AdamW; spec.lr and
+weight_decay; no gradient clipping, as mmdet's Faster R-CNN configs; no decay on norm layers in the
+scratch recipe, as configs/scratch; `AmpOptimWrapper` when spec.amp on CUDA), warmup (`LinearLR`,
+1/1000 -> 1 over min(500, 10% of the iterations)) then `MultiStepLR` x0.1 at the native schedule's
+fractions of training (pretrained: the 1x schedule's 8/12 and 11/12; scratch: the 6x scratch
+schedule's 65/73 and 71/73), and `CheckpointHook(interval=1, max_keep_ckpts=1)` (one ~100-300 MB
+checkpoint kept). Training images without boxes follow the shared protocol's `spec.negatives`
+(`filter_empty_gt`: drop -> True, keep -> False); what mmdet consumed is read back from the
+runner's built training dataset. Validation keeps every image.
 At the end of training (mmengine always validates after the last epoch) mmdet's own `CocoMetric`
 scores the val split (logged as `coco/bbox_mAP_50` etc., a cross-check of the harness score; its
 `iou_thrs=[0.4]` is unusable: pycocotools' summarize fails on a list under numpy 2). `spec.native`
 is merged last into the Config with `Config.merge_from_dict`, e.g. {"val_cfg": None,
 "val_dataloader": None, "val_evaluator": None} to skip that evaluation, or
-{"model.rpn_head.anchor_generator.scales": [4]}.
+{"model.rpn_head.anchor_generator.scales": [4]}; keys under "model." are merged into the model
+config for prediction too, so training and prediction use the same model.
+
+Prediction (the shared protocol): mmdet's test pipeline and `model.test_step`, whose RCNN test
+config gets score_thr = spec.score_thr, max_per_img = spec.max_det and a per-class NMS at
+spec.nms_iou; then the harness's shared post-processing (`adapters.base.postprocess`).
 
 mmengine keeps process-wide singletons (DefaultScope, MMLogger, MessageHub, Visualizer) keyed by
 name; the packaged config names its visualizer "visualizer", so a second job in the same process
@@ -60,6 +68,7 @@ own loaders are untouched). Everything mmengine writes goes under `workdir` (its
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -68,9 +77,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from adapters.base import AugSpec, Detector, TrainSpec
+from adapters.base import AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, protocol_row
 from harness.classes import CLASSES, NUM_CLASSES
-from harness.predictions import detection
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -140,11 +148,19 @@ def optimizer_cfg(spec: TrainSpec) -> dict:
     raise ValueError(f"optimizer must be sgd, adam or adamw, not {spec.optimizer!r}")
 
 
-def schedule_cfg(epochs: int, iters_per_epoch: int) -> list[dict]:
-    """Warmup then x0.1 steps at 8/12 and 11/12 of training: the 1x schedule scaled to `epochs`."""
+# mmdet's schedules, as (milestone epochs, total epochs): the 1x schedule of the packaged Faster R-CNN
+# configs (pretrained) and the 6x one of configs/scratch (faster-rcnn_r50-scratch_fpn_gn-all_6x_coco)
+SCHEDULE_1X, SCHEDULE_SCRATCH = ((8, 11), 12), ((65, 71), 73)
+WARMUP_ITERS, WARMUP_FRACTION = 500, 0.1  # mmdet's LinearLR warmup; at most 10% of a short run
+
+
+def schedule_cfg(epochs: int, iters_per_epoch: int, scratch: bool = False) -> list[dict]:
+    """mmdet's warmup (LinearLR from 0.001 over 500 iterations, at most 10% of the run) then x0.1
+    steps at the native schedule's fractions of training (1x: 8/12, 11/12; scratch 6x: 65/73, 71/73)."""
     total = max(1, epochs * iters_per_epoch)
-    warmup = int(min(500, max(1, total // 5)))
-    milestones = sorted({max(1, round(epochs * 8 / 12)), max(1, round(epochs * 11 / 12))})
+    warmup = int(min(WARMUP_ITERS, max(1, math.ceil(WARMUP_FRACTION * total))))
+    (steps, length) = SCHEDULE_SCRATCH if scratch else SCHEDULE_1X
+    milestones = sorted({max(1, round(epochs * step / length)) for step in steps})
     return [
         {"type": "LinearLR", "start_factor": 0.001, "by_epoch": False, "begin": 0, "end": warmup},
         {"type": "MultiStepLR", "begin": 0, "end": max(1, epochs), "by_epoch": True,
@@ -167,9 +183,25 @@ def check_categories(coco_path: Path) -> dict:
     return coco
 
 
-def trainable_image_count(coco: dict) -> int:
-    """Images mmdet trains on with filter_empty_gt=True: those with at least one known box."""
+def trainable_image_count(coco: dict, negatives: str = "drop") -> int:
+    """Images mmdet trains on: with filter_empty_gt (negatives="drop") those with at least one known
+    box, else all of them."""
+    if negatives == "keep":
+        return len(coco["images"])
     return len({a["image_id"] for a in coco["annotations"] if 0 <= a.get("category_id", -1) < NUM_CLASSES})
+
+
+def training_set_counts(dataset) -> dict[str, int]:
+    """Images and boxes of mmdet's built, filtered training dataset (ignored/crowd boxes excluded)."""
+    return consumed_counts([
+        sum(1 for inst in dataset.get_data_info(i)["instances"] if not inst.get("ignore_flag", 0))
+        for i in range(len(dataset))])
+
+
+def model_native(native: dict[str, Any]) -> dict[str, Any]:
+    """The `native` overrides that change the model (keys under "model."): merged into the model
+    config for training AND prediction, so an anchor or NMS setting is the same in both."""
+    return {key: value for key, value in native.items() if key == "model" or key.startswith("model.")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +270,18 @@ class MMDetFasterRCNN(Detector):
     framework = "mmdet"
     default_variant = "R50-FPN"
     variants = tuple(VARIANTS)
+    native_protocol = {
+        "negatives": ("drop", "keep: filter_empty_gt off"),
+        "score_thr": (0.05, "low, as mAP needs"),
+        "max_det": (100, ""),
+        "nms_iou": (0.5, ""),
+        "multi_label": (True, "the box head scores every class of every proposal"),
+    }
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
-        self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
         self.last_run_name: str | None = None
+        self.last_cfg = None
 
     # -- configuration -----------------------------------------------------------------------
     def _device(self) -> str:
@@ -276,9 +315,13 @@ class MMDetFasterRCNN(Detector):
             model.data_preprocessor.update(mean=GRAY_MEAN, std=GRAY_STD, bgr_to_rgb=False)
         model.test_cfg.rcnn.score_thr = float(self.spec.score_thr)
         model.test_cfg.rcnn.max_per_img = int(self.spec.max_det)
+        model.test_cfg.rcnn.nms.iou_threshold = float(self.spec.nms_iou)  # multiclass_nms: per class
         if self.spec.max_det > model.test_cfg.rpn.max_per_img:
             model.test_cfg.rpn.max_per_img = int(self.spec.max_det)
         cfg.default_scope = "mmdet"
+        overrides = model_native(self.spec.native or {})
+        if overrides:
+            cfg.merge_from_dict(copy.deepcopy(overrides))
         return cfg
 
     def build_config(self, split: Split, workdir: Path, run_name: str | None = None):
@@ -287,7 +330,7 @@ class MMDetFasterRCNN(Detector):
         workdir = Path(workdir).resolve()
         train_coco = check_categories(split.train_json)
         check_categories(split.val_json)
-        n_train = trainable_image_count(train_coco)
+        n_train = trainable_image_count(train_coco, spec.negatives)
         if n_train == 0:
             raise ValueError(f"{split.train_json}: no training image has a box; nothing to train on")
         run_name = run_name or f"mmdet_frcnn-{workdir.name}-{uuid.uuid4().hex[:8]}"
@@ -304,7 +347,7 @@ class MMDetFasterRCNN(Detector):
             batch_sampler={"type": "AspectRatioBatchSampler"},
             dataset={"type": "CocoDataset", "data_root": root, "ann_file": str(Path(split.train_json).resolve()),
                      "data_prefix": {"img": ""}, "metainfo": metainfo,
-                     "filter_cfg": {"filter_empty_gt": True, "min_size": 0},
+                     "filter_cfg": {"filter_empty_gt": spec.negatives == "drop", "min_size": 0},
                      "pipeline": train_pipeline(spec), "backend_args": None},
         )
         cfg.val_dataloader = dict(
@@ -320,13 +363,15 @@ class MMDetFasterRCNN(Detector):
         cfg.test_dataloader = cfg.val_dataloader
         cfg.test_evaluator = cfg.val_evaluator
         cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": spec.epochs}
-        cfg.param_scheduler = schedule_cfg(spec.epochs, math.ceil(n_train / spec.batch_size))
+        scratch = spec.weights is None
+        cfg.param_scheduler = schedule_cfg(spec.epochs, math.ceil(n_train / spec.batch_size), scratch=scratch)
         wrapper = "AmpOptimWrapper" if spec.amp and spec.device.startswith("cuda") else "OptimWrapper"
         if spec.amp and wrapper == "OptimWrapper":
             log.warning("amp requested on %s: mixed precision needs CUDA here, training in fp32", spec.device)
-        cfg.optim_wrapper = {"type": wrapper, "optimizer": optimizer_cfg(spec),
-                             "clip_grad": {"max_norm": 35, "norm_type": 2},
-                             "paramwise_cfg": {"norm_decay_mult": 0.0}}
+        # as mmdet's own configs: no gradient clipping; no decay on norm layers in the scratch recipe
+        cfg.optim_wrapper = {"type": wrapper, "optimizer": optimizer_cfg(spec)}
+        if scratch:
+            cfg.optim_wrapper["paramwise_cfg"] = {"norm_decay_mult": 0.0}
         cfg.auto_scale_lr = {"enable": False, "base_batch_size": 16}
         cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 1, "max_keep_ckpts": 1, "save_last": True}
         cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
@@ -366,8 +411,10 @@ class MMDetFasterRCNN(Detector):
             runner = _runner_class(device).from_cfg(cfg)
             try:
                 runner.train()
+                self._check_consumed(split, training_set_counts(runner.train_dataloader.dataset))
             finally:
                 _close_file_handlers(runner.logger)
+        self.last_cfg = cfg
         marker = workdir / "last_checkpoint"
         if not marker.is_file():
             raise RuntimeError(f"mmengine finished without writing a checkpoint under {workdir}")
@@ -402,50 +449,88 @@ class MMDetFasterRCNN(Detector):
                                      f"(channels={self.spec.channels}, weights={self.spec.weights}): {err}") from err
         return model.to(self._device()).eval()
 
-    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
+    @contextlib.contextmanager
+    def prediction_session(self, checkpoint: Path | None, workdir: Path):
+        """mmdet's test pipeline and `model.test_step` (its multiclass NMS at spec.nms_iou)."""
         import torch
         from mmengine.dataset import Compose, pseudo_collate
         from mmengine.registry import DefaultScope
-        from tqdm import tqdm
 
         model = self.build_model(None if checkpoint is None else Path(checkpoint))
-        self.failed_images = []
-        results: list[dict] = []
-        bs = max(1, int(self.spec.batch_predict))
         with DefaultScope.overwrite_default_scope("mmdet"), torch.no_grad():
             pipeline = Compose(test_pipeline(self.spec))
-            for start in tqdm(range(0, len(images), bs), desc="mmdet_frcnn predict", unit="batch"):
-                batch, refs = [], []
-                for ref in images[start:start + bs]:
-                    try:
-                        item = pipeline({"img_path": str(ref.path), "img_id": ref.id})
-                        if item is None:
-                            raise ValueError("test pipeline returned nothing")
-                    except Exception as err:  # bad image: name it, keep going with the rest
-                        log.error("mmdet_frcnn: cannot read image %s (id %s): %s", ref.path, ref.id, err)
-                        self.failed_images.append((str(ref.path), str(err)))
-                        continue
+
+            def infer(refs: list[ImageRef]) -> list[RawDetections]:
+                batch = []
+                for ref in refs:
+                    item = pipeline({"img_path": str(ref.path), "img_id": ref.id})
+                    if item is None:
+                        raise ValueError(f"{ref.path}: mmdet's test pipeline returned nothing")
                     ori_h, ori_w = item["data_samples"].metainfo["ori_shape"][:2]
                     if (ori_w, ori_h) != (ref.width, ref.height):
                         log.warning("%s: PNG is %dx%d but its record says %dx%d; boxes are in the PNG's pixels",
                                     ref.path, ori_w, ori_h, ref.width, ref.height)
                     batch.append(item)
-                    refs.append(ref)
-                if not batch:
-                    continue
-                for ref, sample in zip(refs, model.test_step(pseudo_collate(batch))):
-                    results.extend(self._to_coco(ref.id, sample.pred_instances))
-        if images and len(self.failed_images) == len(images):
-            raise RuntimeError(f"mmdet_frcnn: none of the {len(images)} images could be read, "
-                               f"e.g. {self.failed_images[0][0]}: {self.failed_images[0][1]}")
-        return results
+                raws = []
+                for sample in model.test_step(pseudo_collate(batch)):
+                    inst = sample.pred_instances
+                    raws.append(RawDetections(inst.bboxes.detach().cpu().numpy(), inst.scores.detach().cpu().numpy(),
+                                              inst.labels.detach().cpu().numpy()))
+                return raws
 
-    def _to_coco(self, image_id: int, inst) -> list[dict]:
-        bboxes = inst.bboxes.detach().cpu().numpy()
-        scores = inst.scores.detach().cpu().numpy()
-        labels = inst.labels.detach().cpu().numpy()
-        keep = [i for i in scores.argsort()[::-1] if scores[i] >= self.spec.score_thr][: self.spec.max_det]
-        return [detection(image_id, int(labels[i]), bboxes[i].tolist(), float(scores[i])) for i in keep]
+            yield infer
+
+    # -- the protocol card -------------------------------------------------------------------
+    def recipe(self) -> list[dict]:
+        spec = self.spec
+        scratch = spec.weights is None
+        cfg = self.last_cfg
+        head = "2fc box head"
+        if cfg is not None:
+            head = {"Shared2FCBBoxHead": "2fc box head", "Shared4Conv1FCBBoxHead": "4conv-1fc GN box head"}.get(
+                cfg.model.roi_head.bbox_head.type, cfg.model.roi_head.bbox_head.type)
+        elif scratch and spec.variant != "R18-FPN":
+            head = "4conv-1fc GN box head"
+        native_head = "4conv-1fc GN box head" if scratch else "2fc box head"
+        norm = "GN" if scratch else "BN (frozen stage 1)"
+        iters = opt = None
+        milestones: list = []
+        warmup = None
+        if cfg is not None:
+            for sched in cfg.param_scheduler:
+                if sched["type"] == "MultiStepLR":
+                    milestones = list(sched["milestones"])
+                if sched["type"] == "LinearLR":
+                    warmup = sched["end"]
+            opt = cfg.optim_wrapper["optimizer"]
+        n_images = (self.consumed or {}).get("images")
+        if n_images:
+            iters = spec.epochs * math.ceil(n_images / spec.batch_size)
+        optimizer = optimizer_cfg(spec) if opt is None else dict(opt)
+        opt_text = optimizer["type"] + (f"(momentum {optimizer['momentum']})" if "momentum" in optimizer else "")
+        (native_steps, native_len) = SCHEDULE_SCRATCH if scratch else SCHEDULE_1X
+        return [
+            protocol_row("architecture", "architecture", f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {head}",
+                         f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {native_head}",
+                         note="" if head == native_head else "2fc head kept for the R18 CPU variant (the 4conv "
+                         "head costs ~8x its FLOPs per RoI)"),
+            protocol_row("epochs", "epochs", spec.epochs),
+            protocol_row("iterations", "iterations (batches)", iters, note="epochs x ceil(training images / batch)"),
+            protocol_row("batch_size", "batch", spec.batch_size, 16, note="mmdet's configs: 8 GPUs x 2 images"),
+            protocol_row("optimizer", "optimizer", opt_text, "SGD(momentum 0.9)"),
+            protocol_row("lr", "learning rate", float(spec.lr), 0.02, note="mmdet's value is for batch 16"),
+            protocol_row("schedule", "lr schedule", f"x0.1 at epochs {milestones} of {spec.epochs}",
+                         f"x0.1 at epochs {list(native_steps)} of {native_len}",
+                         note="the same fractions of training, scaled to the epochs"),
+            protocol_row("warmup", "warmup", f"linear from 0.001, {warmup} iterations",
+                         f"linear from 0.001, {WARMUP_ITERS} iterations",
+                         note="min(500, 10% of the iterations) for short runs"),
+            protocol_row("weight_decay", "weight decay", float(spec.weight_decay), 0.0001),
+            protocol_row("norm_decay", "weight decay on norm layers", 0.0 if scratch else float(spec.weight_decay),
+                         0.0 if scratch else 0.0001),
+            protocol_row("grad_clip", "gradient clipping", "none", "none"),
+            protocol_row("framework_aug", "framework's own augmentation", "none", "none"),
+        ]
 
     def versions(self) -> dict[str, str]:
         import importlib.metadata as md

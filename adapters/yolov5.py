@@ -42,15 +42,9 @@ Shared augmentation spec -> ultralytics train arguments:
                                       rotated corners, ultralytics' `RandomPerspective`)
     AugSpec.hflip      -> `fliplr`   (probability of a horizontal flip)
     AugSpec.vflip      -> `flipud`   (probability of a vertical flip)
-ultralytics' other augmentations, set for grayscale chest X-rays (`XRAY_AUG_DEFAULTS`):
-    hsv_h 0, hsv_s 0        hue/saturation mean nothing on a gray image
-    hsv_v 0.4               brightness jitter (ultralytics default): exposure varies between X-rays
-    translate 0.1, scale 0.5 ultralytics defaults: mild shift/zoom, as YOLOv5's own recipe
-    shear 0, perspective 0  ultralytics defaults
-    mosaic 0, mixup 0, cutmix 0, copy_paste 0
-                            off: a 2x2 collage of chests breaks the anatomical context several
-                            classes depend on (cardiomegaly is relative to the thorax), and the
-                            study used only rotate/flips on top of the framework's basics
+ultralytics' other augmentations stay its own recipe (mosaic 1.0 switched off for the last 10
+epochs, hsv_v 0.4, translate 0.1, scale 0.5), except hsv_h and hsv_s, set to 0 because they do
+nothing to a gray image (`XRAY_AUG_DEFAULTS`); the protocol card lists them.
 Any key in `spec.native` overrides these and everything else below (passed to `model.train`).
 
 Training arguments: epochs, batch (= spec.batch_size; ultralytics still accumulates gradients up to
@@ -61,10 +55,18 @@ workers, amp, project=<workdir>, name="train", val=False (the val split is score
 last epoch by ultralytics, as a log line; cxr-bench scores `predict()`'s output), plots=False.
 `fit` returns `train/weights/last.pt` - the last epoch, never a "best" picked on the val fold.
 
-Prediction: `model.predict` on the PNG paths in batches of spec.batch_predict, with
-conf=spec.score_thr, max_det=spec.max_det, imgsz=spec.imgsz (letterboxed; ultralytics maps boxes
-back to the original PNG pixels, `Results.boxes.xyxy`, verified by the tests), NMS IoU 0.7
-(ultralytics default; native {"iou": x} overrides it here too).
+Training images: the shared protocol's `spec.negatives`. "drop" leaves the images without findings
+out of the YOLO train folder (the Faster R-CNNs' FILTER_EMPTY_ANNOTATIONS / filter_empty_gt);
+"keep" writes them with an empty label file, which ultralytics trains on as background images.
+What ultralytics consumed is read back from its built training dataset (`labels`) after the fit.
+
+Prediction (the shared protocol): `model.predict` on the PNG paths in batches of
+spec.batch_predict through `MultiLabelPredictor`, ultralytics' DetectionPredictor with its NMS called
+as ultralytics' own validation calls it (`multi_label=True`: a box keeps every class above the
+threshold, as both Faster R-CNN heads do); conf=spec.score_thr, max_det=spec.max_det, NMS IoU
+spec.nms_iou (class-aware), imgsz=spec.imgsz (letterboxed; ultralytics maps boxes back to the PNG
+pixels, `Results.boxes.xyxy`). native {"iou": x} or {"multi_label": False} override these for
+prediction too. The harness's shared post-processing (`adapters.base.postprocess`) follows.
 """
 from __future__ import annotations
 
@@ -79,10 +81,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from adapters.base import AugSpec, Detector, TrainSpec
+from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts,
+                           protocol_row)
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
-from harness.predictions import detection
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -92,23 +94,21 @@ HEAD = "anchor-free decoupled Detect head (ultralytics YOLOv5u), not the classic
 
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
-# ultralytics' augmentations other than the shared three, chosen for grayscale chest X-rays.
-XRAY_AUG_DEFAULTS: dict[str, float] = {
-    "hsv_h": 0.0,
-    "hsv_s": 0.0,
-    "hsv_v": 0.4,
-    "translate": 0.1,
-    "scale": 0.5,
-    "shear": 0.0,
-    "perspective": 0.0,
-    "mosaic": 0.0,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "copy_paste": 0.0,
-}
+# ultralytics' own augmentation defaults (cfg/default.yaml) that the harness changes: hue and
+# saturation jitter do nothing to a gray image replicated into 3 channels, so they are switched off
+# (saves the HSV conversion). Everything else - mosaic 1.0 (off for the last close_mosaic=10
+# epochs), hsv_v 0.4, translate 0.1, scale 0.5, mixup/cutmix/copy_paste 0 - is ultralytics' recipe.
+XRAY_AUG_DEFAULTS: dict[str, float] = {"hsv_h": 0.0, "hsv_s": 0.0}
+# ultralytics' defaults for the rest of its augmentation, as recorded on the protocol card
+NATIVE_AUG: dict[str, float] = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "translate": 0.1, "scale": 0.5,
+                                "shear": 0.0, "perspective": 0.0, "mosaic": 1.0, "close_mosaic": 10,
+                                "mixup": 0.0, "cutmix": 0.0, "copy_paste": 0.0}
+# ultralytics' training recipe (cfg/default.yaml, YOLOv5's hyp.scratch): what the card compares to
+NATIVE = {"optimizer": "SGD", "lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005,
+          "warmup_epochs": 3.0, "nbs": 64, "iou": 0.7, "max_det": 300}
 
-# native keys that also apply at prediction time
-PREDICT_KEYS = ("iou", "agnostic_nms", "augment", "half")
+# native keys that also apply at prediction time (`iou` overrides spec.nms_iou there too)
+PREDICT_KEYS = ("iou", "agnostic_nms", "augment", "half", "multi_label")
 
 _INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
 _ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
@@ -200,8 +200,10 @@ def _link_or_copy(target: Path, link: Path) -> None:
         shutil.copy2(target, link)
 
 
-def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str) -> tuple[int, list[str]]:
-    """Write images/<subset> links and labels/<subset> txt files; return (images written, problems)."""
+def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str,
+                  drop_negatives: bool = False) -> tuple[int, list[str]]:
+    """Write images/<subset> links and labels/<subset> txt files; return (images written, problems).
+    `drop_negatives` leaves out images without any box (the protocol's negatives="drop")."""
     import json
 
     from PIL import Image
@@ -230,21 +232,24 @@ def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str) -> 
                             f"record says {image['width']}x{image['height']}; skipped")
             log.error(problems[-1])
             continue
+        lines = _yolo_label_lines(image, by_image.get(image["id"], []), coco_json)
+        if drop_negatives and not lines:
+            continue
         stem = src.stem if src.stem not in used else f"{src.stem}__id{image['id']}"
         used.add(stem)
-        lines = _yolo_label_lines(image, by_image.get(image["id"], []), coco_json)
         _link_or_copy(src, img_dir / f"{stem}{src.suffix}")
         (lbl_dir / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
         written += 1
     return written, problems
 
 
-def write_yolo_dataset(split: Split, root: Path, channels: int = 3) -> Path:
+def write_yolo_dataset(split: Split, root: Path, channels: int = 3, negatives: str = "keep") -> Path:
     """Convert the split's train/val COCO files into a YOLO dataset at `root`; return its data YAML.
 
     Built in a temporary sibling folder and renamed into place, so `root` is either the old or the
     complete new dataset. Unreadable images or size mismatches are skipped with an error naming the
-    file; if a subset ends up empty, ValueError.
+    file; if a subset ends up empty, ValueError. negatives="drop" leaves images without boxes out of
+    the train subset (the val subset always has every image).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
@@ -254,7 +259,8 @@ def write_yolo_dataset(split: Split, root: Path, channels: int = 3) -> Path:
     counts = {}
     try:
         for subset, coco_json in (("train", split.train_json), ("val", split.val_json)):
-            counts[subset], _ = _write_subset(Path(coco_json), Path(split.image_root), tmp, subset)
+            counts[subset], _ = _write_subset(Path(coco_json), Path(split.image_root), tmp, subset,
+                                              drop_negatives=subset == "train" and negatives == "drop")
             if counts[subset] == 0:
                 raise ValueError(f"{coco_json}: no usable {subset} images (see errors above)")
     except BaseException:
@@ -268,7 +274,7 @@ def write_yolo_dataset(split: Split, root: Path, channels: int = 3) -> Path:
     atomic.write_text(
         data_yaml,
         f"# written by cxr-bench adapters.yolov5 from {split.train_json} and {split.val_json}\n"
-        f"# split hash {split.split_hash}; {counts['train']} train / {counts['val']} val images\n"
+        f"# split hash {split.split_hash}; {counts['train']} train (negatives={negatives}) / {counts['val']} val images\n"
         f"path: {root}\ntrain: images/train\nval: images/val\nchannels: {channels}\n"
         f"nc: {NUM_CLASSES}\nnames:\n{names}\n",
     )
@@ -393,6 +399,32 @@ def describe_transforms(transform) -> list[dict[str, Any]]:
 # the adapter
 # ---------------------------------------------------------------------------------------------
 
+def _multi_label_predictor():
+    """ultralytics' DetectionPredictor whose NMS runs as its DetectionValidator runs it
+    (multi_label=True), unless the predictor's args say multi_label=False."""
+    from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.utils import nms, ops
+
+    class MultiLabelPredictor(DetectionPredictor):
+        multi_label = True
+
+        def postprocess(self, preds, img, orig_imgs, **kwargs):
+            preds = nms.non_max_suppression(
+                preds, self.args.conf, self.args.iou, self.args.classes, self.args.agnostic_nms,
+                multi_label=self.multi_label, max_det=self.args.max_det,
+                end2end=getattr(self.model, "end2end", False))
+            if not isinstance(orig_imgs, list):
+                orig_imgs = ops.convert_torch2numpy_batch(orig_imgs)[..., ::-1]
+            return self.construct_results(preds, img, orig_imgs)
+
+    return MultiLabelPredictor
+
+
+def training_set_counts(dataset) -> dict[str, int]:
+    """Images and boxes of ultralytics' built training dataset (YOLODataset.labels)."""
+    return consumed_counts([len(label["cls"]) for label in dataset.labels])
+
+
 class YoloV5Detector(Detector):
     """YOLOv5 n/s/m/l/x (anchor-free YOLOv5u head) via ultralytics."""
 
@@ -400,24 +432,32 @@ class YoloV5Detector(Detector):
     framework = "ultralytics"
     default_variant = "yolov5n"
     variants = tuple(VARIANTS)
+    native_protocol = {
+        "negatives": ("keep", "ultralytics trains on background images when given; the protocol drops them, "
+                              "as the study and the public Kaggle pipelines did"),
+        "score_thr": (0.001, "ultralytics' val default (predict's is 0.25)"),
+        "max_det": (300, "the protocol keeps 100 per image for every model (COCO's maxDets)"),
+        "nms_iou": (0.7, "the protocol uses one NMS IoU for every model (the Faster R-CNNs' default 0.5)"),
+        "multi_label": (True, "as ultralytics' validation (its predict uses one label per box)"),
+        "init_weights": ("scratch", ""),
+    }
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
         yolo_device(spec.device)  # fail early on a bad device string
         aug_args(spec.aug)
-        self.failed_images: list[tuple[str, str]] = []
         self.last_fit: dict[str, Any] = {}
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, split: Split, workdir: Path) -> Path:
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels)
+        data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels, self.spec.negatives)
         args = train_args(self.spec, data_yaml, workdir)
         shutil.rmtree(workdir / args["name"] / "weights", ignore_errors=True)  # no stale checkpoint
         n_train = sum(1 for _ in (workdir / "yolo_data" / "images" / "train").iterdir())
-        log.info("yolov5: training %s (%s) on %d images for %d epochs -> %s",
-                 self.spec.variant, HEAD, n_train, self.spec.epochs, workdir / args["name"])
+        log.info("yolov5: training %s (%s) on %d images (negatives=%s) for %d epochs -> %s",
+                 self.spec.variant, HEAD, n_train, self.spec.negatives, self.spec.epochs, workdir / args["name"])
         trust_amp = bool(self.spec.amp) and args["device"] != "cpu"
         with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp):
             from ultralytics import YOLO
@@ -427,17 +467,25 @@ class YoloV5Detector(Detector):
             model.train(**args)
             seconds = time.perf_counter() - start
             save_dir = Path(model.trainer.save_dir)
-            transforms = describe_transforms(getattr(model.trainer.train_loader.dataset, "transforms", None))
+            dataset = model.trainer.train_loader.dataset
+            transforms = describe_transforms(getattr(dataset, "transforms", None))
+            self._check_consumed(split, training_set_counts(dataset))
+            batch = int(model.trainer.batch_size)
+            accumulate = int(getattr(model.trainer, "accumulate", 1))
         checkpoint = save_dir / "weights" / "last.pt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"ultralytics finished but wrote no checkpoint at {checkpoint}")
         epochs = int(args["epochs"])
-        self.last_fit = {"seconds": seconds, "train_images": n_train, "epochs": epochs,
-                         "train_images_per_s": n_train * epochs / seconds if seconds > 0 else math.nan,
+        self.last_fit = {"seconds": seconds, "train_images": self.consumed["images"], "epochs": epochs,
+                         "iterations": epochs * math.ceil(self.consumed["images"] / batch),
+                         "accumulate": accumulate, "args": {k: v for k, v in args.items() if k not in
+                                                            ("data", "project", "name")},
+                         "train_images_per_s": self.consumed["images"] * epochs / seconds if seconds > 0 else math.nan,
                          "save_dir": str(save_dir), "checkpoint": str(checkpoint),
                          "train_transforms": transforms}
-        log.info("yolov5: trained in %.1f s (%.2f images/s); checkpoint %s", seconds,
-                 self.last_fit["train_images_per_s"], checkpoint)
+        log.info("yolov5: trained on %d images / %d boxes in %.1f s (%.2f images/s); checkpoint %s",
+                 self.consumed["images"], self.consumed["boxes"], seconds, self.last_fit["train_images_per_s"],
+                 checkpoint)
         return checkpoint
 
     # -- prediction -----------------------------------------------------------------------------
@@ -455,17 +503,19 @@ class YoloV5Detector(Detector):
         yolo.model = model
         return yolo
 
-    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
-        from tqdm import tqdm
+    def predict_kwargs(self, workdir: Path) -> dict[str, Any]:
+        """What `model.predict` receives: the shared post-processing settings, then native overrides."""
+        native = {k: v for k, v in self.spec.native.items() if k in PREDICT_KEYS and k != "multi_label"}
+        return {"conf": float(self.spec.score_thr), "max_det": int(self.spec.max_det),
+                "iou": float(self.spec.nms_iou), "imgsz": int(self.spec.imgsz),
+                "device": yolo_device(self.spec.device), "batch": max(1, int(self.spec.batch_predict)),
+                "verbose": False, "save": False, "project": str(Path(workdir).resolve()), "name": "predict",
+                "exist_ok": True, **native}
 
+    @contextlib.contextmanager
+    def prediction_session(self, checkpoint: Path | None, workdir: Path):
         workdir = Path(workdir).resolve()
-        self.failed_images = []
-        results: list[dict] = []
-        bs = max(1, int(self.spec.batch_predict))
-        kwargs = {"conf": float(self.spec.score_thr), "max_det": int(self.spec.max_det),
-                  "imgsz": int(self.spec.imgsz), "device": yolo_device(self.spec.device), "batch": bs,
-                  "verbose": False, "save": False, "project": str(workdir), "name": "predict",
-                  "exist_ok": True, **{k: v for k, v in self.spec.native.items() if k in PREDICT_KEYS}}
+        kwargs = self.predict_kwargs(workdir)
         with ultralytics_offline(workdir / "ultralytics_config"):
             from ultralytics import YOLO
 
@@ -475,56 +525,60 @@ class YoloV5Detector(Detector):
                 if not Path(checkpoint).is_file():
                     raise FileNotFoundError(f"yolov5 checkpoint not found: {checkpoint}")
                 model = YOLO(str(checkpoint), task="detect")
-            for start in tqdm(range(0, len(images), bs), desc="yolov5 predict", unit="batch"):
-                chunk = []
-                for ref in images[start:start + bs]:
-                    if Path(ref.path).is_file():
-                        chunk.append(ref)
-                    else:
-                        self._fail(ref, "file not found")
-                if not chunk:
-                    continue
-                by_path = {str(Path(ref.path).resolve()): ref for ref in chunk}
-                try:
-                    outputs = model.predict([str(Path(ref.path).resolve()) for ref in chunk], **kwargs)
-                except Exception as err:  # noqa: BLE001 - one bad file must not lose the batch
-                    log.error("yolov5: batch starting at %s failed (%s); retrying image by image", chunk[0].path, err)
-                    outputs = []
-                    for ref in chunk:
-                        try:
-                            outputs.extend(model.predict(str(Path(ref.path).resolve()), **kwargs))
-                        except Exception as one_err:  # noqa: BLE001
-                            self._fail(ref, str(one_err))
-                seen = set()
-                for res in outputs:
-                    ref = by_path.get(str(Path(res.path).resolve()))
-                    if ref is None:
-                        continue
-                    seen.add(ref.id)
-                    results.extend(self._to_coco(ref, res))
-                for ref in chunk:
-                    if ref.id not in seen and all(f[0] != str(ref.path) for f in self.failed_images):
-                        self._fail(ref, "ultralytics could not decode the image")
-        if images and len(self.failed_images) == len(images):
-            raise RuntimeError(f"yolov5: none of the {len(images)} images could be read, "
-                               f"e.g. {self.failed_images[0][0]}: {self.failed_images[0][1]}")
-        return results
+            predictor = _multi_label_predictor()
+            predictor.multi_label = bool(self.spec.native.get("multi_label", self.spec.multi_label))
 
-    def _fail(self, ref: ImageRef, reason: str) -> None:
-        log.error("yolov5: cannot predict image %s (id %s): %s", ref.path, ref.id, reason)
-        self.failed_images.append((str(ref.path), reason))
+            def infer(refs: list[ImageRef]) -> list[RawDetections]:
+                paths = [str(Path(ref.path).resolve()) for ref in refs]
+                results = model.predict(paths, predictor=predictor, **kwargs)  # built once, then reused
+                outputs = {str(Path(res.path).resolve()): res for res in results}
+                return [self._raw(ref, outputs.get(path)) for ref, path in zip(refs, paths)]
 
-    def _to_coco(self, ref: ImageRef, res) -> list[dict]:
+            yield infer
+
+    @staticmethod
+    def _raw(ref: ImageRef, res) -> RawDetections:
+        if res is None:
+            raise RuntimeError("ultralytics could not decode the image")
         h, w = res.orig_shape[:2]
         if (w, h) != (ref.width, ref.height):
             log.warning("%s: PNG is %dx%d but its record says %dx%d; boxes are in the PNG's pixels",
                         ref.path, w, h, ref.width, ref.height)
         boxes = res.boxes
-        xyxy = boxes.xyxy.detach().cpu().numpy()
-        scores = boxes.conf.detach().cpu().numpy()
-        labels = boxes.cls.detach().cpu().numpy().astype(int)
-        keep = [i for i in scores.argsort()[::-1] if scores[i] >= self.spec.score_thr][: self.spec.max_det]
-        return [detection(ref.id, int(labels[i]), xyxy[i].tolist(), float(scores[i])) for i in keep]
+        return RawDetections(boxes.xyxy.detach().cpu().numpy(), boxes.conf.detach().cpu().numpy(),
+                             boxes.cls.detach().cpu().numpy().astype(int))
+
+    # -- the protocol card ----------------------------------------------------------------------
+    def recipe(self) -> list[dict]:
+        spec, fit = self.spec, self.last_fit
+        args = fit.get("args") or train_args(spec, Path("data.yaml"), Path("."))
+        get = lambda key, default: args.get(key, default)  # noqa: E731
+        aug = {k: get(k, v) for k, v in NATIVE_AUG.items()}
+        return [
+            protocol_row("architecture", "architecture",
+                         f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
+                         note="classic anchor-based YOLOv5 is not in ultralytics"),
+            protocol_row("epochs", "epochs", int(get("epochs", spec.epochs))),
+            protocol_row("iterations", "iterations (batches)", fit.get("iterations")),
+            protocol_row("batch_size", "batch (gradient accumulation to nbs)",
+                         f"{get('batch', spec.batch_size)} (nbs {get('nbs', NATIVE['nbs'])})",
+                         f"{get('batch', spec.batch_size)} (nbs {NATIVE['nbs']})",
+                         note="" if get("nbs", 64) == 64 else "nominal batch lowered for a small training set"),
+            protocol_row("optimizer", "optimizer", f"{get('optimizer', 'SGD')}(momentum {get('momentum', 0.937)})",
+                         f"{NATIVE['optimizer']}(momentum {NATIVE['momentum']})",
+                         note="ultralytics' optimizer=auto picks SGD for runs > 10k iterations, AdamW below"),
+            protocol_row("lr", "learning rate", float(get("lr0", spec.lr)), NATIVE["lr0"]),
+            protocol_row("schedule", "lr schedule", f"linear to lrf={get('lrf', NATIVE['lrf'])}",
+                         f"linear to lrf={NATIVE['lrf']}"),
+            protocol_row("warmup", "warmup", f"{get('warmup_epochs', NATIVE['warmup_epochs'])} epochs",
+                         f"{NATIVE['warmup_epochs']} epochs"),
+            protocol_row("weight_decay", "weight decay", float(get("weight_decay", spec.weight_decay)),
+                         NATIVE["weight_decay"], note="scaled by batch*accumulate/nbs (ultralytics)"),
+            protocol_row("norm_decay", "weight decay on norm layers and biases", "none", "none"),
+            protocol_row("grad_clip", "gradient clipping", "max norm 10", "max norm 10"),
+            protocol_row("framework_aug", "framework's own augmentation", aug, NATIVE_AUG,
+                         note="hsv_h/hsv_s 0: no effect on a gray image"),
+        ]
 
     # -- provenance -----------------------------------------------------------------------------
     def versions(self) -> dict[str, str]:

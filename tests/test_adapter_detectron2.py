@@ -223,13 +223,16 @@ def test_predict_reports_bad_images_and_finishes_the_rest(toy_dataset, tmp_path)
     Image.fromarray(np.full((64, 64), 40000, np.uint16)).save(deep)
     refs = [good[0], ImageRef(901, broken, 64, 64), good[1], ImageRef(902, deep, 64, 64), good[2]]
     det = get_detector("detectron2_frcnn", toy_spec(max_det=5))
-    from adapters.detectron2_frcnn import UnreadableImages
+    from adapters.base import UnreadableImages
 
-    with pytest.raises(UnreadableImages) as err:
-        det.predict(None, refs, tmp_path / "native")
-    assert "broken.png" in str(err.value) and "sixteen.png" in str(err.value)
-    assert {d["image_id"] for d in err.value.detections} == {r.id for r in good}
-    assert all(sum(d["image_id"] == r.id for d in err.value.detections) <= 5 for r in good)
+    # like the other adapters (the shared Detector.predict): bad files named, the rest predicted
+    dets = det.predict(None, refs, tmp_path / "native")
+    failed = dict(det.failed_images)
+    assert set(failed) == {str(broken), str(deep)} and "mode" in failed[str(deep)]
+    assert {d["image_id"] for d in dets} == {r.id for r in good}
+    assert all(sum(d["image_id"] == r.id for d in dets) <= 5 for r in good)
+    with pytest.raises(UnreadableImages, match="broken.png"):
+        det.predict(None, [refs[1]], tmp_path / "native")
 
 
 def test_bad_categories_are_refused(toy_dataset, tmp_path):

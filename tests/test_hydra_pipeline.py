@@ -100,6 +100,14 @@ def test_multirun_three_frameworks_two_folds_end_to_end(tmp_path):
         assert model in sources
     assert (report / "results.png").stat().st_size > 10_000
     assert "results.md" in out.stdout or "mAP" in out.stdout
+    # the protocol card: all three trained on the same images and were post-processed alike
+    card = (report / "protocol.md").read_text()
+    assert "All models share the same protocol settings" in card and "Shared settings that differ" not in card
+    assert "every deviation from a framework default is explained" in card, card
+    assert "✓ shared settings agree, every deviation is explained" in (report / "results.md").read_text()
+    consumed = {m: json.loads((sweep / m / "fold0" / "metrics.json").read_text())["train_consumed"]
+                for m in ("yolov5", "detectron2_frcnn", "mmdet_frcnn")}
+    assert len({json.dumps(c, sort_keys=True) for c in consumed.values()}) == 1, consumed
 
 
 @pytest.mark.slow

@@ -69,6 +69,7 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     from adapters import get_detector
+    from adapters.base import protocol_row
     from harness.eval import evaluate
 
     spec = train_spec(cfg)
@@ -105,6 +106,10 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
         "device": spec.device, "host": platform.node(), "versions": detector.versions(),
+        "train_consumed": detector.consumed,
+        "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
+        "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
+                     protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],
         "config": job_config(cfg),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)

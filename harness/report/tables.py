@@ -176,10 +176,15 @@ def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results") -> str:
-    """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs."""
+def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None) -> str:
+    """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
+    `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
+    top, so a table that compares unequal protocols says so where it is read."""
     runs = results.runs
     lines = [f"# {title}", ""]
+    if protocol is not None:
+        lines += ["Protocol and fairness check: [protocol.md](protocol.md)" + (f" — {protocol}" if protocol else ""),
+                  ""]
     if runs.empty:
         lines += ["No finished runs (no metrics.json) were found.", ""]
     else:
@@ -219,11 +224,12 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results") 
     return "\n".join(lines) + "\n"
 
 
-def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results") -> dict[str, Path]:
-    """Write results.csv and results.md atomically; returns their paths."""
+def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
+                 protocol: str | None = None) -> dict[str, Path]:
+    """Write results.csv and results.md atomically; returns their paths. `protocol`: see markdown()."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ).to_csv(tmp, index=False, float_format="%.6g")
-    atomic.write_text(md_path, markdown(results, summ, title))
+    atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol))
     return {"results_csv": csv_path, "results_md": md_path}
