@@ -118,9 +118,10 @@ def postprocess(ref: ImageRef, raw: RawDetections, score_thr: float, max_det: in
     return [detection(ref.id, int(labels[k]), boxes[k].tolist(), float(scores[k])) for k in keep]
 
 
-def unreadable_reason(ref: ImageRef) -> str | None:
-    """Why an image cannot be predicted on (missing, not an image, truncated), or None. PIL reads
-    the header and checks the file's integrity without decoding the pixels."""
+def unreadable_reason(ref: ImageRef, modes: Sequence[str] | None = None) -> str | None:
+    """Why an image cannot be predicted on (missing, not an image, truncated, a PIL mode outside
+    `modes` when given), or None. PIL reads the header and checks the file's integrity without
+    decoding the pixels."""
     from PIL import Image
 
     path = Path(ref.path)
@@ -128,21 +129,35 @@ def unreadable_reason(ref: ImageRef) -> str | None:
         return "file not found"
     try:
         with Image.open(path) as img:
+            mode = img.mode
             img.verify()
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported, the rest go on
         return f"cannot read: {type(err).__name__}: {err}"
+    if modes is not None and mode not in modes:
+        return f"PIL mode {mode!r}: only {', '.join(modes)} images are supported"
     return None
 
 
 class UnreadableImages(RuntimeError):
     """None of the images given to `predict` could be used; carries the per-file reasons."""
 
-    def __init__(self, failures: list[tuple[str, str]], detections: list[dict] | None = None):
+    def __init__(self, failures: list[tuple[str, str]]):
         self.failures = failures
-        self.detections = detections or []
         lines = "\n".join(f"  {path}: {reason}" for path, reason in failures[:20])
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
         super().__init__(f"{len(failures)} image(s) could not be used:\n{lines}{more}")
+
+
+def faster_rcnn_native_protocol(keep_switch: str) -> dict[str, tuple[Any, str]]:
+    """The shared protocol settings' defaults in both Faster R-CNN frameworks (detectron2 and mmdet
+    agree on them); `keep_switch` names the framework's switch that negatives="keep" turns off."""
+    return {
+        "negatives": ("drop", f"keep: {keep_switch} off"),
+        "score_thr": (0.05, "low, as mAP needs"),
+        "max_det": (100, ""),
+        "nms_iou": (0.5, ""),
+        "multi_label": (True, "the box head scores every class of every proposal"),
+    }
 
 
 def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: str = "recipe",
@@ -183,6 +198,7 @@ class Detector(abc.ABC):
     # the framework's own defaults for the shared protocol settings: key -> (native value, why the
     # protocol's value may differ); shown on the protocol card
     native_protocol: dict[str, tuple[Any, str]] = {}
+    image_modes: tuple[str, ...] | None = None  # PIL modes the framework's reader handles (None: any)
 
     def __init__(self, spec: TrainSpec):
         self.spec = spec
@@ -218,10 +234,6 @@ class Detector(abc.ABC):
         None) is loaded once; it yields `infer(refs) -> [RawDetections per ref]`, the framework's
         own inference with its class-aware NMS at spec.nms_iou, spec.score_thr and spec.max_det."""
 
-    def usable_reason(self, ref: ImageRef) -> str | None:
-        """Why this framework cannot use an image (beyond the shared checks), or None."""
-        return None
-
     def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path) -> list[dict]:
         """Detections (COCO results, PNG pixel coords, category id 0-13, score >= spec.score_thr,
         at most spec.max_det per image) for every usable image; checkpoint None = untrained model.
@@ -234,7 +246,7 @@ class Detector(abc.ABC):
         results: list[dict] = []
         usable = []
         for ref in images:
-            reason = unreadable_reason(ref) or self.usable_reason(ref)
+            reason = unreadable_reason(ref, self.image_modes)
             if reason:
                 self._fail(ref, reason)
             else:
@@ -300,8 +312,8 @@ class Detector(abc.ABC):
                 row["native"] = native
                 if not same(row["value"], native):
                     row["note"] = note or row["note"]
-        native = {k: v for k, v in (spec.native or {}).items()}
-        overrides = protocol_row("native_overrides", "framework settings overridden (`native`)", native, {},
+        overrides = protocol_row("native_overrides", "framework settings overridden (`native`)",
+                                 dict(spec.native or {}), {},
                                  note="set in the experiment/model config; each key is the framework's own")
         return rows + list(self.recipe()) + [overrides]
 

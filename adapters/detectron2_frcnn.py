@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, UnreadableImages, consumed_counts,
-                           protocol_row)
+                           count_split_training_set, faster_rcnn_native_protocol, protocol_row)
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
@@ -113,7 +113,7 @@ SCRATCH_BOX_HEAD: dict[str, Any] = {
 LIGHT_HEAD_VARIANTS = ("R18-FPN",)
 # detectron2's defaults and zoo values the protocol card compares with
 NATIVE = {"BASE_LR": 0.02, "IMS_PER_BATCH": 16, "WEIGHT_DECAY": 0.0001, "WEIGHT_DECAY_NORM": 0.0,
-          "WARMUP_ITERS": 1000, "NMS_THRESH_TEST": 0.5, "DETECTIONS_PER_IMAGE": 100, "SCORE_THRESH_TEST": 0.05}
+          "WARMUP_ITERS": 1000}
 
 WARMUP_FRACTION = 0.1
 READABLE_MODES = ("L", "RGB")  # PIL modes detectron2's BGR reader converts faithfully
@@ -144,16 +144,6 @@ def merge_native(cfg, native: dict[str, Any]) -> None:
             cfg.merge_from_list([key, value])
         except (AssertionError, KeyError, ValueError, TypeError) as err:
             raise ValueError(f"detectron2 native override {key}={value!r} rejected: {err}") from err
-
-
-def count_training_images(train_json: Path, filter_empty: bool) -> int:
-    """How many images detectron2's train loader keeps (it drops images without non-crowd boxes
-    while DATALOADER.FILTER_EMPTY_ANNOTATIONS is on): the epoch length used for MAX_ITER."""
-    coco = json.loads(Path(train_json).read_text())
-    if not filter_empty:
-        return len(coco["images"])
-    with_boxes = {ann["image_id"] for ann in coco["annotations"] if not ann.get("iscrowd", 0)}
-    return sum(1 for img in coco["images"] if img["id"] in with_boxes)
 
 
 def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = None,
@@ -425,13 +415,9 @@ class Detectron2FasterRCNN(Detector):
     framework = "detectron2"
     default_variant = "R50-FPN"
     variants = tuple(VARIANTS)
-    native_protocol = {
-        "negatives": ("drop", "keep: DATALOADER.FILTER_EMPTY_ANNOTATIONS off"),
-        "score_thr": (0.05, "low, as mAP needs"),
-        "max_det": (100, ""),
-        "nms_iou": (0.5, ""),
-        "multi_label": (True, "the box head scores every class of every proposal"),
-    }
+    native_protocol = faster_rcnn_native_protocol("DATALOADER.FILTER_EMPTY_ANNOTATIONS")
+    image_modes = READABLE_MODES  # detectron2's BGR reader clips 16-bit PNGs
+    last_cfg = None  # the CfgNode of the last fit (for the protocol card)
 
     def fit(self, split: Split, workdir: Path) -> Path:
         """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).
@@ -446,8 +432,8 @@ class Detectron2FasterRCNN(Detector):
         if failures:
             raise UnreadableImages(failures)
         with registered_split(split) as (train_name, _val_name), _log_to(workdir / "log.txt"):
-            cfg = build_config(self.spec, train_dataset=train_name, output_dir=workdir)
-            n_train = count_training_images(split.train_json, bool(cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
+            keep_empty = not self.spec.native.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS", self.spec.negatives == "drop")
+            n_train = count_split_training_set(split.train_json, "keep" if keep_empty else "drop")["images"]
             if n_train == 0:
                 raise ValueError(f"{split.train_json}: no training images with boxes")
             cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
@@ -485,11 +471,6 @@ class Detectron2FasterRCNN(Detector):
         model.eval()
         return model
 
-    def usable_reason(self, ref: ImageRef) -> str | None:
-        """detectron2's BGR reader clips 16-bit PNGs: only 8-bit gray or RGB images are used."""
-        bad = check_images([Path(ref.path)])
-        return bad[0][1] if bad else None
-
     @contextlib.contextmanager
     def prediction_session(self, checkpoint: Path | None, workdir: Path):
         """detectron2's own model forward on batches resized as DefaultPredictor does (test-time
@@ -521,10 +502,11 @@ class Detectron2FasterRCNN(Detector):
     # -- the protocol card ---------------------------------------------------------------------
     def recipe(self) -> list[dict]:
         spec = self.spec
-        cfg = getattr(self, "last_cfg", None) or build_config(spec)
+        cfg = self.last_cfg or build_config(spec)
         solver = cfg.SOLVER
         scratch = not cfg.MODEL.WEIGHTS
         box = cfg.MODEL.ROI_BOX_HEAD
+        optimizer = str(solver.get("OPTIMIZER", "SGD")).upper()
         head = (f"{f'{box.NUM_CONV}conv-' if box.NUM_CONV else ''}{box.NUM_FC}fc"
                 f"{' ' + box.NORM if box.NORM and box.NUM_CONV else ''} box head")
         native_head = "4conv-1fc GN box head" if scratch else "2fc box head"
@@ -540,9 +522,7 @@ class Detectron2FasterRCNN(Detector):
             protocol_row("batch_size", "batch", int(solver.IMS_PER_BATCH), NATIVE["IMS_PER_BATCH"],
                          note="zoo value is for 8 GPUs"),
             protocol_row("optimizer", "optimizer",
-                         f"{str(solver.get('OPTIMIZER', 'SGD')).upper()}"
-                         f"{'(momentum %s)' % solver.MOMENTUM if str(solver.get('OPTIMIZER', 'SGD')).upper() == 'SGD' else ''}",
-                         "SGD(momentum 0.9)"),
+                         f"SGD(momentum {solver.MOMENTUM})" if optimizer == "SGD" else optimizer, "SGD(momentum 0.9)"),
             protocol_row("lr", "learning rate", float(solver.BASE_LR), NATIVE["BASE_LR"],
                          note="zoo value is for batch 16"),
             protocol_row("schedule", "lr schedule",

@@ -75,9 +75,10 @@ import logging
 import math
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from adapters.base import AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, protocol_row
+from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, count_split_training_set,
+                           faster_rcnn_native_protocol, protocol_row)
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
 
@@ -183,14 +184,6 @@ def check_categories(coco_path: Path) -> dict:
     return coco
 
 
-def trainable_image_count(coco: dict, negatives: str = "drop") -> int:
-    """Images mmdet trains on: with filter_empty_gt (negatives="drop") those with at least one known
-    box, else all of them."""
-    if negatives == "keep":
-        return len(coco["images"])
-    return len({a["image_id"] for a in coco["annotations"] if 0 <= a.get("category_id", -1) < NUM_CLASSES})
-
-
 def training_set_counts(dataset) -> dict[str, int]:
     """Images and boxes of mmdet's built, filtered training dataset (ignored/crowd boxes excluded)."""
     return consumed_counts([
@@ -270,13 +263,7 @@ class MMDetFasterRCNN(Detector):
     framework = "mmdet"
     default_variant = "R50-FPN"
     variants = tuple(VARIANTS)
-    native_protocol = {
-        "negatives": ("drop", "keep: filter_empty_gt off"),
-        "score_thr": (0.05, "low, as mAP needs"),
-        "max_det": (100, ""),
-        "nms_iou": (0.5, ""),
-        "multi_label": (True, "the box head scores every class of every proposal"),
-    }
+    native_protocol = faster_rcnn_native_protocol("filter_empty_gt")
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
@@ -328,9 +315,9 @@ class MMDetFasterRCNN(Detector):
         """The full training Config for `split`, writing under `workdir`."""
         spec = self.spec
         workdir = Path(workdir).resolve()
-        train_coco = check_categories(split.train_json)
+        check_categories(split.train_json)
         check_categories(split.val_json)
-        n_train = trainable_image_count(train_coco, spec.negatives)
+        n_train = count_split_training_set(split.train_json, spec.negatives)["images"]
         if n_train == 0:
             raise ValueError(f"{split.train_json}: no training image has a box; nothing to train on")
         run_name = run_name or f"mmdet_frcnn-{workdir.name}-{uuid.uuid4().hex[:8]}"

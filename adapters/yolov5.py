@@ -79,7 +79,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts,
                            protocol_row)
@@ -552,7 +552,7 @@ class YoloV5Detector(Detector):
     def recipe(self) -> list[dict]:
         spec, fit = self.spec, self.last_fit
         args = fit.get("args") or train_args(spec, Path("data.yaml"), Path("."))
-        get = lambda key, default: args.get(key, default)  # noqa: E731
+        get = args.get
         aug = {k: get(k, v) for k, v in NATIVE_AUG.items()}
         return [
             protocol_row("architecture", "architecture",

@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_d2_"))
     split = bench_split(args.labels, args.folds, workdir)
 
-    from adapters.detectron2_frcnn import count_training_images
+    from adapters.base import count_split_training_set
 
-    n_train = count_training_images(split.train_json, filter_empty=True)
+    n_train = count_split_training_set(split.train_json, "drop")["images"]
     spec = TrainSpec(variant=args.variant, batch_size=args.batch, imgsz=args.imgsz, device=args.device,
                      aug=AugSpec(hflip=0.5), native={"SOLVER.MAX_ITER": args.iters}, seed=0)
     adapter_wall, adapter_spi = timed(lambda: run_adapter(spec, split, workdir / "adapter"))
