@@ -15,6 +15,9 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "mmdet_frcnn": ("adapters.mmdet_frcnn", "MMDetFasterRCNN", "mmdet"),
 }
 
+# the checkpoint format each framework reads (harness.weights.formats tells them apart)
+WEIGHTS_FORMATS: dict[str, str] = {"yolov5": "ultralytics", "detectron2_frcnn": "detectron2", "mmdet_frcnn": "mmdet"}
+
 
 class FrameworkMissing(ImportError):
     pass
@@ -38,4 +41,4 @@ def get_detector(name: str, spec: TrainSpec) -> Detector:
     return get_detector_class(name)(spec)
 
 
-__all__ = ["AugSpec", "Detector", "TrainSpec", "REGISTRY", "get_detector", "get_detector_class", "FrameworkMissing"]
+__all__ = ["AugSpec", "Detector", "TrainSpec", "REGISTRY", "WEIGHTS_FORMATS", "get_detector", "get_detector_class", "FrameworkMissing"]

@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -210,6 +210,7 @@ class Detector(abc.ABC):
             raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
         self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
         self.consumed: dict[str, int] | None = None  # training images/boxes the framework used (fit)
+        self.init: dict[str, Any] | None = None  # how spec.weights initialised the model (fit)
 
     # -- training ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -225,6 +226,15 @@ class Detector(abc.ABC):
         if consumed != expected:
             log.warning("%s: the framework consumed %s training images/boxes, the protocol (negatives=%s) "
                         "asks for %s", self.name, consumed, self.spec.negatives, expected)
+
+    def _record_init(self, model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None) -> None:
+        """Record, at the start of training, which of the model's tensors hold the pretrained
+        checkpoint's values and which the framework (re)initialised (e.g. the 80-class COCO head)."""
+        self.init = init_report(model_state, checkpoint_state, self.spec.weights)
+        if checkpoint_state is not None:
+            log.info("%s: %d of %d model tensors from %s; re-initialised: %s", self.name, self.init["loaded"],
+                     self.init["total"], Path(str(self.spec.weights)).name, ", ".join(self.init["reinitialised"][:8])
+                     + (" ..." if len(self.init["reinitialised"]) > 8 else ""))
 
     # -- prediction -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -298,7 +308,7 @@ class Detector(abc.ABC):
             protocol_row("augmentation", "shared augmentation (rotation deg, h/v flip prob.)",
                          {"rotate_deg": aug.rotate_deg, "hflip": aug.hflip, "vflip": aug.vflip}, scope="shared"),
             protocol_row("init_weights", "initial weights", Path(spec.weights).name if spec.weights else "scratch",
-                         scope="shared"),
+                         scope="shared", note=init_note(self.init)),
             protocol_row("seed", "seed", spec.seed, scope="shared"),
             protocol_row("score_thr", "inference score threshold", spec.score_thr, scope="shared"),
             protocol_row("max_det", "max detections per image", spec.max_det, scope="shared"),
@@ -326,6 +336,35 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def versions(self) -> dict[str, str]:
         """Framework package versions (and e.g. whether compiled ops are present)."""
+
+
+def init_note(init: dict[str, Any] | None) -> str:
+    """The protocol card's note on how the pretrained weights initialised the model."""
+    if not init or not init.get("weights"):
+        return ""
+    head = ", ".join(init["reinitialised"][:4]) + (" ..." if len(init["reinitialised"]) > 4 else "")
+    return f"{init['loaded']}/{init['total']} tensors from the checkpoint; re-initialised: {head or 'none'}"
+
+
+def init_report(model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None,
+                weights: str | None) -> dict[str, Any]:
+    """Which tensors of a model about to train equal the checkpoint's tensor of the same name and
+    shape (`loaded`), and which do not (`reinitialised`: absent, other shape, or other values)."""
+    import torch
+
+    if checkpoint_state is None:
+        return {"weights": None, "loaded": 0, "total": len(model_state), "reinitialised": [], "checkpoint_unused": []}
+    loaded, reinitialised = [], []
+    for key, value in model_state.items():
+        source = checkpoint_state.get(key)
+        if source is not None and not isinstance(source, torch.Tensor):
+            source = torch.as_tensor(np.asarray(source))
+        same_tensor = (source is not None and tuple(source.shape) == tuple(value.shape)
+                       and torch.equal(value.detach().cpu().float(), source.detach().cpu().float()))
+        (loaded if same_tensor else reinitialised).append(key)
+    return {"weights": Path(str(weights)).name if weights else None, "loaded": len(loaded),
+            "total": len(model_state), "reinitialised": reinitialised,
+            "checkpoint_unused": sorted(set(checkpoint_state) - set(model_state))}
 
 
 def same(value: Any, native: Any) -> bool:

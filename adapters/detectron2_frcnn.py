@@ -216,6 +216,22 @@ def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = 
     return cfg
 
 
+def checkpoint_tensors(path: str | Path) -> dict[str, Any]:
+    """The tensors of a detectron2 weights file by name: a model-zoo `.pkl` (numpy arrays, read as
+    detectron2's checkpointer reads it) or a `.pth` of its Checkpointer."""
+    import pickle
+
+    import torch
+
+    if str(path).endswith(".pkl"):
+        with open(path, "rb") as handle:
+            data = pickle.load(handle, encoding="latin1")
+        data = data.get("blobs", data) if "model" not in data else data
+    else:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    return data.get("model", data)
+
+
 def train_augmentations(aug: AugSpec, imgsz: int) -> list:
     """The AugSpec as detectron2 augmentations (order and meaning in the module docstring)."""
     from detectron2.data import transforms as T
@@ -447,6 +463,8 @@ class Detectron2FasterRCNN(Detector):
             trainer = trainer_cls(cfg)
             self._check_consumed(split, trainer_cls.consumed)
             trainer.resume_or_load(resume=False)
+            if self.spec.weights:
+                self._record_init(trainer.model.state_dict(), checkpoint_tensors(self.spec.weights))
             trainer.train()
         self.last_cfg = cfg
         checkpoint = workdir / "model_final.pth"

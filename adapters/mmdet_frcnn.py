@@ -213,6 +213,20 @@ def packaged_config_dir() -> Path:
     return path
 
 
+def _init_recorder(detector: "MMDetFasterRCNN"):
+    """An mmengine hook that, once `load_from` is applied (before_train), records which model
+    tensors came from spec.weights (Detector._record_init)."""
+    from mmengine.hooks import Hook
+
+    class RecordInit(Hook):
+        def before_train(self, runner) -> None:
+            source = load_trusted_checkpoint(detector.spec.weights)
+            model = getattr(runner.model, "module", runner.model)
+            detector._record_init(model.state_dict(), source.get("state_dict", source))
+
+    return RecordInit()
+
+
 def load_trusted_checkpoint(filename: str | Path, map_location: Any = "cpu") -> dict:
     """torch.load of a checkpoint cxr-bench trusts (its own, or the user's local weights file):
     weights_only=False, because mmengine checkpoints pickle non-tensor metadata."""
@@ -396,6 +410,8 @@ class MMDetFasterRCNN(Detector):
                  split.train_json, workdir)
         with DefaultScope.overwrite_default_scope("mmdet"):
             runner = _runner_class(device).from_cfg(cfg)
+            if self.spec.weights:
+                runner.register_hook(_init_recorder(self), priority="LOWEST")
             try:
                 runner.train()
                 self._check_consumed(split, training_set_counts(runner.train_dataloader.dataset))

@@ -463,6 +463,8 @@ class YoloV5Detector(Detector):
             from ultralytics import YOLO
 
             model = YOLO(f"{self.spec.variant}.yaml", task="detect")
+            if self.spec.weights:
+                model.add_callback("on_pretrain_routine_end", self._record_yolo_init)
             start = time.perf_counter()
             model.train(**args)
             seconds = time.perf_counter() - start
@@ -487,6 +489,13 @@ class YoloV5Detector(Detector):
                  self.consumed["images"], self.consumed["boxes"], seconds, self.last_fit["train_images_per_s"],
                  checkpoint)
         return checkpoint
+
+    def _record_yolo_init(self, trainer) -> None:
+        """ultralytics callback: the model about to train vs the checkpoint it was loaded from."""
+        from ultralytics.nn.tasks import load_checkpoint
+
+        source, _ = load_checkpoint(self.spec.weights)
+        self._record_init(trainer.model.state_dict(), source.float().state_dict())
 
     # -- prediction -----------------------------------------------------------------------------
     def _untrained(self):

@@ -56,13 +56,23 @@ def test_bad_values_give_clear_errors():
         train_spec(compose_train(["train.weights=https://example.com/model.pt"]))
 
 
-def test_experiment_presets_compose():
+def test_experiment_presets_compose(tmp_path):
+    import torch
+
     demo = compose_train(["experiment=demo", "model=mmdet_frcnn"])
     assert demo.sweep == "demo" and demo.per_model.mmdet_frcnn.variant == "R18-FPN"
-    study = compose_train(["experiment=original_study", "model=mmdet_frcnn"])
+    study = compose_train(["experiment=original_study", "model=mmdet_frcnn", f"pretrained.cache_dir={tmp_path}"])
+    # the study starts from COCO weights: offline, a missing cache entry says how to fetch it
+    with pytest.raises(ConfigError, match="cxr-weights coco/mmdet_frcnn/R50-FPN"):
+        train_spec(study)
+    cached = tmp_path / "coco" / "mmdet_frcnn" / "faster_rcnn_r50_fpn_1x_coco_20200130-047c8118.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save({"meta": {}, "state_dict": {"rpn_head.rpn_conv.weight": torch.zeros(1)}}, cached)
     spec = train_spec(study)
+    assert spec.weights == str(cached)
     assert (spec.optimizer, spec.lr, spec.imgsz, spec.variant) == ("adam", 0.0003, 1024, "R50-FPN")
     assert study.ensemble.iou_thr == 0.25 and study.ensemble.weights.mmdet_frcnn == 3
+    assert list(study.ensemble.models) == ["yolov5", "mmdet_frcnn"]  # the study's ensemble
     assert study.data.size == 1024 and study.data.folds == 5
 
 

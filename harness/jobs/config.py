@@ -43,6 +43,7 @@ def train_spec(cfg: DictConfig) -> TrainSpec:
         raise ConfigError(f"invalid training setting for model {name}: {err}") from err
     values = OmegaConf.to_container(merged, resolve=True)
     values["aug"] = AugSpec(**values["aug"])
+    values["weights"] = resolve_weights(cfg, name, variant, values["weights"])
     if values["epochs"] < 1 or values["batch_size"] < 1 or values["imgsz"] < 32:
         raise ConfigError("train.epochs and train.batch_size must be >= 1 and train.imgsz >= 32")
     device = str(values["device"])
@@ -52,6 +53,25 @@ def train_spec(cfg: DictConfig) -> TrainSpec:
         return TrainSpec(**values)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(str(err)) from err
+
+
+def resolve_weights(cfg: DictConfig, name: str, variant: str, value):
+    """`train.weights` (a registry name such as `coco`, a local file, or null) -> a local file or
+    None, offline; a registry file not fetched yet, or a file in another framework's format, is a
+    ConfigError that says what to do."""
+    from adapters import WEIGHTS_FORMATS
+    from harness.weights import formats, registry
+
+    pretrained = to_plain(cfg.get("pretrained")) or {}
+    reg = pretrained.get("registry") or {}
+    try:
+        path = registry.resolve(value, name, variant, reg, pretrained.get("cache_dir") or ".",
+                                fetch_hint=f"cxr-weights {value}/{name}/{variant}")
+        if path is not None:
+            formats.check_format(path, WEIGHTS_FORMATS[name], name)
+    except (registry.UnknownWeights, FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"per_model.{name}.train.weights={value}: {err}") from err
+    return path
 
 
 def config_hash(cfg: DictConfig) -> str:

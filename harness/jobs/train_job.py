@@ -107,6 +107,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
         "device": spec.device, "host": platform.node(), "versions": detector.versions(),
         "train_consumed": detector.consumed,
+        "init": detector.init,
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
                      protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],
