@@ -54,6 +54,7 @@ class TrainSpec:
     workers: int = 0
     amp: bool = False
     weights: str | None = None  # LOCAL pretrained checkpoint; never a URL
+    weights_name: str | None = None  # the registry name it was resolved from (e.g. "coco"), if any
     channels: int = 3  # 1 = true grayscale model where the framework supports it
     aug: AugSpec = field(default_factory=AugSpec)
     native: dict[str, Any] = field(default_factory=dict)
@@ -307,7 +308,8 @@ class Detector(abc.ABC):
             protocol_row("channels", "input channels", spec.channels, scope="shared"),
             protocol_row("augmentation", "shared augmentation (rotation deg, h/v flip prob.)",
                          {"rotate_deg": aug.rotate_deg, "hflip": aug.hflip, "vflip": aug.vflip}, scope="shared"),
-            protocol_row("init_weights", "initial weights", Path(spec.weights).name if spec.weights else "scratch",
+            protocol_row("init_weights", "initial weights",
+                         (spec.weights_name or Path(spec.weights).name) if spec.weights else "scratch",
                          scope="shared", note=init_note(self.init)),
             protocol_row("seed", "seed", spec.seed, scope="shared"),
             protocol_row("score_thr", "inference score threshold", spec.score_thr, scope="shared"),
@@ -343,7 +345,8 @@ def init_note(init: dict[str, Any] | None) -> str:
     if not init or not init.get("weights"):
         return ""
     head = ", ".join(init["reinitialised"][:4]) + (" ..." if len(init["reinitialised"]) > 4 else "")
-    return f"{init['loaded']}/{init['total']} tensors from the checkpoint; re-initialised: {head or 'none'}"
+    return (f"{init['weights']}: {init['loaded']}/{init['total']} tensors from the checkpoint; "
+            f"re-initialised: {head or 'none'}")
 
 
 def init_report(model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None,

@@ -69,7 +69,7 @@ def test_experiment_presets_compose(tmp_path):
     cached.parent.mkdir(parents=True)
     torch.save({"meta": {}, "state_dict": {"rpn_head.rpn_conv.weight": torch.zeros(1)}}, cached)
     spec = train_spec(study)
-    assert spec.weights == str(cached)
+    assert spec.weights == str(cached) and spec.weights_name == "coco"
     assert (spec.optimizer, spec.lr, spec.imgsz, spec.variant) == ("adam", 0.0003, 1024, "R50-FPN")
     assert study.ensemble.iou_thr == 0.25 and study.ensemble.weights.mmdet_frcnn == 3
     assert list(study.ensemble.models) == ["yolov5", "mmdet_frcnn"]  # the study's ensemble
