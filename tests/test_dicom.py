@@ -11,10 +11,16 @@ import pytest
 
 from harness.data import dicom, manifest
 from harness.data.prepare import ConvertSettings, convert_folders
+from testdata import require_pydicom_data
 
 DATA = Path(pydicom.__file__).parent.parent / "data_store" / "data"
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # shipped with pydicom itself
-pytestmark = pytest.mark.skipif(not (DATA / "RG1_UNCR.dcm").exists(), reason="pydicom-data not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pydicom_data():
+    """pydicom-data is a test dependency: fail naming it, never skip."""
+    require_pydicom_data("RG1_UNCR.dcm")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from harness.data.labels import parse_train_csv
 from harness.eval import coco_map
 from harness.eval.reader_reference import NAME, reader_reference, reader_slots, rotation
-from harness.synth.readers import real_csv_path
+from testdata import require_real_csv
 
 COLS = ["image_id", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max", "line"]
 
@@ -59,9 +59,7 @@ def test_tie_order_is_image_then_row_order():
 
 
 def test_real_vinbigdata_reference_reproduces_the_independent_number():
-    path = real_csv_path()
-    assert path is not None, ("the real VinBigData train.csv (torchxrayvision==1.5.7's data/vinbigdata-train.csv.gz) "
-                              "is a test dependency: pip install --no-deps torchxrayvision==1.5.7")
+    path = require_real_csv()
     started = time.perf_counter()
     rows = parse_train_csv(path).rows
     result = reader_reference(rows)
