@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic
+from harness.data.folds import folds_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,13 @@ def make_split(labels_json: str | Path, folds_json: str | Path, fold: int, workd
         raise ValueError(
             f"{folds_json} names {len(missing)} images absent from {labels_json}, e.g. {sorted(missing)[:3]}"
         )
+    # the hash of the folds as read, never the one stored in the file (which an edit leaves stale)
+    content_hash = folds_hash(folds["folds"])
+    if folds.get("hash") not in (None, content_hash):
+        log.warning("%s: stored hash %s does not match its folds (edited?); using the recomputed %s",
+                    folds_json, str(folds.get("hash"))[:12], content_hash[:12])
     split_hash = hashlib.sha256(
-        f"{folds['hash']}:{file_sha256(labels_json)}:{fold}".encode()
+        f"{content_hash}:{file_sha256(labels_json)}:{fold}".encode()
     ).hexdigest()[:16]
     out = workdir / "split"
     atomic.write_json(out / "train.json", subset_coco(coco, train_keys), indent=None)

@@ -11,10 +11,16 @@ import pytest
 
 from harness.data import dicom, manifest
 from harness.data.prepare import ConvertSettings, convert_folders
+from testdata import require_pydicom_data
 
 DATA = Path(pydicom.__file__).parent.parent / "data_store" / "data"
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # shipped with pydicom itself
-pytestmark = pytest.mark.skipif(not (DATA / "RG1_UNCR.dcm").exists(), reason="pydicom-data not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pydicom_data():
+    """pydicom-data is a test dependency: fail naming it, never skip."""
+    require_pydicom_data("RG1_UNCR.dcm")
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +115,29 @@ def test_square_16bit_and_orig_sizes(tmp_path):
     assert img.max() > 60000 and img.min() < 5000  # full 16-bit range used
     assert dicom.output_shape(1955, 1841, "orig", False) == (1955, 1841)
     assert dicom.output_shape(300, 600, 1024, False) == (512, 1024)
+
+
+def test_png_write_failing_half_way_leaves_no_png_temp_or_sidecar(tmp_path, monkeypatch):
+    """Atomic PNG output: a writer that dies after writing half the file must leave nothing behind."""
+    from harness.data import prepare
+
+    real_imwrite = cv2.imwrite
+
+    def half_then_crash(path, pixels, *args):
+        assert real_imwrite(path, pixels, *args)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])  # half a PNG on disk, then the process "dies"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prepare.cv2, "imwrite", half_then_crash)
+    out = tmp_path / "out"
+    dst = out / "images" / "x.png"
+    dst.parent.mkdir(parents=True)
+    row = prepare.convert_dicom(DATA / "RG1_UNCR.dcm", dst, "train", ConvertSettings(size=128), out)
+    assert row["status"] != "ok" and "disk full" in row["reason"]
+    assert sorted(p.name for p in dst.parent.iterdir()) == [], "a PNG, temp file or sidecar survived"
+    assert not manifest.sidecar_path(dst).exists()
+    # the same call without the failure writes the PNG and its sidecar
+    monkeypatch.setattr(prepare.cv2, "imwrite", real_imwrite)
+    assert prepare.convert_dicom(DATA / "RG1_UNCR.dcm", dst, "train", ConvertSettings(size=128), out)["status"] == "ok"
+    assert dst.is_file() and manifest.sidecar_path(dst).is_file()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("ultralytics", "detectron2", "mmdet", "mmcv", "mmengine")
+FRAMEWORKS = ("ultralytics", "detectron2", "mmdet", "mmcv", "mmengine", "torch", "torchvision")
 
 
 def test_harness_never_imports_a_framework():

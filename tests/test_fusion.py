@@ -8,7 +8,7 @@ import pytest
 from harness.classes import CLASSES
 from harness.data.fusion import counts_per_class, fuse_readers
 from harness.data.labels import parse_train_csv
-from harness.synth.readers import real_csv_path
+from testdata import require_real_csv
 
 COLS = ["image_id", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
 
@@ -54,10 +54,7 @@ def test_nms_none_and_reader_filter():
 
 @pytest.fixture(scope="module")
 def real_rows():
-    path = real_csv_path()
-    if path is None:
-        pytest.skip("real VinBigData train.csv not installed (torchxrayvision==1.5.7)")
-    return parse_train_csv(path).rows
+    return parse_train_csv(require_real_csv()).rows
 
 
 def test_real_train_csv_fusion(real_rows):

@@ -90,7 +90,7 @@ def test_rerun_skips_finished_work(raw, prepared):
     assert again.reused == ["labels", "folds", "stats"]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     other = prepare_dataset(raw, out, size=256, fusion="nms", folds=3, seed=1, workers=0, progress=False)
-    assert other.labels.name == "nms.json" and other.folds.name == "mlstrat-k3-s1.json" and other.reused == []
+    assert other.labels.name == "nms.json" and other.folds.name == "mlstrat-k3-s1-nms.json" and other.reused == []
     assert other.skipped == 48
 
 

@@ -120,3 +120,70 @@ def test_overlays_from_gt_and_from_image_refs(toy_dataset, tmp_path):
     unlabeled = Predictions("toy-model", None, [1, 2, 99], [d for d in dets if d["image_id"] in (1, 2)])
     out = write_overlays(unlabeled, None, None, tmp_path / "ov2", n=5, images=refs)
     assert sorted(p.name for p in out) == ["toy0000.png", "toy0001.png"]
+
+
+@pytest.fixture
+def scored_sweep(tmp_path) -> Path:
+    """Two models and an ensemble with real predictions on two folds, and a 3-reader train.csv."""
+    from test_eval_voc import random_case
+
+    root = tmp_path / "scored"
+    raw = tmp_path / "raw"
+    lines = ["image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"]
+    for fold in (0, 1):
+        gt, good = random_case(20 + fold, n_images=40)
+        for img in gt["images"]:
+            img["image_key"] = f"f{fold}i{img['id']}"
+        bad = Predictions("b", None, good.image_ids, [d for i, d in enumerate(good.detections) if i % 2])
+        for name, preds in (("good", good), ("bad", bad)):
+            run = root / name / f"fold{fold}"
+            atomic.write_json(run / "split" / "val.json", gt)
+            preds.save(run / "predictions.json")
+            atomic.write_json(run / "metrics.json", {**evaluate(gt, preds), "model": name, "variant": "v",
+                                                     "fold": fold, "split_hash": f"h{fold}",
+                                                     "config": {"data": {"raw_dir": str(raw)}}})
+        ens = root / "ensemble" / "wbf" / f"fold{fold}"
+        good.save(ens / "predictions.json")
+        atomic.write_json(ens / "metrics.json", {**evaluate(gt, good), "model": "ensemble", "variant": "wbf",
+                                                 "fold": fold, "split_hash": f"h{fold}"})
+        key = {img["id"]: img["image_key"] for img in gt["images"]}
+        for ann in gt["annotations"]:
+            x, y, w, h = ann["bbox"]
+            for r, shift in (("R1", 0), ("R2", 2), ("R3", 30 * (ann["id"] % 2))):
+                lines.append(f"{key[ann['image_id']]},{CLASSES[ann['category_id']]},{ann['category_id']},{r},"
+                             f"{x + shift:.1f},{y:.1f},{x + w + shift:.1f},{y + h:.1f}")
+    raw.mkdir()
+    (raw / "train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_report_gives_bootstrap_cis_paired_comparisons_and_reader_reference(scored_sweep):
+    from harness.report import BootstrapSettings
+
+    paths = build_report(scored_sweep, bootstrap=BootstrapSettings(resamples=300, seed=0, ci=0.9))
+    frame = pd.read_csv(paths["results_csv"])
+    runs = frame[frame["kind"].isin(["model", "ensemble"]) & frame["fold"].str.startswith("fold")]
+    assert len(runs) == 6 and runs["map40 ci_low"].notna().all()
+    assert (runs["map40 ci_low"] < runs["map40"]).all() and (runs["map40"] < runs["map40 ci_high"]).all()
+    mean = frame[(frame["name"] == "good") & (frame["fold"] == "mean")].iloc[0]
+    assert mean["map40 ci_low"] < mean["map40"] < mean["map40 ci_high"]
+    pairs = frame[frame["kind"] == "paired"].set_index("name")
+    assert set(pairs.index) == {"bad vs good", "bad vs ensemble:wbf", "good vs ensemble:wbf"}
+    assert pairs.loc["bad vs good", "delta"] < 0 and pairs.loc["bad vs good", "verdict"] == "good better"
+    assert pairs.loc["bad vs good", "p_a_gt_b"] < 0.05
+    same = pairs.loc["good vs ensemble:wbf"]  # identical predictions: Δ 0, never A > B
+    assert same["delta"] == 0 and same["p_a_gt_b"] == 0 and same["verdict"] == "not distinguishable"
+    md = paths["results_md"].read_text()
+    assert "## Paired comparisons" in md and "**not distinguishable**" in md
+    assert "90% bootstrap interval" in md and "300 resamples" in md
+    reference = frame[frame["kind"] == "reference"]
+    assert list(reference["fold"]) == ["mean", "std"] and 0 < reference["map40"].iloc[0] < 1
+    assert "*one radiologist vs two*" in md and "row order in train.csv" in md
+    # the same settings give the same numbers; a different seed other draws
+    again = pd.read_csv(build_report(scored_sweep, bootstrap=BootstrapSettings(300, 0, 0.9))["results_csv"])
+    assert np.array_equal(again["map40 ci_low"].to_numpy(), frame["map40 ci_low"].to_numpy(), equal_nan=True)
+    other = pd.read_csv(build_report(scored_sweep, bootstrap=BootstrapSettings(300, 1, 0.9))["results_csv"])
+    assert not np.array_equal(other["map40 ci_low"].to_numpy(), frame["map40 ci_low"].to_numpy(), equal_nan=True)
+    off = build_report(scored_sweep, bootstrap=BootstrapSettings(enabled=False), reader_reference=False)
+    md_off = off["results_md"].read_text()
+    assert "Paired comparisons" not in md_off and "one radiologist" not in md_off

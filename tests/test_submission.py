@@ -97,3 +97,44 @@ def test_write_submission_from_manifest_file_and_coco(tmp_path):
         write_submission(preds, manifest_csv, tmp_path / "x.csv")
     with pytest.raises(PredictionFileError, match=r"\[9\]"):
         write_submission(preds, manifest_csv, tmp_path / "x.csv", coco_json={"images": coco["images"][:1]})
+
+
+def test_round_trip_on_a_real_dicom_at_a_non_integer_scale(tmp_path):
+    """The "original" box is drawn into a real chest CR (pydicom-data RG1, MONOCHROME1), found again in
+    the PNG by comparing with the untouched image's PNG, exported, and compared in DICOM pixels: no
+    value comes from the manifest's scale, which is what the export divides by."""
+    import pydicom
+    from testdata import require_pydicom_data
+
+    src = require_pydicom_data("RG1_UNCR.dcm")
+    ds = pydicom.dcmread(src)
+    pixels = ds.pixel_array.copy()
+    h, w = pixels.shape
+    box = (int(w * 0.31), int(h * 0.27), int(w * 0.58), int(h * 0.49))  # x1, y1, x2, y2 in DICOM pixels
+    x1, y1, x2, y2 = box
+    pixels[y1:y2, x1:x2] = pixels.min()  # a value inside the stored range: windowing stays the same
+    ds.PixelData = pixels.tobytes()
+    for name, data in (("plain", None), ("drawn", ds)):
+        (tmp_path / name / "test").mkdir(parents=True)
+        if data is None:
+            (tmp_path / name / "test" / "rg1.dicom").write_bytes(src.read_bytes())
+        else:
+            data.save_as(tmp_path / name / "test" / "rg1.dicom")
+    size = 333  # 333 / longest side: a non-integer scale
+    made = {name: convert_folders(tmp_path / name, tmp_path / f"{name}-out", ConvertSettings(size=size), workers=0,
+                                  progress=False) for name in ("plain", "drawn")}
+    manifest = read_manifest(made["drawn"].manifest)
+    row = manifest.iloc[0]
+    scale = float(row["scale_x"])
+    assert row["status"] == "ok" and abs(1 / scale - round(1 / scale)) > 0.05
+    png = {name: cv2.imread(str(tmp_path / f"{name}-out" / row["png"]), cv2.IMREAD_UNCHANGED).astype(float)
+           for name in made}
+    diff = np.abs(png["drawn"] - png["plain"])
+    ys, xs = np.nonzero(diff > diff.max() / 2)
+    png_box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # found in the image, not computed
+    preds = Predictions("m", None, [1], [detection(1, 5, png_box, 0.7)])
+    (lesion, _) = parse(submission_frame(preds, manifest.assign(coco_id=[1]))["PredictionString"][0])
+    assert lesion[0] == 5
+    tolerance = 1.5 / scale  # one and a half PNG pixels, in DICOM pixels
+    np.testing.assert_allclose(lesion[2:], box, atol=tolerance)
+    assert tolerance < 0.05 * (x2 - x1)  # tight enough that a wrong scale or axis would fail

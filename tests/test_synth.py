@@ -13,7 +13,7 @@ import pytest
 from harness.classes import NUM_CLASSES
 from harness.data.labels import COLUMNS, parse_train_csv
 from harness.synth import Preset, anatomy, generate, lesions
-from harness.synth.readers import real_csv_path
+from testdata import require_real_csv
 
 
 def _digest(folder):
@@ -114,7 +114,5 @@ def test_lesion_is_drawn_inside_its_box(cid):
 def test_real_templates_used_when_installed(tiny):
     import json
     stamp = json.loads((tiny / "synth.json").read_text())
-    if real_csv_path() is None:
-        assert stamp["templates"] == "built-in statistics"
-    else:
-        assert stamp["templates"].endswith("vinbigdata-train.csv.gz")
+    require_real_csv()
+    assert stamp["templates"].endswith("vinbigdata-train.csv.gz")

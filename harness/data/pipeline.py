@@ -102,7 +102,7 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size
              for r in train.itertuples()}
     name = labels_name(fusion, fusion_iou, readers_keep, readers_drop)
     labels_path = out_dir / "labels" / f"{name}.json"
-    folds_path = out_dir / "folds" / f"{folds_mod.SCHEME}-k{folds}-s{seed}.json"
+    folds_path = out_dir / "folds" / folds_mod.folds_name(name, folds, seed)
     stats_dir = out_dir / "stats" / name
     summary = PrepareSummary(out_dir, conv.manifest, conv.image_dir, labels_path, folds_path, stats_dir,
                              conv.converted, conv.skipped, conv.failed, conv.failures)

@@ -57,7 +57,7 @@ def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
         scores = evaluate(members[0].val_json, fused)
         metrics = {
             "source": fused.source, "model": "ensemble", "variant": str(ens.name), "fold": fold,
-            "split_hash": fused.split_hash, "members": names,
+            "split_hash": fused.split_hash, "members": names, "val_json": str(members[0].val_json),
             "weights": [float(weights_by_model.get(n, 1.0)) for n in names], **scores,
             "config": to_plain(ens),
         }

@@ -40,9 +40,10 @@ def save_figure(fig, path: Path, dpi: int = 130) -> Path:
 
 
 def results_chart(runs: pd.DataFrame, summ: pd.DataFrame, path: str | Path, metric: str = "map40",
-                  title: str = "mAP@0.4 per model (mean ± std over folds)") -> Path:
-    """Bars = mean over folds, error bars = std, dots = individual folds, value labels on the bars.
-    Ensembles are orange, models blue."""
+                  title: str = "mAP@0.4 per model (mean ± std over folds)", reference: dict | None = None) -> Path:
+    """Bars = mean over folds, error bars = the bootstrap CI of that mean where `summ` has one
+    ("map40 ci_low/ci_high"), else the std over folds; dots = individual folds, value labels on the
+    bars. Ensembles are orange, models blue."""
     plt = _pyplot()
     names = list(summ["name"])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2), 4.6))
@@ -52,10 +53,15 @@ def results_chart(runs: pd.DataFrame, summ: pd.DataFrame, path: str | Path, metr
         return save_figure(fig, Path(path))
     means = summ[f"{metric} mean"].to_numpy(float)
     stds = np.nan_to_num(summ[f"{metric} std"].to_numpy(float))
+    lows = summ[f"{metric} ci_low"].to_numpy(float) if f"{metric} ci_low" in summ else np.full(len(names), np.nan)
+    highs = summ[f"{metric} ci_high"].to_numpy(float) if f"{metric} ci_high" in summ else np.full(len(names), np.nan)
+    has_ci = ~np.isnan(lows) & ~np.isnan(highs)
+    below = np.where(has_ci, np.nan_to_num(means) - lows, stds)
+    above = np.where(has_ci, highs - np.nan_to_num(means), stds)
     colours = [ENSEMBLE_COLOUR if k == "ensemble" else MODEL_COLOUR for k in summ["kind"]]
     x = np.arange(len(names))
     ax.bar(x, np.nan_to_num(means), width=0.6, color=colours, alpha=0.85, zorder=2)
-    ax.errorbar(x, np.nan_to_num(means), yerr=stds, fmt="none", ecolor="black", capsize=5, lw=1.2, zorder=3)
+    ax.errorbar(x, np.nan_to_num(means), yerr=np.clip(np.vstack([below, above]), 0, None), fmt="none", ecolor="black", capsize=5, lw=1.2, zorder=3)
     rng = np.random.default_rng(0)
     top = 0.0
     for i, (kind, name) in enumerate(zip(summ["kind"], names)):
@@ -64,13 +70,19 @@ def results_chart(runs: pd.DataFrame, summ: pd.DataFrame, path: str | Path, metr
         jitter = rng.uniform(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(values.size)
         ax.scatter(x[i] + jitter, values, s=22, color="black", alpha=0.7, zorder=4,
                    label="single fold" if i == 0 else None)
-        peak = max([means[i] + stds[i], *values]) if values.size else means[i]
+        peak = max([means[i] + above[i], *values]) if values.size else means[i]
         top = max(top, 0.0 if math.isnan(peak) else peak)
         label = "–" if math.isnan(means[i]) else f"{means[i]:.3f}"
-        if stds[i] > 0:
+        if has_ci[i]:
+            label += f"\n[{lows[i]:.3f}, {highs[i]:.3f}]"
+        elif stds[i] > 0:
             label += f"\n± {stds[i]:.3f}"
         ax.text(x[i], (0 if math.isnan(peak) else peak) + 0.015 * max(top, 0.1), label, ha="center",
                 va="bottom", fontsize=9, zorder=5)
+    if reference is not None and metric in reference:
+        ax.axhline(reference[metric], color="#55A868", ls="--", lw=1.2, zorder=1,
+                   label=f"{reference['name']}: {reference[metric]:.3f}")
+        top = max(top, reference[metric])
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=20 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel("mAP@0.4" if metric == "map40" else metric)

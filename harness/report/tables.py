@@ -154,15 +154,37 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
-def long_table(runs: pd.DataFrame, summ: pd.DataFrame) -> pd.DataFrame:
-    """results.csv: every run row, then per model/ensemble a "mean" and a "std" row."""
+CI_COLS = ["map40 ci_low", "map40 ci_high"]
+PAIR_COLS = ["delta", "delta_ci_low", "delta_ci_high", "p_a_gt_b", "verdict"]
+
+
+def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | None = None,
+               reference: dict | None = None) -> pd.DataFrame:
+    """results.csv: every run row, then per model/ensemble a "mean" and a "std" row (the "mean" row
+    carries the bootstrap CI of the fold mean), then one "paired" row per compared pair (name "A vs B",
+    fold = the shared folds) and the human-reader "reference" row when there is one."""
     value_cols = [*METRICS, *[f"AP {c}" for c in CLASSES]]
-    cols = ["kind", "name", "variant", "fold", *value_cols, "n_images", "split_hash", "path"]
-    parts = [runs[cols]] if not runs.empty else []
+    cols = ["kind", "name", "variant", "fold", *value_cols, *CI_COLS, *PAIR_COLS, "n_images", "split_hash", "path"]
+    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *CI_COLS])))
+    parts = [runs.reindex(columns=cols)] if not runs.empty else []
     for _, row in summ.iterrows():
         for stat in ("mean", "std"):
+            values = {c: row[f"{c} {stat}"] for c in value_cols}
+            if stat == "mean":
+                values.update({c: row.get(c, math.nan) for c in CI_COLS})
             parts.append(pd.DataFrame([{"kind": row["kind"], "name": row["name"], "variant": row["variant"],
-                                        "fold": stat, **{c: row[f"{c} {stat}"] for c in value_cols}}], columns=cols))
+                                        "fold": stat, **values}], columns=cols))
+    if pairs is not None and not pairs.empty:
+        parts.append(pd.DataFrame([{"kind": "paired", "name": f"{p['a']} vs {p['b']}", "fold": p["folds"],
+                                    **{c: p[c] for c in PAIR_COLS}} for _, p in pairs.iterrows()], columns=cols))
+    if reference is not None:
+        parts.append(pd.DataFrame([{"kind": "reference", "name": reference["name"], "variant": reference["variant"],
+                                    "fold": "mean", "map40": reference["map40"], "voc_map40": reference["voc_map40"],
+                                    **{f"AP {c}": _number(reference["per_class"].get(c)) for c in CLASSES},
+                                    "n_images": reference["n_images"]},
+                                   {"kind": "reference", "name": reference["name"], "variant": reference["variant"],
+                                    "fold": "std", "map40": reference["map40_std"],
+                                    "voc_map40": reference["voc_map40_std"]}], columns=cols))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
@@ -176,7 +198,14 @@ def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None) -> str:
+def _ci(low: float, high: float, digits: int = 3) -> str:
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "–"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
+             pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
@@ -192,7 +221,9 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         lines += ["## mAP@0.4 by model and fold", "",
                   "mAP@0.4 is pycocotools COCOeval at IoU 0.4 (mean ± sample std over folds); the VOC columns are the "
                   "Kaggle metric (all-point, IoU > 0.4; 15-cls adds \"No finding\").", ""]
-        header = ["model", "variant", *folds, "mean ± std", "VOC mAP@0.4", "VOC 15-cls", "AP50", "AP50:95",
+        if ci_note:
+            lines += [ci_note, ""]
+        header = ["model", "variant", *folds, "mean ± std", "CI", "VOC mAP@0.4", "VOC 15-cls", "AP50", "AP50:95",
                   "train s", "predict s"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, srow in summ.iterrows():
@@ -202,15 +233,34 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
             cells = [f"**{srow['name']}**" if srow["kind"] == "ensemble" else srow["name"], srow["variant"] or "–",
                      *[_fmt(by_fold.get(f, math.nan)) for f in folds],
                      _pm(srow["map40 mean"], srow["map40 std"], n),
+                     _ci(srow.get("map40 ci_low", math.nan), srow.get("map40 ci_high", math.nan)),
                      *[_pm(srow[f"{m} mean"], srow[f"{m} std"], n) for m in ("voc_map40", "voc_map40_15", "ap50",
                                                                                   "ap50_95")],
                      _fmt(srow["train_time_s mean"], 0), _fmt(srow["predict_time_s mean"], 1)]
             lines.append("| " + " | ".join(cells) + " |")
+        if reference is not None:
+            cells = [f"*{reference['name']}*", reference["variant"], *["–" for _ in folds],
+                     f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}", "–",
+                     f"{reference['voc_map40']:.4f} ± {reference['voc_map40_std']:.4f}", "–", "–", "–", "–", "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+            lines += ["", f"*{reference['name']}* (human-reader reference): {reference['note']}"]
+        if pairs is not None and not pairs.empty:
+            lines += ["", "## Paired comparisons (bootstrap over the same val images)", "",
+                      "Δ = mAP@0.4(A) − mAP@0.4(B), mean over the folds both ran on the same images; CI and "
+                      "P(A > B) from the paired bootstrap. A CI that contains 0: **not distinguishable**.", "",
+                      "| A | B | folds | Δ | CI of Δ | P(A > B) | verdict |", "|---|---|---|---|---|---|---|"]
+            for _, p in pairs.iterrows():
+                v = p["verdict"] if p["verdict"] != "not distinguishable" else "**not distinguishable**"
+                lines.append(f"| {p['a']} | {p['b']} | {p['folds']} | {p['delta']:+.4f} | "
+                             f"{_ci(p['delta_ci_low'], p['delta_ci_high'], 4)} | {p['p_a_gt_b']:.3f} | {v} |")
         lines += ["", "## Per-class AP@0.4 (mean over folds; – = no ground truth in the val images)", ""]
-        names = list(summ["name"])
+        names = list(summ["name"]) + ([reference["name"]] if reference is not None else [])
         lines += ["| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for cls in CLASSES:
-            lines.append(f"| {cls} | " + " | ".join(_fmt(v, 3) for v in summ[f"AP {cls} mean"]) + " |")
+            values = list(summ[f"AP {cls} mean"])
+            if reference is not None:
+                values.append(_number(reference["per_class"].get(cls)))
+            lines.append(f"| {cls} | " + " | ".join(_fmt(v, 3) for v in values) + " |")
     lines += ["", "## Failed jobs", ""]
     if results.failed:
         lines += ["| model | fold | error | details |", "|---|---|---|---|"]
@@ -225,11 +275,13 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 
 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
-                 protocol: str | None = None) -> dict[str, Path]:
-    """Write results.csv and results.md atomically; returns their paths. `protocol`: see markdown()."""
+                 protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
+                 ci_note: str | None = None) -> dict[str, Path]:
+    """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table()."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(csv_path) as tmp:
-        long_table(results.runs, summ).to_csv(tmp, index=False, float_format="%.6g")
-    atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol))
+        long_table(results.runs, summ, pairs, reference).to_csv(tmp, index=False, float_format="%.6g")
+    atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
+                                        ci_note=ci_note))
     return {"results_csv": csv_path, "results_md": md_path}

@@ -1,0 +1,235 @@
+"""Bootstrap confidence intervals of mAP@0.4 over images, and paired bootstrap comparisons.
+
+Why per-image match data: pycocotools matches detections to ground truth image by image and class,
+so a detection's true/false-positive status does not change when the image set is resampled. One
+COCOeval.evaluate() pass (IoU 0.4 only) therefore gives everything a resample needs: per class, every
+detection's score, image and TP/FP flag, and each image's ground-truth count. A resample is then a
+vector of image multiplicities ``w`` (how often each image was drawn); each detection counts ``w`` times
+in the cumulative TP/FP sums, and AP is pycocotools' 101-point interpolation of those sums, computed
+for a block of resamples at once. On the full set (``w = 1``) this is exactly pycocotools' mAP@0.4
+(same sort, same envelope, same recall sampling; a test requires equality).
+
+Ties: pycocotools orders equal scores by image (its ``imgIds`` order) and, within an image, by input
+order; the precomputed order keeps that. A resampled image's copies stay next to each other.
+
+Seeding: the resample indices come from ``seed`` and the sorted image ids, so two runs scored on the
+same images always get the same resamples: their bootstrap vectors subtract into a paired bootstrap
+of the difference, with no second pass.
+
+    boot = ImageMatches.from_coco(gt, preds).bootstrap(resamples=1000, seed=0)
+    boot.point, boot.ci(0.95)                      # full-set mAP@0.4, (low, high)
+    paired(boot_a, boot_b).summary(0.95)           # {"delta", "low", "high", "p_a_gt_b", ...}
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.predictions import Predictions
+
+#: pycocotools' recall sampling points (Params.recThrs).
+REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+#: The largest resamples x detections block computed at once (memory: ~8 bytes x 6 arrays x this).
+BLOCK_CELLS = 4_000_000
+
+
+@dataclass
+class ClassMatches:
+    """One class over all scored images, detections in pycocotools' accumulate order."""
+
+    image: np.ndarray   # (D,) index into ImageMatches.image_ids of each detection
+    tp: np.ndarray      # (D,) bool: matched at IoU 0.4 (not ignored)
+    fp: np.ndarray      # (D,) bool: unmatched (not ignored)
+    n_gt: np.ndarray    # (N,) non-ignored ground-truth boxes per image
+
+
+@dataclass
+class ImageMatches:
+    """Per image and class match data of one prediction set, computed once."""
+
+    image_ids: list[int]
+    classes: dict[int, ClassMatches]   # category id -> matches (every category of the ground truth)
+
+    @classmethod
+    def from_coco(cls, gt_coco, preds: Predictions, max_dets: int | None = None) -> "ImageMatches":
+        """Run pycocotools' matching once (IoU 0.4, area "all", the same maxDets as coco_map)."""
+        from harness.eval.coco_map import CocoMapEval
+
+        ev = CocoMapEval(gt_coco, preds, max_dets)
+        image_ids = sorted(set(preds.image_ids))
+        index = {image_id: i for i, image_id in enumerate(image_ids)}
+        n = len(image_ids)
+        classes: dict[int, ClassMatches] = {}
+        if ev.empty:
+            for cat in ev.cat_ids:
+                n_gt = np.zeros(n, np.int64)
+                for ann in ev.coco_gt.dataset["annotations"]:
+                    if ann["category_id"] == cat and ann["image_id"] in index and not ann.get("iscrowd", 0):
+                        n_gt[index[ann["image_id"]]] += 1
+                classes[cat] = ClassMatches(np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool), n_gt)
+            return cls(image_ids, classes)
+        params = ev.cocoeval.params
+        params.iouThrs = np.array([0.4])
+        ev.evaluate()
+        evals = ev.cocoeval.evalImgs
+        n_area = len(params.areaRng)
+        assert params.imgIds == image_ids
+        for k, cat in enumerate(params.catIds):
+            scores, images, tps, fps = [], [], [], []
+            n_gt = np.zeros(n, np.int64)
+            base = k * n_area * n  # evalImgs order: category, area range ("all" first), image
+            for i in range(n):
+                entry = evals[base + i]
+                if entry is None:
+                    continue
+                dt_scores = np.asarray(entry["dtScores"][:ev.max_dets], float)
+                matched = np.asarray(entry["dtMatches"][0, :ev.max_dets]) > 0
+                ignored = np.asarray(entry["dtIgnore"][0, :ev.max_dets], bool)
+                n_gt[i] = int(np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0))
+                scores.append(dt_scores)
+                images.append(np.full(len(dt_scores), i, np.int64))
+                tps.append(matched & ~ignored)
+                fps.append(~matched & ~ignored)
+            if scores:
+                all_scores = np.concatenate(scores)
+                order = np.argsort(-all_scores, kind="mergesort")  # as COCOeval.accumulate
+                matches = ClassMatches(np.concatenate(images)[order], np.concatenate(tps)[order],
+                                       np.concatenate(fps)[order], n_gt)
+            else:
+                matches = ClassMatches(np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool), n_gt)
+            classes[cat] = matches
+        return cls(image_ids, classes)
+
+    def per_class_ap(self, weights: np.ndarray) -> dict[int, np.ndarray]:
+        """AP@0.4 per class for each row of `weights` (R x N image multiplicities); NaN = no ground
+        truth among the drawn images (pycocotools' -1, left out of the mean)."""
+        weights = np.atleast_2d(np.asarray(weights, np.float64))
+        return {cat: _class_ap(m, weights) for cat, m in self.classes.items()}
+
+    def map(self, weights: np.ndarray) -> np.ndarray:
+        """mAP@0.4 (mean over classes with ground truth) for each row of `weights`."""
+        weights = np.atleast_2d(np.asarray(weights, np.float64))
+        aps = np.stack(list(self.per_class_ap(weights).values()), axis=1) if self.classes else \
+            np.full((len(weights), 1), np.nan)
+        out = np.zeros(len(aps))
+        for r, row in enumerate(aps):  # np.mean of the present classes, as CocoMapEval.summarize (bit-exact)
+            present = row[~np.isnan(row)]
+            out[r] = float(np.mean(present)) if present.size else 0.0
+        return out
+
+    def bootstrap(self, resamples: int = 1000, seed: int = 0) -> "Bootstrap":
+        """Point estimate (full set) and `resamples` mAPs over images drawn with replacement."""
+        n = len(self.image_ids)
+        point = float(self.map(np.ones((1, n)))[0])
+        counts = resample_counts(self.image_ids, resamples, seed)
+        return Bootstrap(point, self.map(counts), tuple(self.image_ids), int(seed))
+
+
+def resample_counts(image_ids, resamples: int, seed: int) -> np.ndarray:
+    """(resamples x N) multiplicities of each image (sorted ids) in `resamples` bootstrap draws;
+    the same ids and seed give the same draws (that is what pairs two runs)."""
+    ids = sorted(image_ids)
+    n = len(ids)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    digest = hashlib.sha256(repr(ids).encode()).digest()
+    rng = np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
+    if n == 0:
+        return np.zeros((resamples, 0))
+    draws = rng.integers(0, n, size=(resamples, n))
+    counts = np.zeros((resamples, n), np.float64)
+    np.add.at(counts, (np.repeat(np.arange(resamples), n), draws.ravel()), 1.0)
+    return counts
+
+
+def _class_ap(m: ClassMatches, weights: np.ndarray) -> np.ndarray:
+    """pycocotools' 101-point AP of one class for every row of weights (R x N)."""
+    n_rows = len(weights)
+    npig = weights @ m.n_gt.astype(np.float64)
+    out = np.full(n_rows, np.nan)
+    has_gt = npig > 0
+    out[has_gt] = 0.0
+    n_det = len(m.image)
+    if n_det == 0:
+        return out
+    tp_flags = m.tp.astype(np.float64)
+    fp_flags = m.fp.astype(np.float64)
+    block = max(1, BLOCK_CELLS // n_det)
+    for start in range(0, n_rows, block):
+        rows = np.arange(start, min(n_rows, start + block))
+        rows = rows[has_gt[rows]]
+        if rows.size == 0:
+            continue
+        w = weights[rows][:, m.image]                       # (r, D) multiplicity of each detection
+        tp = np.cumsum(w * tp_flags, axis=1)
+        fp = np.cumsum(w * fp_flags, axis=1)
+        rc = tp / npig[rows, None]
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]   # precision envelope
+        # a detection drawn 0 times repeats its predecessor's point (or (0, 0) first): it moves no
+        # envelope value and no first-index-reaching-recall, so it can stay in the arrays
+        for j, row in enumerate(rows):
+            idx = np.searchsorted(rc[j], REC_THRS, side="left")
+            q = np.where(idx < n_det, pr[j, np.minimum(idx, n_det - 1)], 0.0)
+            out[row] = q.mean()
+    return out
+
+
+@dataclass
+class Bootstrap:
+    """A run's full-set mAP@0.4 and its bootstrap distribution over images."""
+
+    point: float
+    samples: np.ndarray
+    image_ids: tuple
+    seed: int
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Percentile interval."""
+        return percentile_ci(self.samples, level)
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"ci level must be in (0, 1), got {level}")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(np.asarray(samples, float), [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+@dataclass
+class Paired:
+    """A - B on the same images with the same resamples."""
+
+    delta: float
+    samples: np.ndarray
+
+    def summary(self, level: float = 0.95) -> dict:
+        low, high = percentile_ci(self.samples, level)
+        return {"delta": self.delta, "low": low, "high": high,
+                "p_a_gt_b": float(np.mean(self.samples > 0)), "distinguishable": bool(low > 0 or high < 0)}
+
+
+def paired(a: Bootstrap | list[Bootstrap], b: Bootstrap | list[Bootstrap]) -> Paired:
+    """Paired bootstrap of mAP(A) - mAP(B). Lists pair fold by fold (same images per position) and
+    give the difference of the means over folds, each fold resampled independently."""
+    a_list = a if isinstance(a, list) else [a]
+    b_list = b if isinstance(b, list) else [b]
+    if len(a_list) != len(b_list) or not a_list:
+        raise ValueError("paired bootstrap needs the same, non-zero number of runs on each side")
+    for x, y in zip(a_list, b_list):
+        if x.image_ids != y.image_ids or x.seed != y.seed or len(x.samples) != len(y.samples):
+            raise ValueError("paired bootstrap needs both runs on the same images with the same resamples")
+    delta = float(np.mean([x.point - y.point for x, y in zip(a_list, b_list)]))
+    samples = np.mean([x.samples - y.samples for x, y in zip(a_list, b_list)], axis=0)
+    return Paired(delta, samples)
+
+
+def fold_mean(boots: list[Bootstrap]) -> Bootstrap:
+    """The mean over folds (each fold resampled independently) as one bootstrap distribution."""
+    if not boots:
+        raise ValueError("no runs")
+    return Bootstrap(float(np.mean([b.point for b in boots])), np.mean([b.samples for b in boots], axis=0),
+                     tuple(i for b in boots for i in b.image_ids), boots[0].seed)

@@ -1,0 +1,149 @@
+"""The report's uncertainty: bootstrap CIs of mAP@0.4 per run and per model, and paired comparisons.
+
+For every run (model or ensemble, one fold) with a predictions.json and its val ground truth, the
+per-image match data are computed once (harness.eval.bootstrap) and resampled. A model's row over
+several folds gets the CI of its mean over folds (each fold resampled on its own). Two models are
+compared on the folds where both ran on the same images: the paired bootstrap of the difference of
+their fold means, its CI and the share of resamples where A scores above B. "not distinguishable"
+means that CI contains 0.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.eval.bootstrap import Bootstrap, ImageMatches, fold_mean, paired
+from harness.predictions import Predictions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    resamples: int = 1000
+    seed: int = 0
+    ci: float = 0.95
+    enabled: bool = True
+
+    @classmethod
+    def from_config(cls, cfg) -> "BootstrapSettings":
+        if cfg is None:
+            return cls()
+        get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+        return cls(int(get("resamples", 1000)), int(get("seed", 0)), float(get("ci", 0.95)),
+                   bool(get("enabled", True)))
+
+
+@dataclass
+class Uncertainty:
+    settings: BootstrapSettings
+    runs: dict[str, Bootstrap] = field(default_factory=dict)        # run path -> bootstrap
+    models: dict[tuple[str, str], Bootstrap] = field(default_factory=dict)  # (kind, name) -> fold mean
+    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    missing: list[str] = field(default_factory=list)                # runs without predictions / GT
+
+
+PAIR_COLUMNS = ["a", "b", "folds", "delta", "delta_ci_low", "delta_ci_high", "p_a_gt_b", "verdict"]
+
+
+def ground_truth_for(run_dir: Path, metrics: dict, sweep_dir: Path) -> Path | None:
+    """The val COCO a run was scored on: its own split/val.json, or (ensembles) the one recorded in
+    metrics.json, or a model run of the same fold and split hash."""
+    own = run_dir / "split" / "val.json"
+    if own.is_file():
+        return own
+    recorded = metrics.get("val_json")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    fold = metrics.get("fold")
+    for candidate in sorted(sweep_dir.glob(f"*/fold{fold}/metrics.json")):
+        try:
+            other = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        if other.get("split_hash") == metrics.get("split_hash") and (candidate.parent / "split" / "val.json").is_file():
+            return candidate.parent / "split" / "val.json"
+    return None
+
+
+def run_bootstrap(run_dir: Path, sweep_dir: Path, settings: BootstrapSettings) -> Bootstrap | None:
+    preds_path = run_dir / "predictions.json"
+    metrics_path = run_dir / "metrics.json"
+    if not preds_path.is_file() or not metrics_path.is_file():
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    gt = ground_truth_for(run_dir, metrics, sweep_dir)
+    if gt is None:
+        return None
+    matches = ImageMatches.from_coco(gt, Predictions.load(preds_path), metrics.get("max_dets"))
+    return matches.bootstrap(settings.resamples, settings.seed)
+
+
+def verdict(summary: dict, a: str, b: str) -> str:
+    if summary["delta_ci_low"] > 0:
+        return f"{a} better"
+    if summary["delta_ci_high"] < 0:
+        return f"{b} better"
+    return "not distinguishable"
+
+
+def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings) -> Uncertainty:
+    """Bootstraps of every run in `runs` (collect()'s frame), fold means per model, paired pairs."""
+    result = Uncertainty(settings)
+    if not settings.enabled or runs.empty:
+        result.pairs = pd.DataFrame(columns=PAIR_COLUMNS)
+        return result
+    for path in runs["path"]:
+        try:
+            boot = run_bootstrap(Path(path), Path(sweep_dir), settings)
+        except (OSError, ValueError) as err:
+            log.warning("bootstrap skipped for %s: %s", path, err)
+            boot = None
+        if boot is None:
+            result.missing.append(str(path))
+        else:
+            result.runs[str(path)] = boot
+    by_model: dict[tuple[str, str], dict[str, Bootstrap]] = {}
+    for (kind, name), group in runs.groupby(["kind", "name"], sort=False):
+        folds = {fold: result.runs[p] for fold, p in zip(group["fold"], group["path"]) if p in result.runs}
+        if folds and len(folds) == len(group):  # a mean over some folds only would not be the row's mean
+            result.models[(kind, name)] = fold_mean(list(folds.values()))
+        by_model[(kind, name)] = folds
+    rows = []
+    for (ka, a), (kb, b) in combinations(by_model, 2):
+        fa, fb = by_model[(ka, a)], by_model[(kb, b)]
+        shared = [f for f in fa if f in fb and fa[f].image_ids == fb[f].image_ids]
+        if not shared:
+            continue
+        summ = paired([fa[f] for f in shared], [fb[f] for f in shared]).summary(settings.ci)
+        row = {"a": a, "b": b, "folds": " ".join(shared), "delta": summ["delta"], "delta_ci_low": summ["low"],
+               "delta_ci_high": summ["high"], "p_a_gt_b": summ["p_a_gt_b"]}
+        row["verdict"] = verdict(row, a, b)
+        rows.append(row)
+    result.pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    return result
+
+
+def add_ci_columns(runs: pd.DataFrame, summ: pd.DataFrame, unc: Uncertainty) -> None:
+    """map40 ci_low/ci_high columns on the run rows and on the summary rows (fold mean), in place."""
+    level = unc.settings.ci
+    lows, highs = [], []
+    for path in runs["path"]:
+        boot = unc.runs.get(str(path))
+        low, high = boot.ci(level) if boot is not None else (np.nan, np.nan)
+        lows.append(low)
+        highs.append(high)
+    runs["map40 ci_low"], runs["map40 ci_high"] = lows, highs
+    lows, highs = [], []
+    for kind, name in zip(summ["kind"], summ["name"]):
+        boot = unc.models.get((kind, name))
+        low, high = boot.ci(level) if boot is not None else (np.nan, np.nan)
+        lows.append(low)
+        highs.append(high)
+    summ["map40 ci_low"], summ["map40 ci_high"] = lows, highs

@@ -1,0 +1,31 @@
+"""Test data packages are test dependencies (requirements/base.txt, "test-only"): a test that needs
+one fails with a message naming it, never skips silently."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from harness.synth.readers import real_csv_path
+
+PYDICOM_DATA = Path(pydicom.__file__).parent.parent / "data_store" / "data"
+
+
+def require_real_csv() -> Path:
+    """torchxrayvision's copy of the real VinBigData train.csv."""
+    path = real_csv_path()
+    if path is None:
+        pytest.fail("test dependency missing: the real VinBigData train.csv ships in torchxrayvision==1.5.7 "
+                    "(data/vinbigdata-train.csv.gz); install it with "
+                    "`pip install --no-deps torchxrayvision==1.5.7`", pytrace=False)
+    return path
+
+
+def require_pydicom_data(name: str = "RG1_UNCR.dcm") -> Path:
+    """A DICOM file from the pydicom-data package."""
+    path = PYDICOM_DATA / name
+    if not path.exists():
+        pytest.fail(f"test dependency missing: {name} from pydicom-data==1.0.0 (looked in {PYDICOM_DATA}); "
+                    "install it with `pip install pydicom-data==1.0.0`", pytrace=False)
+    return path
