@@ -79,6 +79,7 @@ from typing import Any
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, count_split_training_set,
                            faster_rcnn_native_protocol, protocol_row)
+from adapters.resume import records, write_record
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
 
@@ -360,7 +361,8 @@ class MMDetFasterRCNN(Detector):
         if scratch:
             cfg.optim_wrapper["paramwise_cfg"] = {"norm_decay_mult": 0.0}
         cfg.auto_scale_lr = {"enable": False, "base_batch_size": 16}
-        cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 1, "max_keep_ckpts": 1, "save_last": True}
+        cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": spec.checkpoint_interval,
+                                        "max_keep_ckpts": spec.checkpoint_keep, "save_last": True}
         cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
         cfg.log_processor = {"type": "LogProcessor", "window_size": 10, "by_epoch": True}
         cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": [{"type": "LocalVisBackend"}],
@@ -394,8 +396,13 @@ class MMDetFasterRCNN(Detector):
         self.last_run_name = cfg.experiment_name
         log.info("mmdet_frcnn %s: training %d epochs on %s -> %s", self.spec.variant, self.spec.epochs,
                  split.train_json, workdir)
+        point = self.resume_point(split, workdir, load_trusted_checkpoint)
+        if point is not None:  # mmengine's own resume: model, optimizer, schedulers, epoch/iter, seed
+            cfg.resume = True
+            cfg.load_from = f"{TRUSTED_PREFIX}{point.checkpoint}"
         with DefaultScope.overwrite_default_scope("mmdet"):
             runner = _runner_class(device).from_cfg(cfg)
+            runner.register_hook(self._checkpoint_tracker(split, workdir), priority="LOWEST")
             try:
                 runner.train()
                 self._check_consumed(split, training_set_counts(runner.train_dataloader.dataset))
@@ -409,6 +416,28 @@ class MMDetFasterRCNN(Detector):
         if not checkpoint.is_file():
             raise RuntimeError(f"{marker} names a missing checkpoint: {checkpoint}")
         return checkpoint
+
+    def _checkpoint_tracker(self, split: Split, workdir: Path):
+        """An mmengine hook, run after its CheckpointHook: records each `epoch_<k>.pth` as resumable,
+        updates the progress file, and notes the epoch mmengine (re)starts from."""
+        from mmengine.hooks import Hook
+
+        detector, key = self, self.training_key(split)
+
+        class ResumeTracker(Hook):
+            def before_train(self, runner) -> None:
+                if detector.resumed is not None:
+                    detector.resumed["framework_start_epoch"] = int(runner.epoch)
+
+            def after_train_epoch(self, runner) -> None:
+                done, epochs = runner.epoch + 1, runner.max_epochs
+                checkpoint = workdir / f"epoch_{done}.pth"
+                if checkpoint.is_file() and (done % detector.spec.checkpoint_interval == 0 or done == epochs):
+                    write_record(checkpoint, key, done, epochs)
+                saved = records(workdir)
+                detector.report_progress(workdir, done, epochs, workdir / saved[0][1]["checkpoint"] if saved else None)
+
+        return ResumeTracker()
 
     # -- inference -------------------------------------------------------------------------
     def build_model(self, checkpoint: Path | None):
