@@ -487,6 +487,10 @@ class Detectron2FasterRCNN(Detector):
             if self.resumed is not None:
                 self.resumed["framework_start_iter"] = int(trainer.start_iter)
             trainer.train()
+            if point is not None and trainer.start_iter >= trainer.max_iter and point.checkpoint.name != "model_final.pth":
+                # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
+                # detectron2 saved no model_final; save the resumed state as one
+                trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
         self.last_cfg = cfg
         checkpoint = workdir / "model_final.pth"
         if not checkpoint.is_file():
