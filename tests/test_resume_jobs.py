@@ -145,3 +145,36 @@ def test_killed_job_resumes_falls_back_and_restarts_on_new_config(root, model):
         assert RESUMED_LINE[model] not in log
     assert {r["epochs"] for r in records(run_dir)} == {1}  # the other config's checkpoints are gone
 
+
+
+@pytest.mark.slow
+def test_submitit_requeues_a_preempted_job_which_resumes(root):
+    """The Slurm code path on submitit's local executor: the job gets submitit's preemption signal
+    (USR2, as Slurm sends before preempting) after its first checkpoint; submitit checkpoints the
+    Hydra launcher's call and requeues it, and the requeued job resumes from the checkpoint."""
+    sweep, model = "requeue", "yolov5"
+    run_dir = root / "runs" / sweep / model / "fold0"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli.train", "-m", "launcher=submitit_local",
+                             *train_args(sweep, model)[1:]], cwd=ROOT, env=env_for(root), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            progress = run_dir / "progress.json"
+            if records(run_dir) and progress.is_file() and json.loads(progress.read_text())["epoch"] >= 1:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the job ended before it could be preempted:\n{proc.stdout.read()[-4000:]}"
+        task_pid = json.loads((run_dir / "progress.json").read_text())["pid"]
+        os.kill(task_pid, signal.SIGUSR2)  # what submitit's Slurm environment handles as a preemption
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-6000:]
+    job_logs = "".join(p.read_text() for p in (root / "runs" / sweep / ".submitit").rglob("*_log.*"))
+    assert "this job is preempted" in job_logs and "Requeued job" in job_logs, job_logs[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed"] is not None and metrics["resumed"]["epoch"] >= 1, metrics["resumed"]
+    assert metrics["resumed"]["framework_start_epoch"] >= 1
