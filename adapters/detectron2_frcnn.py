@@ -53,6 +53,9 @@ weights                MODEL.WEIGHTS (local file) else "" with the GN scratch re
 negatives              DATALOADER.FILTER_EMPTY_ANNOTATIONS (drop -> True, keep -> False)
 score_thr / max_det    MODEL.ROI_HEADS.SCORE_THRESH_TEST / TEST.DETECTIONS_PER_IMAGE
 nms_iou                MODEL.ROI_HEADS.NMS_THRESH_TEST (per-class NMS, detectron2's default 0.5)
+checkpoint_interval    SOLVER.CHECKPOINT_PERIOD = interval x iterations per epoch (resumable checkpoints)
+checkpoint_keep        PeriodicCheckpointer(max_to_keep=keep); a rerun resumes with
+                       `resume_or_load(resume=True)` from the checkpoint `adapters.resume` picks
 native                 {"KEY.PATH": value} merged last with cfg.merge_from_list (wins over all)
 =====================  ======================================================================
 

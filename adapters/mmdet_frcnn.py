@@ -38,8 +38,11 @@ weight_decay; no gradient clipping, as mmdet's Faster R-CNN configs; no decay on
 scratch recipe, as configs/scratch; `AmpOptimWrapper` when spec.amp on CUDA), warmup (`LinearLR`,
 1/1000 -> 1 over min(500, 10% of the iterations)) then `MultiStepLR` x0.1 at the native schedule's
 fractions of training (pretrained: the 1x schedule's 8/12 and 11/12; scratch: the 6x scratch
-schedule's 65/73 and 71/73), and `CheckpointHook(interval=1, max_keep_ckpts=1)` (one ~100-300 MB
-checkpoint kept). Training images without boxes follow the shared protocol's `spec.negatives`
+schedule's 65/73 and 71/73), and `CheckpointHook(interval=spec.checkpoint_interval,
+max_keep_ckpts=spec.checkpoint_keep)` (each ~100-300 MB). Resuming (`adapters.resume`): a hook after
+the CheckpointHook records each `epoch_<k>.pth` as resumable and updates the progress file; a rerun
+sets mmengine's `resume=True` with `load_from` = the chosen checkpoint (model, optimizer, schedulers,
+epoch/iteration, seed). Training images without boxes follow the shared protocol's `spec.negatives`
 (`filter_empty_gt`: drop -> True, keep -> False); what mmdet consumed is read back from the
 runner's built training dataset. Validation keeps every image.
 At the end of training (mmengine always validates after the last epoch) mmdet's own `CocoMetric`

@@ -54,6 +54,11 @@ lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N 
 workers, amp, project=<workdir>, name="train", val=False (the val split is scored once after the
 last epoch by ultralytics, as a log line; cxr-bench scores `predict()`'s output), plots=False.
 `fit` returns `train/weights/last.pt` - the last epoch, never a "best" picked on the val fold.
+Resuming (`adapters.resume`): save_period = spec.checkpoint_interval makes ultralytics write
+`train/weights/epoch<N>.pt` (N counted from 0); a callback records each as resumable, keeps the newest
+spec.checkpoint_keep and updates the progress file. A rerun loads the chosen one and trains with
+ultralytics' own `resume=True` (args, optimizer, EMA and epoch from the checkpoint); ultralytics
+cannot resume a finished training, so a checkpoint of the last epoch is never chosen.
 
 Training images: the shared protocol's `spec.negatives`. "drop" leaves the images without findings
 out of the YOLO train folder (the Faster R-CNNs' FILTER_EMPTY_ANNOTATIONS / filter_empty_gt);

@@ -1,7 +1,9 @@
 """One benchmark job: a model x fold. fit -> predict the fold's val images -> score -> metrics.json.
 
 A failing job writes `failed.json` (error + traceback) instead of raising, so a sweep goes on and
-the report lists it; `fail_fast=true` re-raises instead.
+the report lists it; `fail_fast=true` re-raises instead. A job killed mid-training resumes when rerun:
+the detector gets the config hash (only checkpoints of the same config are resumed) and the
+progress file it updates every epoch (`progress.json`: the report's unfinished jobs).
 """
 from __future__ import annotations
 
