@@ -82,7 +82,7 @@ from typing import Any, Iterator, Sequence
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, UnreadableImages, consumed_counts,
                            count_split_training_set, faster_rcnn_native_protocol, protocol_row)
-from adapters.resume import records, write_record
+from adapters.resume import prune, records, write_record
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
@@ -490,7 +490,8 @@ class Detectron2FasterRCNN(Detector):
             if self.resumed is not None:
                 self.resumed["framework_start_iter"] = int(trainer.start_iter)
             trainer.train()
-            if point is not None and trainer.start_iter >= trainer.max_iter and point.checkpoint.name != "model_final.pth":
+            final = "model_final.pth"
+            if point is not None and trainer.start_iter >= trainer.max_iter and point.checkpoint.name != final:
                 # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
                 # detectron2 saved no model_final; save the resumed state as one
                 trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
@@ -505,7 +506,7 @@ class Detectron2FasterRCNN(Detector):
         at the end of each epoch (detectron2 counts iterations; an epoch is `per_epoch` of them)."""
         from detectron2.engine.hooks import CallbackHook
 
-        key, max_iter = self.training_key(split), trainer.max_iter
+        key, max_iter, keep = self.training_key(split), trainer.max_iter, self.spec.checkpoint_keep
         epochs = math.ceil(max_iter / per_epoch)
 
         def epochs_done(iteration: int) -> int:
@@ -514,6 +515,7 @@ class Detectron2FasterRCNN(Detector):
         def on_saved(path: Path, iteration: int | None) -> None:
             if iteration is not None:
                 write_record(path, key, epochs_done(iteration), epochs)
+                prune(workdir, keep)  # also those of a run before a resume (max_to_keep counts its own only)
 
         def after_step(trainer) -> None:
             if (trainer.iter + 1) % per_epoch == 0 or trainer.iter + 1 >= max_iter:

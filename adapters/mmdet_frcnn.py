@@ -82,7 +82,7 @@ from typing import Any
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, count_split_training_set,
                            faster_rcnn_native_protocol, protocol_row)
-from adapters.resume import records, write_record
+from adapters.resume import prune, records, write_record
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
 
@@ -437,6 +437,7 @@ class MMDetFasterRCNN(Detector):
                 checkpoint = workdir / f"epoch_{done}.pth"
                 if checkpoint.is_file() and (done % detector.spec.checkpoint_interval == 0 or done == epochs):
                     write_record(checkpoint, key, done, epochs)
+                    prune(workdir, detector.spec.checkpoint_keep)  # also those from before a resume
                 saved = records(workdir)
                 detector.report_progress(workdir, done, epochs, workdir / saved[0][1]["checkpoint"] if saved else None)
 

@@ -28,8 +28,9 @@ FAST = ["data.size=128", "data.folds=2", "train.imgsz=128", "train.batch_size=4"
         "MODEL.RPN.POST_NMS_TOPK_TRAIN:200,MODEL.RPN.POST_NMS_TOPK_TEST:100}",
         "per_model.mmdet_frcnn.variant=R18-FPN", "per_model.mmdet_frcnn.train.imgsz=64",
         "per_model.mmdet_frcnn.train.batch_size=16",
-        "++per_model.mmdet_frcnn.native={model.train_cfg.rcnn.sampler.num:32,model.train_cfg.rpn_proposal.max_per_img:200,"
-        "model.test_cfg.rpn.max_per_img:100,val_cfg:null,val_dataloader:null,val_evaluator:null}"]
+        "++per_model.mmdet_frcnn.native={model.train_cfg.rcnn.sampler.num:32,"
+        "model.train_cfg.rpn_proposal.max_per_img:200,model.test_cfg.rpn.max_per_img:100,"
+        "val_cfg:null,val_dataloader:null,val_evaluator:null}"]
 TIMEOUT_S = 400
 
 
