@@ -487,9 +487,9 @@ class YoloV5Detector(Detector):
             self._add_checkpoint_callbacks(model, self.training_key(split), workdir)
             start = time.perf_counter()
             model.train(**args)
+            seconds = time.perf_counter() - start
             if self.resumed is not None:
                 self.resumed["framework_start_epoch"] = int(model.trainer.start_epoch)
-            seconds = time.perf_counter() - start
             save_dir = Path(model.trainer.save_dir)
             dataset = model.trainer.train_loader.dataset
             transforms = describe_transforms(getattr(dataset, "transforms", None))
