@@ -18,8 +18,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from adapters.resume import ResumePoint, discard_checkpoints, find_resume_point, training_key
 from harness.classes import NUM_CLASSES
 from harness.predictions import detection
+from harness.progress import PROGRESS_FILE, write_progress
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ class TrainSpec:
     nms_iou: float = 0.5  # class-aware NMS IoU at inference, set in every framework's own NMS
     multi_label: bool = True  # a box may carry several classes (R-CNN heads do; YOLO as its own val does)
     batch_predict: int = 4
+    # resumable checkpoints (adapters.resume): how often, how many, and whether a rerun resumes.
+    # They do not change what is trained, so they are not part of the job's config hash.
+    checkpoint_interval: int = 1  # epochs between resumable checkpoints
+    checkpoint_keep: int = 2  # resumable checkpoints kept (the last one, and one to fall back to)
+    resume: bool = True  # a rerun of the same job resumes from its last valid checkpoint
 
     def __post_init__(self) -> None:
         if isinstance(self.aug, dict):
@@ -80,6 +87,9 @@ class TrainSpec:
             raise ValueError(f"nms_iou must be in (0, 1], not {self.nms_iou}")
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, not {self.max_det}")
+        if self.checkpoint_interval < 1 or self.checkpoint_keep < 1:
+            raise ValueError(f"checkpoint_interval and checkpoint_keep must be >= 1, not "
+                             f"{self.checkpoint_interval} and {self.checkpoint_keep}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,6 +222,11 @@ class Detector(abc.ABC):
         self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
         self.consumed: dict[str, int] | None = None  # training images/boxes the framework used (fit)
         self.init: dict[str, Any] | None = None  # how spec.weights initialised the model (fit)
+        # set by the job (harness.jobs.train_job): its config hash, which every resumable checkpoint
+        # records (a checkpoint of another config is never resumed), and its progress file
+        self.run_key: str = ""
+        self.progress_path: Path | None = None
+        self.resumed: dict[str, Any] | None = None  # where the last fit resumed from (None: fresh start)
 
     # -- training ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -219,6 +234,32 @@ class Detector(abc.ABC):
         """Train on split.train_json (validating on split.val_json); return the final checkpoint.
         Everything the framework writes goes under `workdir`. Sets `self.consumed` to the
         images/boxes read back from the framework's own training dataset."""
+
+    # -- resuming (the shared policy: adapters.resume) ----------------------------------------
+    def training_key(self, split: Split) -> str:
+        """The key every resumable checkpoint of this training records."""
+        return training_key(self.spec.to_dict(), split.split_hash, self.run_key)
+
+    def resume_point(self, split: Split, folder: Path, load: Callable[[Path], Any],
+                     before_epoch: int | None = None) -> ResumePoint | None:
+        """Where this fit resumes from: the newest valid checkpoint of the same training in `folder`,
+        or None for a fresh start (then checkpoints an earlier run left there are removed).
+        `load(path)` must raise when the framework cannot read a checkpoint file."""
+        point = None
+        if self.spec.resume:
+            point = find_resume_point(folder, self.training_key(split), load, name=self.name,
+                                      before_epoch=before_epoch)
+        else:
+            log.info("%s: resume: train.resume is false: starting from epoch 0", self.name)
+        if point is None:
+            discard_checkpoints(folder, self.name)
+        self.resumed = None if point is None else point.as_dict()
+        return point
+
+    def report_progress(self, workdir: Path, epoch: int, epochs: int, checkpoint: Path | None = None) -> None:
+        """Update the job's progress file (the report shows an unfinished job from it)."""
+        path = self.progress_path or Path(workdir) / PROGRESS_FILE
+        write_progress(path, self.name, epoch, epochs, checkpoint)
 
     def _check_consumed(self, split: Split, consumed: dict[str, int]) -> None:
         """Record what the framework consumed; warn when it differs from what the protocol asks."""

@@ -53,6 +53,9 @@ weights                MODEL.WEIGHTS (local file) else "" with the GN scratch re
 negatives              DATALOADER.FILTER_EMPTY_ANNOTATIONS (drop -> True, keep -> False)
 score_thr / max_det    MODEL.ROI_HEADS.SCORE_THRESH_TEST / TEST.DETECTIONS_PER_IMAGE
 nms_iou                MODEL.ROI_HEADS.NMS_THRESH_TEST (per-class NMS, detectron2's default 0.5)
+checkpoint_interval    SOLVER.CHECKPOINT_PERIOD = interval x iterations per epoch (resumable checkpoints)
+checkpoint_keep        PeriodicCheckpointer(max_to_keep=keep); a rerun resumes with
+                       `resume_or_load(resume=True)` from the checkpoint `adapters.resume` picks
 native                 {"KEY.PATH": value} merged last with cfg.merge_from_list (wins over all)
 =====================  ======================================================================
 
@@ -79,6 +82,7 @@ from typing import Any, Iterator, Sequence
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, UnreadableImages, consumed_counts,
                            count_split_training_set, faster_rcnn_native_protocol, protocol_row)
+from adapters.resume import prune, records, write_record
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
@@ -210,6 +214,8 @@ def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = 
             cfg.SOLVER.STEPS = tuple(s for s in steps if 0 < s < max_iter)
         if "SOLVER.WARMUP_ITERS" not in native:
             cfg.SOLVER.WARMUP_ITERS = min(zoo_warmup, math.ceil(WARMUP_FRACTION * max_iter))
+        if "SOLVER.CHECKPOINT_PERIOD" not in native:  # resumable checkpoints every n epochs
+            cfg.SOLVER.CHECKPOINT_PERIOD = spec.checkpoint_interval * iters_per_epoch(n_train, spec.batch_size)
     merge_native(cfg, native)  # native always wins
     if cfg.MODEL.WEIGHTS and ("://" in cfg.MODEL.WEIGHTS or not Path(cfg.MODEL.WEIGHTS).is_file()):
         raise ValueError(f"MODEL.WEIGHTS must be empty or a local file, not {cfg.MODEL.WEIGHTS!r}")
@@ -230,6 +236,10 @@ def checkpoint_tensors(path: str | Path) -> dict[str, Any]:
     else:
         data = torch.load(path, map_location="cpu", weights_only=False)
     return data.get("model", data)
+
+
+def iters_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_train / batch_size))
 
 
 def train_augmentations(aug: AugSpec, imgsz: int) -> list:
@@ -328,12 +338,19 @@ def _trainer_class():
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
-    from detectron2.engine import DefaultTrainer
+    from detectron2.engine import DefaultTrainer, hooks
     from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
     class AtomicCheckpointer(DetectionCheckpointer):
-        """DetectionCheckpointer whose files appear whole or not at all (temp file + rename)."""
+        """DetectionCheckpointer whose files appear whole or not at all (temp file + rename);
+        `on_saved(path, iteration)` runs after each save (the adapter records it as resumable).
+        Loads its own (trusted) checkpoints with weights_only=False."""
+
+        on_saved = None
+
+        def _torch_load(self, f):
+            return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
 
         def save(self, name: str, **kwargs: Any) -> None:
             if not self.save_dir or not self.save_to_disk:
@@ -347,6 +364,8 @@ def _trainer_class():
             with atomic.atomic_open(save_file, "wb") as handle:
                 torch.save(data, handle)
             self.tag_last_checkpoint(f"{name}.pth")
+            if self.on_saved is not None:
+                self.on_saved(Path(save_file), kwargs.get("iteration"))
 
     class CxrTrainer(DefaultTrainer):
         augmentations: list = []
@@ -386,11 +405,27 @@ def _trainer_class():
             period_dir = self.cfg.OUTPUT_DIR
             return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(period_dir, "metrics.json"))]
 
+        keep_checkpoints: int | None = None  # PeriodicCheckpointer's max_to_keep
+
         def build_hooks(self):
             self.checkpointer = AtomicCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-            return [h for h in super().build_hooks() if type(h).__name__ != "EvalHook"]
+            built = []
+            for hook in super().build_hooks():
+                if isinstance(hook, hooks.PeriodicCheckpointer):
+                    hook = hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD,
+                                                      max_to_keep=self.keep_checkpoints)
+                if type(hook).__name__ != "EvalHook":
+                    built.append(hook)
+            return built
 
     return CxrTrainer
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint this adapter wrote (trusted: it holds the trainer's state, not only tensors)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 @contextlib.contextmanager
@@ -460,17 +495,54 @@ class Detectron2FasterRCNN(Detector):
             seed_all_rng(cfg.SEED)  # model init, sampler order, augmentation draws
             trainer_cls = _trainer_class()
             trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
+            trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
             trainer = trainer_cls(cfg)
             self._check_consumed(split, trainer_cls.consumed)
-            trainer.resume_or_load(resume=False)
-            if self.spec.weights:
+            point = self.resume_point(split, workdir, _load_checkpoint)
+            self._track_checkpoints(trainer, split, workdir, iters_per_epoch(n_train, cfg.SOLVER.IMS_PER_BATCH))
+            if point is not None:  # detectron2's own resume reads the `last_checkpoint` file
+                trainer.checkpointer.tag_last_checkpoint(point.checkpoint.name)
+            trainer.resume_or_load(resume=point is not None)
+            if self.resumed is not None:
+                self.resumed["framework_start_iter"] = int(trainer.start_iter)
+            if self.spec.weights and point is None:
                 self._record_init(trainer.model.state_dict(), checkpoint_tensors(self.spec.weights))
             trainer.train()
+            final = "model_final.pth"
+            if point is not None and trainer.start_iter >= trainer.max_iter and point.checkpoint.name != final:
+                # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
+                # detectron2 saved no model_final; save the resumed state as one
+                trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
         self.last_cfg = cfg
         checkpoint = workdir / "model_final.pth"
         if not checkpoint.is_file():
             raise RuntimeError(f"detectron2 finished without writing {checkpoint}")
         return checkpoint
+
+    def _track_checkpoints(self, trainer, split: Split, workdir: Path, per_epoch: int) -> None:
+        """Record every checkpoint the trainer saves as resumable, and update the progress file
+        at the end of each epoch (detectron2 counts iterations; an epoch is `per_epoch` of them)."""
+        from detectron2.engine.hooks import CallbackHook
+
+        key, max_iter, keep = self.training_key(split), trainer.max_iter, self.spec.checkpoint_keep
+        epochs = math.ceil(max_iter / per_epoch)
+
+        def epochs_done(iteration: int) -> int:
+            return epochs if iteration + 1 >= max_iter else (iteration + 1) // per_epoch
+
+        def on_saved(path: Path, iteration: int | None) -> None:
+            if iteration is not None:
+                write_record(path, key, epochs_done(iteration), epochs)
+                prune(workdir, keep)  # also those of a run before a resume (max_to_keep counts its own only)
+
+        def after_step(trainer) -> None:
+            if (trainer.iter + 1) % per_epoch == 0 or trainer.iter + 1 >= max_iter:
+                saved = records(workdir)
+                self.report_progress(workdir, epochs_done(trainer.iter), epochs,
+                                     workdir / saved[0][1]["checkpoint"] if saved else None)
+
+        trainer.checkpointer.on_saved = on_saved
+        trainer.register_hooks([CallbackHook(after_step=after_step)])
 
     def build_model(self, checkpoint: Path | None):
         """The eval-mode model: loaded from `checkpoint`, or randomly initialised with spec.seed."""

@@ -38,8 +38,11 @@ weight_decay; no gradient clipping, as mmdet's Faster R-CNN configs; no decay on
 scratch recipe, as configs/scratch; `AmpOptimWrapper` when spec.amp on CUDA), warmup (`LinearLR`,
 1/1000 -> 1 over min(500, 10% of the iterations)) then `MultiStepLR` x0.1 at the native schedule's
 fractions of training (pretrained: the 1x schedule's 8/12 and 11/12; scratch: the 6x scratch
-schedule's 65/73 and 71/73), and `CheckpointHook(interval=1, max_keep_ckpts=1)` (one ~100-300 MB
-checkpoint kept). Training images without boxes follow the shared protocol's `spec.negatives`
+schedule's 65/73 and 71/73), and `CheckpointHook(interval=spec.checkpoint_interval,
+max_keep_ckpts=spec.checkpoint_keep)` (each ~100-300 MB). Resuming (`adapters.resume`): a hook after
+the CheckpointHook records each `epoch_<k>.pth` as resumable and updates the progress file; a rerun
+sets mmengine's `resume=True` with `load_from` = the chosen checkpoint (model, optimizer, schedulers,
+epoch/iteration, seed). Training images without boxes follow the shared protocol's `spec.negatives`
 (`filter_empty_gt`: drop -> True, keep -> False); what mmdet consumed is read back from the
 runner's built training dataset. Validation keeps every image.
 At the end of training (mmengine always validates after the last epoch) mmdet's own `CocoMetric`
@@ -79,6 +82,7 @@ from typing import Any
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, count_split_training_set,
                            faster_rcnn_native_protocol, protocol_row)
+from adapters.resume import prune, records, write_record
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
 
@@ -374,7 +378,8 @@ class MMDetFasterRCNN(Detector):
         if scratch:
             cfg.optim_wrapper["paramwise_cfg"] = {"norm_decay_mult": 0.0}
         cfg.auto_scale_lr = {"enable": False, "base_batch_size": 16}
-        cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 1, "max_keep_ckpts": 1, "save_last": True}
+        cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": spec.checkpoint_interval,
+                                        "max_keep_ckpts": spec.checkpoint_keep, "save_last": True}
         cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
         cfg.log_processor = {"type": "LogProcessor", "window_size": 10, "by_epoch": True}
         cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": [{"type": "LocalVisBackend"}],
@@ -408,10 +413,15 @@ class MMDetFasterRCNN(Detector):
         self.last_run_name = cfg.experiment_name
         log.info("mmdet_frcnn %s: training %d epochs on %s -> %s", self.spec.variant, self.spec.epochs,
                  split.train_json, workdir)
+        point = self.resume_point(split, workdir, load_trusted_checkpoint)
+        if point is not None:  # mmengine's own resume: model, optimizer, schedulers, epoch/iter, seed
+            cfg.resume = True
+            cfg.load_from = f"{TRUSTED_PREFIX}{point.checkpoint}"
         with DefaultScope.overwrite_default_scope("mmdet"):
             runner = _runner_class(device).from_cfg(cfg)
-            if self.spec.weights:
+            if self.spec.weights and point is None:
                 runner.register_hook(_init_recorder(self), priority="LOWEST")
+            runner.register_hook(self._checkpoint_tracker(split, workdir), priority="LOWEST")
             try:
                 runner.train()
                 self._check_consumed(split, training_set_counts(runner.train_dataloader.dataset))
@@ -425,6 +435,29 @@ class MMDetFasterRCNN(Detector):
         if not checkpoint.is_file():
             raise RuntimeError(f"{marker} names a missing checkpoint: {checkpoint}")
         return checkpoint
+
+    def _checkpoint_tracker(self, split: Split, workdir: Path):
+        """An mmengine hook, run after its CheckpointHook: records each `epoch_<k>.pth` as resumable,
+        updates the progress file, and notes the epoch mmengine (re)starts from."""
+        from mmengine.hooks import Hook
+
+        detector, key = self, self.training_key(split)
+
+        class ResumeTracker(Hook):
+            def before_train(self, runner) -> None:
+                if detector.resumed is not None:
+                    detector.resumed["framework_start_epoch"] = int(runner.epoch)
+
+            def after_train_epoch(self, runner) -> None:
+                done, epochs = runner.epoch + 1, runner.max_epochs
+                checkpoint = workdir / f"epoch_{done}.pth"
+                if checkpoint.is_file() and (done % detector.spec.checkpoint_interval == 0 or done == epochs):
+                    write_record(checkpoint, key, done, epochs)
+                    prune(workdir, detector.spec.checkpoint_keep)  # also those from before a resume
+                saved = records(workdir)
+                detector.report_progress(workdir, done, epochs, workdir / saved[0][1]["checkpoint"] if saved else None)
+
+        return ResumeTracker()
 
     # -- inference -------------------------------------------------------------------------
     def build_model(self, checkpoint: Path | None):

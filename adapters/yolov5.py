@@ -54,6 +54,11 @@ lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N 
 workers, amp, project=<workdir>, name="train", val=False (the val split is scored once after the
 last epoch by ultralytics, as a log line; cxr-bench scores `predict()`'s output), plots=False.
 `fit` returns `train/weights/last.pt` - the last epoch, never a "best" picked on the val fold.
+Resuming (`adapters.resume`): save_period = spec.checkpoint_interval makes ultralytics write
+`train/weights/epoch<N>.pt` (N counted from 0); a callback records each as resumable, keeps the newest
+spec.checkpoint_keep and updates the progress file. A rerun loads the chosen one and trains with
+ultralytics' own `resume=True` (args, optimizer, EMA and epoch from the checkpoint); ultralytics
+cannot resume a finished training, so a checkpoint of the last epoch is never chosen.
 
 Training images: the shared protocol's `spec.negatives`. "drop" leaves the images without findings
 out of the YOLO train folder (the Faster R-CNNs' FILTER_EMPTY_ANNOTATIONS / filter_empty_gt);
@@ -83,6 +88,7 @@ from typing import Any, Iterator
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts,
                            protocol_row)
+from adapters.resume import prune, records, write_record
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
@@ -140,6 +146,13 @@ def aug_args(aug: AugSpec) -> dict[str, float]:
             "flipud": float(aug.vflip)}
 
 
+def _load_checkpoint(path: Path) -> dict:
+    """A cxr-bench checkpoint ultralytics wrote (trusted: it pickles ultralytics' model classes)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def train_args(spec: TrainSpec, data_yaml: Path, workdir: Path) -> dict[str, Any]:
     """Every keyword `YOLO.train` receives for this spec (spec.native last, overriding)."""
     args: dict[str, Any] = {
@@ -161,6 +174,7 @@ def train_args(spec: TrainSpec, data_yaml: Path, workdir: Path) -> dict[str, Any
         "exist_ok": True,
         "val": False,
         "plots": False,
+        "save_period": int(spec.checkpoint_interval),  # epoch{N}.pt: the resumable checkpoints
         **aug_args(spec.aug),
     }
     args.update(spec.native)
@@ -454,7 +468,7 @@ class YoloV5Detector(Detector):
         workdir.mkdir(parents=True, exist_ok=True)
         data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels, self.spec.negatives)
         args = train_args(self.spec, data_yaml, workdir)
-        shutil.rmtree(workdir / args["name"] / "weights", ignore_errors=True)  # no stale checkpoint
+        weights_dir = workdir / args["name"] / "weights"
         n_train = sum(1 for _ in (workdir / "yolo_data" / "images" / "train").iterdir())
         log.info("yolov5: training %s (%s) on %d images (negatives=%s) for %d epochs -> %s",
                  self.spec.variant, HEAD, n_train, self.spec.negatives, self.spec.epochs, workdir / args["name"])
@@ -462,12 +476,22 @@ class YoloV5Detector(Detector):
         with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp):
             from ultralytics import YOLO
 
-            model = YOLO(f"{self.spec.variant}.yaml", task="detect")
-            if self.spec.weights:
-                model.add_callback("on_pretrain_routine_end", self._record_yolo_init)
+            # ultralytics cannot resume a finished training: only checkpoints before the last epoch
+            point = self.resume_point(split, weights_dir, _load_checkpoint, before_epoch=int(args["epochs"]))
+            if point is None:
+                shutil.rmtree(weights_dir, ignore_errors=True)  # no stale checkpoint
+                model = YOLO(f"{self.spec.variant}.yaml", task="detect")
+                if self.spec.weights:
+                    model.add_callback("on_pretrain_routine_end", self._record_yolo_init)
+            else:  # ultralytics' own resume: args, optimizer, EMA and epoch from the checkpoint
+                model = YOLO(str(point.checkpoint), task="detect")
+                args["resume"] = True
+            self._add_checkpoint_callbacks(model, self.training_key(split), workdir)
             start = time.perf_counter()
             model.train(**args)
             seconds = time.perf_counter() - start
+            if self.resumed is not None:
+                self.resumed["framework_start_epoch"] = int(model.trainer.start_epoch)
             save_dir = Path(model.trainer.save_dir)
             dataset = model.trainer.train_loader.dataset
             transforms = describe_transforms(getattr(dataset, "transforms", None))
@@ -481,7 +505,7 @@ class YoloV5Detector(Detector):
         self.last_fit = {"seconds": seconds, "train_images": self.consumed["images"], "epochs": epochs,
                          "iterations": epochs * math.ceil(self.consumed["images"] / batch),
                          "accumulate": accumulate, "args": {k: v for k, v in args.items() if k not in
-                                                            ("data", "project", "name")},
+                                                            ("data", "project", "name", "resume")},
                          "train_images_per_s": self.consumed["images"] * epochs / seconds if seconds > 0 else math.nan,
                          "save_dir": str(save_dir), "checkpoint": str(checkpoint),
                          "train_transforms": transforms}
@@ -496,6 +520,25 @@ class YoloV5Detector(Detector):
 
         source, _ = load_checkpoint(self.spec.weights)
         self._record_init(trainer.model.state_dict(), source.float().state_dict())
+
+    def _add_checkpoint_callbacks(self, model, key: str, workdir: Path) -> None:
+        """Record each `epoch{N}.pt` ultralytics saves (save_period) as resumable, keep the newest
+        spec.checkpoint_keep of them (ultralytics keeps all), and update the progress file."""
+        keep = self.spec.checkpoint_keep
+
+        def on_model_save(trainer) -> None:
+            checkpoint = Path(trainer.wdir) / f"epoch{trainer.epoch}.pt"  # ultralytics counts epochs from 0
+            if trainer.save_period > 0 and trainer.epoch % trainer.save_period == 0 and checkpoint.is_file():
+                write_record(checkpoint, key, trainer.epoch + 1, trainer.epochs)
+                prune(trainer.wdir, keep)
+
+        def on_fit_epoch_end(trainer) -> None:
+            saved = records(trainer.wdir)
+            self.report_progress(workdir, trainer.epoch + 1, trainer.epochs,
+                                 Path(trainer.wdir) / saved[0][1]["checkpoint"] if saved else None)
+
+        model.add_callback("on_model_save", on_model_save)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
 
     # -- prediction -----------------------------------------------------------------------------
     def _untrained(self):

@@ -73,7 +73,7 @@ def test_fit_learns_predicts_offline(split0, forbid_network, tmp_path):
     ckpt = det.fit(split0, workdir)
 
     assert ckpt.is_file() and workdir in ckpt.parents
-    assert len(list(workdir.rglob("*.pth"))) == 1  # CheckpointHook max_keep_ckpts=1
+    assert len(list(workdir.rglob("*.pth"))) == spec.checkpoint_keep  # CheckpointHook max_keep_ckpts
     val = split0.images("val")
     val_ids = {ref.id for ref in val}
     trained = det.predict(ckpt, val, workdir)

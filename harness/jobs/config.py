@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapters import REGISTRY
 from adapters.base import AugSpec, TrainSpec
+from adapters.resume import RESUME_SETTINGS
 
 
 class ConfigError(ValueError):
@@ -78,8 +79,11 @@ def resolve_weights(cfg: DictConfig, name: str, variant: str, value):
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of what determines a job's result (not where it is written), to skip finished jobs."""
+    """Hash of what determines a job's result (not where it is written), to skip finished jobs
+    and to resume only checkpoints of the same config."""
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
     relevant["per_model"] = to_plain(cfg.per_model.get(cfg.model.name))
     relevant["data"].pop("workers", None)
+    for key in RESUME_SETTINGS:  # how often a job checkpoints and whether it resumes: same result
+        relevant["train"].pop(key, None)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,7 +1,9 @@
 """One benchmark job: a model x fold. fit -> predict the fold's val images -> score -> metrics.json.
 
 A failing job writes `failed.json` (error + traceback) instead of raising, so a sweep goes on and
-the report lists it; `fail_fast=true` re-raises instead.
+the report lists it; `fail_fast=true` re-raises instead. A job killed mid-training resumes when rerun:
+the detector gets the config hash (only checkpoints of the same config are resumed) and the
+progress file it updates every epoch (`progress.json`: the report's unfinished jobs).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from harness.jobs.config import config_hash, model_settings, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
+from harness.progress import PROGRESS_FILE
 from harness.split import make_split
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     log.info("%s (%s) fold %d: %d train / %d val images, split %s", name, spec.variant, fold,
              len(split.images("train")), len(val_images), split.split_hash)
     detector = get_detector(name, spec)
+    detector.run_key = cfg_hash  # checkpoints of another config are never resumed
+    detector.progress_path = run_dir / PROGRESS_FILE
     native = run_dir / "native"
     guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
     with guard:
@@ -108,6 +113,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "device": spec.device, "host": platform.node(), "versions": detector.versions(),
         "train_consumed": detector.consumed,
         "init": detector.init,
+        "resumed": detector.resumed,
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
                      protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],

@@ -1,8 +1,8 @@
 """Collecting a sweep's runs and turning them into the results tables (CSV and Markdown).
 
 Why from files only: the report must be rebuildable from a sweep directory alone (also one copied
-from a cluster), so it searches every `metrics.json` (finished model runs and ensembles) and
-`failed.json` (failed jobs) under the sweep and needs nothing else.
+from a cluster), so it searches every `metrics.json` (finished model runs and ensembles),
+`failed.json` (failed jobs) and `progress.json` (unfinished jobs) under the sweep and needs nothing else.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import CLASSES
+from harness.progress import PROGRESS_FILE, describe, read_progress
 
 METRICS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
 METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15": "VOC 15-cls",
@@ -31,6 +32,7 @@ class SweepResults:
     runs: pd.DataFrame
     failed: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    unfinished: list[dict] = field(default_factory=list)  # jobs running or interrupted (progress.json)
 
 
 def _fold_label(fold) -> str:
@@ -111,6 +113,7 @@ def collect(sweep_dir: str | Path) -> SweepResults:
         failed.append({"model": str(info.get("model", path.parent.parent.name)), "fold": _fold_label(info.get("fold")),
                        "error": error.splitlines()[0] if error else "(no error message)",
                        "path": str(path)})
+    unfinished = _unfinished(sweep_dir)
     columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "path", *METRICS,
                *[f"AP {c}" for c in CLASSES]]
     frame = pd.DataFrame(rows, columns=columns)
@@ -119,7 +122,27 @@ def collect(sweep_dir: str | Path) -> SweepResults:
         mixed = frame.groupby("name")["variant"].transform("nunique") > 1
         frame.loc[mixed, "name"] = frame.loc[mixed, "name"] + " (" + frame.loc[mixed, "variant"] + ")"
         frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
-    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable)
+    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished)
+
+
+def _newer(path: Path, than: Path) -> bool:
+    return path.is_file() and path.stat().st_mtime >= than.stat().st_mtime
+
+
+def _unfinished(sweep_dir: Path) -> list[dict]:
+    """Jobs with a progress file and no metrics.json or failed.json written since: running, or
+    interrupted (killed, preempted, out of memory) at some epoch."""
+    found = []
+    for path in _find(sweep_dir, PROGRESS_FILE):
+        if _newer(path.parent / "metrics.json", path) or _newer(path.parent / "failed.json", path):
+            continue
+        progress = read_progress(path)
+        if progress is None:
+            continue
+        found.append({"model": str(progress.get("model") or path.parent.parent.name),
+                      "fold": path.parent.name, "epoch": progress.get("epoch"), "epochs": progress.get("epochs"),
+                      "status": describe(progress), "checkpoint": progress.get("checkpoint"), "path": str(path.parent)})
+    return sorted(found, key=lambda u: (u["model"], u["fold"]))
 
 
 def _sort_key(value):
@@ -269,6 +292,13 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
             lines.append(f"| {fail['model']} | {fail['fold']} | {error} | `{fail['path']}` |")
     else:
         lines.append("None.")
+    if results.unfinished:
+        lines += ["", "## Unfinished jobs", "",
+                  "No metrics yet; rerunning the same command resumes each from its last checkpoint.", "",
+                  "| model | fold | status | last checkpoint |", "|---|---|---|---|"]
+        for job in results.unfinished:
+            checkpoint = f"`{job['checkpoint']}`" if job["checkpoint"] else "–"
+            lines.append(f"| {job['model']} | {job['fold']} | {job['status']} | {checkpoint} |")
     if results.unreadable:
         lines += ["", "## Unreadable result files", ""] + [f"- `{item}`" for item in results.unreadable]
     return "\n".join(lines) + "\n"

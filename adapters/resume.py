@@ -1,0 +1,151 @@
+"""Resumable checkpoints: the one policy every adapter follows (framework-free).
+
+Each adapter saves checkpoints through its framework's own mechanism (ultralytics `save_period`,
+detectron2's `PeriodicCheckpointer`, mmengine's `CheckpointHook`) and, once a checkpoint file is
+complete, writes a record next to it, atomically: `<checkpoint>.resume.json` with the training key
+(a hash of the job's config hash, the TrainSpec and the split), the epochs it has done, the epochs
+planned and its size in bytes. A checkpoint without a record (half-written when the job died) is
+never considered.
+
+A rerun of the job asks `find_resume_point` for the newest record whose key is its own, whose file
+has the recorded size and loads; a checkpoint of another config is skipped, a corrupt one is
+skipped and the previous one tried, and when none is left training starts from epoch 0. Every
+case has a log line. The adapter then resumes with its framework's own resume (optimizer,
+scheduler, iteration/epoch counters, and RNG where the framework restores it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import atomic
+
+log = logging.getLogger(__name__)
+
+RECORD_SUFFIX = ".resume.json"
+# TrainSpec fields that say how to checkpoint, not what to train: not part of the training key
+RESUME_SETTINGS = ("checkpoint_interval", "checkpoint_keep", "resume")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a rerun resumes from: it holds `epoch` finished epochs of `epochs`."""
+
+    checkpoint: Path
+    epoch: int
+    epochs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "epoch": self.epoch, "epochs": self.epochs}
+
+
+def training_key(spec_settings: dict[str, Any], split_hash: str, run_key: str = "") -> str:
+    """What a checkpoint must have been trained with to be resumed: the job's config hash
+    (`run_key`), the TrainSpec (less the checkpoint settings) and the split."""
+    settings = {k: v for k, v in spec_settings.items() if k not in RESUME_SETTINGS}
+    payload = json.dumps({"job": run_key, "spec": settings, "split": split_hash}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def record_path(checkpoint: str | Path) -> Path:
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + RECORD_SUFFIX)
+
+
+def write_record(checkpoint: str | Path, key: str, epoch: int, epochs: int) -> Path:
+    """Record a complete checkpoint file as resumable (call only after the file is fully written)."""
+    checkpoint = Path(checkpoint)
+    path = record_path(checkpoint)
+    atomic.write_json(path, {"checkpoint": checkpoint.name, "key": key, "epoch": int(epoch), "epochs": int(epochs),
+                             "bytes": checkpoint.stat().st_size, "written": time.time()})
+    drop_orphan_records(checkpoint.parent)
+    return path
+
+
+def records(folder: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(record path, record) for every readable record in `folder`, newest epoch first."""
+    found = []
+    for path in Path(folder).glob(f"*{RECORD_SUFFIX}"):
+        try:
+            record = json.loads(path.read_text())
+            int(record["epoch"]), str(record["checkpoint"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("resume: unreadable checkpoint record %s (%s): ignored", path, err)
+            continue
+        found.append((path, record))
+    return sorted(found, key=lambda item: (int(item[1]["epoch"]), float(item[1].get("written", 0))), reverse=True)
+
+
+def drop_orphan_records(folder: str | Path) -> None:
+    """Remove records whose checkpoint a framework has pruned."""
+    for path, record in records(folder):
+        if not (path.parent / record["checkpoint"]).exists():
+            path.unlink(missing_ok=True)
+
+
+def _problem(checkpoint: Path, record: dict[str, Any], load: Callable[[Path], Any]) -> str | None:
+    """Why the recorded checkpoint cannot be resumed from (missing, truncated, unloadable), or None."""
+    if not checkpoint.is_file():
+        return "file missing"
+    size = checkpoint.stat().st_size
+    if size != record.get("bytes"):
+        return f"{size} bytes, {record.get('bytes')} recorded"
+    try:
+        load(checkpoint)
+    except Exception as err:  # noqa: BLE001 - any load failure means: not resumable
+        return f"does not load: {type(err).__name__}: {err}"
+    return None
+
+
+def find_resume_point(folder: str | Path, key: str, load: Callable[[Path], Any], name: str = "",
+                      before_epoch: int | None = None) -> ResumePoint | None:
+    """The newest valid checkpoint of this training (`key`) in `folder`, or None (start from epoch 0).
+    `load` raises when a checkpoint file cannot be used; `before_epoch` skips checkpoints at or past
+    that epoch (for a framework that cannot resume a finished training)."""
+    folder = Path(folder)
+    prefix = f"{name}: " if name else ""
+    for path, record in records(folder):
+        checkpoint, epoch = folder / record["checkpoint"], int(record["epoch"])
+        if record.get("key") != key:
+            log.info("%sresume: not resuming %s (epoch %d): written by another config (key %s, this job %s)",
+                     prefix, checkpoint, epoch, record.get("key"), key)
+            continue
+        if before_epoch is not None and epoch >= before_epoch:
+            log.info("%sresume: %s ends the training (epoch %d): not resumable", prefix, checkpoint, epoch)
+            continue
+        problem = _problem(checkpoint, record, load)
+        if problem:
+            log.warning("%sresume: checkpoint %s (epoch %d) is corrupt or incomplete (%s): falling back to the "
+                        "previous checkpoint", prefix, checkpoint, epoch, problem)
+            path.unlink(missing_ok=True)  # never tried again; the framework overwrites the file later
+            continue
+        log.info("%sresume: resuming from %s (epoch %d of %d)", prefix, checkpoint, epoch, int(record["epochs"]))
+        return ResumePoint(checkpoint, epoch, int(record["epochs"]))
+    log.info("%sresume: no valid checkpoint of this config in %s: starting from epoch 0", prefix, folder)
+    return None
+
+
+def discard_checkpoints(folder: str | Path, name: str = "") -> int:
+    """A fresh start: delete the recorded checkpoints an earlier run left in `folder` (another
+    config's, or unusable ones), so none of them is mistaken for this run's; returns how many."""
+    removed = 0
+    for path, record in records(folder):
+        (path.parent / record["checkpoint"]).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("%sresume: removed %d checkpoint(s) of an earlier run from %s", f"{name}: " if name else "",
+                 removed, folder)
+    return removed
+
+
+def prune(folder: str | Path, keep: int) -> None:
+    """Keep the newest `keep` recorded checkpoints in `folder` (for frameworks that keep them all)."""
+    for path, record in records(folder)[keep:]:
+        (path.parent / record["checkpoint"]).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)

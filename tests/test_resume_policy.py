@@ -1,0 +1,159 @@
+"""The resume policy, progress files and their report rows, without a framework (fast).
+The real kill/resume runs of each framework are in test_resume_jobs.py."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from adapters.base import Detector, TrainSpec
+from adapters.resume import (discard_checkpoints, find_resume_point, prune, record_path, records, training_key,
+                             write_record)
+from harness.cli.common import CONF_DIR
+from harness.jobs.config import config_hash
+from harness.progress import describe, job_state, write_progress
+from harness.report.tables import collect, markdown, summary
+
+
+def checkpoint(folder: Path, name: str, key: str, epoch: int, epochs: int = 5, data: bytes = b"weights") -> Path:
+    path = folder / name
+    path.write_bytes(data * 100)
+    write_record(path, key, epoch, epochs)
+    time.sleep(0.01)  # distinct "written" times
+    return path
+
+
+def loads(path: Path) -> None:
+    if not path.read_bytes().endswith(b"weights"):
+        raise ValueError("truncated")
+
+
+def test_newest_valid_checkpoint_of_the_same_config_is_resumed(tmp_path, caplog):
+    checkpoint(tmp_path, "e1.pt", "A", 1)
+    checkpoint(tmp_path, "e2.pt", "A", 2)
+    checkpoint(tmp_path, "e3.pt", "B", 3)  # another config's
+    with caplog.at_level(logging.INFO):
+        point = find_resume_point(tmp_path, "A", loads, name="m")
+    assert (point.checkpoint.name, point.epoch, point.epochs) == ("e2.pt", 2, 5)
+    assert "written by another config" in caplog.text and "resuming from" in caplog.text
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous_then_to_a_fresh_start(tmp_path, caplog):
+    first = checkpoint(tmp_path, "e1.pt", "A", 1)
+    last = checkpoint(tmp_path, "e2.pt", "A", 2)
+    with open(last, "r+b") as handle:
+        handle.truncate(100)
+    with caplog.at_level(logging.INFO):
+        point = find_resume_point(tmp_path, "A", loads)
+    assert point.checkpoint == first
+    assert "e2.pt (epoch 2) is corrupt or incomplete" in caplog.text and "falling back" in caplog.text
+    assert not record_path(last).exists()  # not tried again
+
+    # same size but unloadable (e.g. corrupt bytes): the load check catches it
+    first.write_bytes(b"x" * first.stat().st_size)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert find_resume_point(tmp_path, "A", loads) is None
+    assert "does not load" in caplog.text and "starting from epoch 0" in caplog.text
+
+
+def test_a_checkpoint_without_record_or_past_the_limit_is_not_resumed(tmp_path):
+    (tmp_path / "half_written.pt").write_bytes(b"weights")  # died before its record was written
+    checkpoint(tmp_path, "final.pt", "A", 5)
+    assert find_resume_point(tmp_path, "A", loads, before_epoch=5) is None
+    assert find_resume_point(tmp_path, "A", loads).checkpoint.name == "final.pt"
+
+
+def test_prune_discard_and_orphan_records(tmp_path):
+    for epoch in (1, 2, 3):
+        checkpoint(tmp_path, f"e{epoch}.pt", "A", epoch)
+    prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["e2.pt", "e3.pt"]
+    (tmp_path / "e2.pt").unlink()  # pruned by a framework
+    checkpoint(tmp_path, "e4.pt", "A", 4)  # writing a record drops the orphan
+    assert [r["checkpoint"] for _, r in records(tmp_path)] == ["e4.pt", "e3.pt"]
+    assert discard_checkpoints(tmp_path) == 2
+    assert not list(tmp_path.iterdir())
+
+
+class Dummy(Detector):
+    name = "dummy"
+
+    def fit(self, split, workdir):
+        raise NotImplementedError
+
+    def prediction_session(self, checkpoint, workdir):
+        return contextlib.nullcontext(lambda refs: [])
+
+    def recipe(self):
+        return []
+
+    def versions(self):
+        return {}
+
+
+class FakeSplit:
+    split_hash = "s1"
+
+
+def test_detector_key_depends_on_training_not_on_checkpoint_settings(tmp_path):
+    det = Dummy(TrainSpec())
+    key = det.training_key(FakeSplit())
+    assert Dummy(TrainSpec(checkpoint_interval=3, checkpoint_keep=1, resume=False)).training_key(FakeSplit()) == key
+    assert Dummy(TrainSpec(lr=0.5)).training_key(FakeSplit()) != key
+    det.run_key = "another job config"
+    assert det.training_key(FakeSplit()) != key
+    assert training_key(TrainSpec().to_dict(), "s2") != key
+
+    checkpoint(tmp_path, "e1.pt", key, 1)
+    fresh = Dummy(TrainSpec(resume=False))
+    assert fresh.resume_point(FakeSplit(), tmp_path, loads) is None and fresh.resumed is None
+    assert not list(tmp_path.glob("*.pt"))  # a fresh start removes the earlier run's checkpoints
+    checkpoint(tmp_path, "e1.pt", key, 1)
+    resumed = Dummy(TrainSpec())
+    assert resumed.resume_point(FakeSplit(), tmp_path, loads).epoch == 1
+    assert resumed.resumed == {"checkpoint": str(tmp_path / "e1.pt"), "epoch": 1, "epochs": 5}
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        TrainSpec(checkpoint_interval=0)
+
+
+def test_config_hash_ignores_checkpoint_settings_only():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        base = config_hash(compose(config_name="train"))
+        same = config_hash(compose(config_name="train", overrides=[
+            "train.checkpoint_interval=2", "train.checkpoint_keep=1", "train.resume=false"]))
+        other = config_hash(compose(config_name="train", overrides=["train.lr=0.02"]))
+        slurm = compose(config_name="train", overrides=["launcher=slurm"], return_hydra_config=True)
+    assert base == same != other
+    assert slurm.hydra.launcher.max_num_timeout >= 1 and slurm.hydra.launcher.signal_delay_s > 0
+
+
+def test_progress_states():
+    mine = {"pid": os.getpid(), "host": platform.node(), "epoch": 2, "epochs": 3}
+    assert job_state(mine) == "running"
+    assert describe({**mine, "pid": 2 ** 22 + 12345}) == "interrupted at epoch 2 of 3"  # no such process
+    assert job_state({**mine, "host": "another-node"}) == "running / interrupted"
+
+
+def test_report_lists_unfinished_jobs_until_they_finish_or_fail(tmp_path):
+    run = tmp_path / "yolov5" / "fold1"
+    run.mkdir(parents=True)
+    write_progress(run / "progress.json", "yolov5", 2, 30, run / "native" / "epoch1.pt")
+    progress = json.loads((run / "progress.json").read_text())
+    progress.update(pid=2 ** 22 + 12345)  # the process is gone: interrupted
+    (run / "progress.json").write_text(json.dumps(progress))
+    results = collect(tmp_path)
+    assert [(u["model"], u["fold"], u["status"]) for u in results.unfinished] == [
+        ("yolov5", "fold1", "interrupted at epoch 2 of 30")]
+    text = markdown(results, summary(results.runs))
+    assert "## Unfinished jobs" in text and "| yolov5 | fold1 | interrupted at epoch 2 of 30 |" in text
+    time.sleep(0.01)
+    (run / "failed.json").write_text(json.dumps({"model": "yolov5", "fold": 1, "error": "CUDA out of memory"}))
+    assert not collect(tmp_path).unfinished  # the job's end is known: failed, listed as such
