@@ -14,7 +14,7 @@ from harness.data.prepare import ConvertSettings, convert_folders
 
 DATA = Path(pydicom.__file__).parent.parent / "data_store" / "data"
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # shipped with pydicom itself
-pytestmark = pytest.mark.skipif(not (DATA / "RG1_UNCR.dcm").exists(), reason="pydicom-data not installed")
+# no skip: a missing pydicom-data must fail the suite (tests/test_dicom_fastpath.py names what is missing)
 
 
 @pytest.fixture(scope="module")
