@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from harness.data import dicom, j2k, manifest, render
+from harness.data import dicom, j2k, lut, manifest, render
 from harness.data.prepare import ConvertSettings, convert_folders
 from harness.synth import anatomy, dicomio
 
@@ -59,7 +59,20 @@ def synthetic(tmp_path_factory) -> list[Path]:
         ds.VOILUTFunction = function
         files.append(folder / f"RG3_{function}.dcm")
         ds.save_as(files[-1])
+    files.append(folder / "RG3_zigzag_voi_lut.dcm")  # a non-monotone VOI LUT sequence
+    _zigzag_voi_lut(pydicom.dcmread(DATA / "RG3_UNCR.dcm")).save_as(files[-1])
     return files
+
+
+def _zigzag_voi_lut(ds):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [1024, 0, 16])
+    item.add_new("LUTData", "US", [(i * 37) % 4096 for i in range(1024)])
+    ds.VOILUTSequence = [item]
+    del ds.WindowCenter, ds.WindowWidth
+    return ds
 
 
 def _corpus(synthetic):
@@ -80,7 +93,17 @@ def test_fast_matches_exact(synthetic, size, bits):
         diff = np.abs(fast.pixels.astype(np.int64) - exact.pixels.astype(np.int64)).max()
         assert diff <= (0 if size == "orig" else 1), (path.name, size, bits, diff)
         checked += 1
-    assert checked == len(REAL) + 8
+    assert checked == len(REAL) + 9
+
+
+def test_extremes_come_from_values_present_only():
+    """A non-monotone table: a spike at a stored value no pixel has must not set the min-max."""
+    arr = np.array([[0, 5], [10, 5]], np.uint16)
+    stored = np.arange(0, 11).astype(np.uint16)
+    values = np.linspace(0, 1, 11, dtype=np.float32)
+    values[3] = 9.0  # absent from the image
+    assert lut._extremes(values, lut.table_index(arr), stored) == (0.0, 1.0)
+    assert lut._extremes(values[:3], lut.table_index(np.array([[0, 2]], np.uint16)), stored[:3]) == (0.0, float(values[2]))
 
 
 def test_fast_path_is_the_default_and_never_windows_the_image(monkeypatch):

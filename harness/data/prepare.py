@@ -42,8 +42,8 @@ class ConvertSettings:
     bits: int = 8
     voi: bool = True
     exact: bool = False  # True: the float pipeline on the full image (reference); False: the fast path
-    # zlib level with the Z_RLE strategy: on radiographs smaller than level 9 with the default strategy
-    # and ~15x faster (sizes in docs/benchmarks.md); the level barely matters with Z_RLE
+    # zlib level, with the Z_RLE strategy and the "average" row filter: on radiographs (smooth, noisy)
+    # smaller than level 9 with zlib's default strategy and ~20x faster; sizes in docs/benchmarks.md
     png_compression: int = 1
 
     def params(self) -> dict:
@@ -54,8 +54,8 @@ class ConvertSettings:
         if not 0 <= int(self.png_compression) <= 9:
             raise ValueError(f"png_compression must be 0..9, got {self.png_compression}")
         # the strategy after the level: cv2 resets the strategy when it reads a compression level
-        return [cv2.IMWRITE_PNG_COMPRESSION, int(self.png_compression),
-                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+        return [cv2.IMWRITE_PNG_COMPRESSION, int(self.png_compression), cv2.IMWRITE_PNG_STRATEGY,
+                cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
 
 
 @dataclass
