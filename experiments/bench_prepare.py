@@ -2,12 +2,19 @@
 
 The reference is what most public VinBigData notebooks run: pydicom.dcmread → apply_voi_lut →
 MONOCHROME1 inversion → min-max to uint8 → cv2.resize → cv2.imwrite, one file after another.
-cxr-bench's `convert_folders` is timed on the same files in the same process/run, once with one
-worker and once with a process pool. Each timed run writes into a fresh folder (nothing skipped).
+cxr-bench's `convert_folders` is timed on the same files in the same run: the fast path (default)
+with one worker and with a process pool, and the exact path (`exact=True`) with one worker. Each
+timed run writes into a fresh folder (nothing skipped); the best of `--repeats` is kept.
 
-    .venv/bin/python experiments/bench_prepare.py --preset small --size 256 --workers 2
+The file set: the synthetic `realsize` preset (2000-3000 px, 12-16 bits, ~80 % uncompressed, ~10 %
+JPEG 2000, ~10 % RLE; generated once into `--cache`) plus pydicom-data's real grayscale radiographs
+and MR/CT files (RG1, RG3, MR2, 693 in their transfer syntaxes) unless `--no-real`.
 
-Prints one JSON object (images/s for each, ratios). Not a test: timings depend on the machine.
+    .venv/bin/python experiments/bench_prepare.py --size 1024 --workers 2 --cache /tmp/cxr_realsize
+
+"Per core": OpenCV runs single-threaded in every timed path (the pool's workers do that anyway),
+so the 1-worker figures use one core each. Also prints PNG sizes and encode times for a few
+compression settings on the fast path's outputs. Prints one JSON object. Not a test.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,8 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from harness.data import manifest  # noqa: E402
 from harness.data.prepare import ConvertSettings, convert_folders, find_dicoms  # noqa: E402
 from harness.synth import generate  # noqa: E402
+
+REAL = [f"{s}_{t}" for s in ("RG1", "RG3", "MR2") for t in ("UNCR", "UNCI", "J2KR", "J2KI")] + \
+       ["693_UNCR", "693_UNCI", "693_J2KR"]
 
 
 def reference_recipe(files: list[Path], out_dir: Path, size: int) -> None:
@@ -50,42 +62,92 @@ def reference_recipe(files: list[Path], out_dir: Path, size: int) -> None:
         cv2.imwrite(str(out_dir / f"{path.stem}.png"), data)
 
 
+def build_raw(work: Path, synthetic: Path | None, real: bool) -> Path:
+    """raw/train with links to the synthetic files and copies of the real pydicom-data files."""
+    raw = work / "raw"
+    (raw / "train").mkdir(parents=True)
+    if synthetic is not None:
+        for path, _ in find_dicoms(synthetic):
+            (raw / "train" / path.name).symlink_to(path.resolve())
+    if real:
+        from pydicom.data import get_testdata_file
+
+        for name in REAL:
+            shutil.copy(get_testdata_file(f"{name}.dcm"), raw / "train" / f"{name}.dicom")
+    return raw
+
+
+def png_table(pngs: list[Path]) -> dict:
+    """Total bytes and encode seconds of the same images under a few cv2 PNG settings."""
+    images = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in pngs]
+    rle = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    settings = {"cv2 default": [], "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1],
+                "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3], "level 9": [cv2.IMWRITE_PNG_COMPRESSION, 9],
+                "level 1 + Z_RLE (chosen)": ConvertSettings(png_compression=1).png_params(),
+                "level 9 + Z_RLE": [cv2.IMWRITE_PNG_COMPRESSION, 9, *rle]}
+    table = {}
+    for name, params in settings.items():
+        t, size = time.perf_counter(), 0
+        for img in images:
+            ok, buf = cv2.imencode(".png", img, params)
+            size += len(buf)
+        table[name] = {"MB": round(size / 1e6, 2), "s": round(time.perf_counter() - t, 2)}
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="realsize", help="synthetic preset ('none': real files only)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--raw", type=Path, default=None, help="existing raw folder (default: generate the preset)")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", type=Path, default=None, help="folder for the generated preset (reused)")
+    ap.add_argument("--no-real", action="store_true", help="leave out pydicom-data's real files")
+    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    cv2.setNumThreads(1)
 
     work = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     try:
-        raw = args.raw or generate(work / "raw", args.preset, seed=args.seed, progress=False)
+        synthetic = None
+        if args.preset != "none":
+            synthetic = generate(args.cache or work / "synth", args.preset, seed=args.seed, progress=False)
+        raw = build_raw(work, synthetic, not args.no_real)
         files = [p for p, _ in find_dicoms(raw)]
-        results = {"files": len(files), "size": args.size, "workers": args.workers, "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "preset": None if args.raw else args.preset}
-        times = {"reference": [], "cxr_1_worker": [], f"cxr_{args.workers}_workers": []}
+        results = {"files": len(files), "MB": round(sum(p.stat().st_size for p in files) / 1e6),
+                   "size": args.size, "workers": args.workers, "cpus": os.cpu_count(),
+                   "python": platform.python_version(), "preset": args.preset, "real_files": not args.no_real,
+                   "load_before": os.getloadavg()}
+        runs = {"cxr_fast_1_worker": (1, False), f"cxr_fast_{args.workers}_workers": (args.workers, False),
+                "cxr_exact_1_worker": (1, True)}
+        times = {key: [] for key in ["reference", *runs]}
         for r in range(args.repeats):
             t = time.perf_counter()
             reference_recipe(files, work / f"ref{r}", args.size)
             times["reference"].append(time.perf_counter() - t)
-            for key, workers in (("cxr_1_worker", 1), (f"cxr_{args.workers}_workers", args.workers)):
+            for key, (workers, exact) in runs.items():
                 t = time.perf_counter()
-                s = convert_folders(raw, work / f"{key}{r}", ConvertSettings(size=args.size), workers=workers,
-                                    progress=False)
+                s = convert_folders(raw, work / f"{key}{r}", ConvertSettings(size=args.size, exact=exact),
+                                    workers=workers, progress=False)
                 times[key].append(time.perf_counter() - t)
-                assert s.converted == len(files) and s.failed == 0
-            t = time.perf_counter()  # resumed rerun: everything already converted
-            s = convert_folders(raw, work / f"cxr_1_worker{r}", ConvertSettings(size=args.size), workers=1, progress=False)
-            times.setdefault("cxr_rerun_skip", []).append(time.perf_counter() - t)
-            assert s.skipped == len(files)
+                assert s.converted == len(files) and s.failed == 0, s.failures
+        t = time.perf_counter()  # resumed rerun: everything already converted
+        s = convert_folders(raw, work / "cxr_fast_1_worker0", ConvertSettings(size=args.size), workers=1, progress=False)
+        times["cxr_rerun_skip"] = [time.perf_counter() - t]
+        assert s.skipped == len(files)
+        results["load_after"] = os.getloadavg()
         for key, ts in times.items():
             results[f"{key}_img_per_s"] = round(len(files) / min(ts), 2)
         ref = results["reference_img_per_s"]
-        results["ratio_1_worker"] = round(results["cxr_1_worker_img_per_s"] / ref, 2)
-        results[f"ratio_{args.workers}_workers"] = round(results[f"cxr_{args.workers}_workers_img_per_s"] / ref, 2)
+        for key in runs:
+            results[f"ratio_{key}"] = round(results[f"{key}_img_per_s"] / ref, 2)
+        results["scaling_1_to_n_workers"] = round(results[f"cxr_fast_{args.workers}_workers_img_per_s"]
+                                                  / results["cxr_fast_1_worker_img_per_s"], 2)
+        rows = manifest.read_manifest(work / "cxr_fast_1_worker0" / "manifest.csv")
+        results["fast_pixel_paths"] = dict(Counter(rows["pixel_path"]))
+        results["png_MB"] = {"reference": round(sum(p.stat().st_size for p in (work / "ref0").glob("*.png")) / 1e6, 2),
+                             "cxr_fast": round(sum(p.stat().st_size for p in s.image_dir.glob("*.png")) / 1e6, 2)}
+        results["png_settings_first_12"] = png_table(sorted(s.image_dir.glob("*.png"))[:12])
         print(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from harness.data import dicom, manifest
+from harness.data import dicom, manifest, render
 from harness.data.prepare import ConvertSettings, convert_folders
 from testdata import require_pydicom_data
 
@@ -63,7 +63,11 @@ def test_lossless_jpeg2000_equals_uncompressed(converted):
     b = cv2.imread(str(out / "images/512/RG1_J2KR.png"), cv2.IMREAD_UNCHANGED)
     c = cv2.imread(str(out / "images/512/RG1_J2KI.png"), cv2.IMREAD_UNCHANGED)
     assert a.dtype == np.uint8 and a.shape == (512, round(1841 * 512 / 1955))
-    assert np.array_equal(a, b)
+    # 512 px is under half size: the fast path decodes the J2K one wavelet level down (close, not equal) ...
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.6
+    # ... while decoded in full, lossless JPEG 2000 gives exactly the uncompressed pixels
+    exact = [render.render(DATA / f"{n}.dcm", 512, exact=True).pixels for n in ("RG1_UNCR", "RG1_J2KR")]
+    assert np.array_equal(*exact)
     assert not np.array_equal(a, c)  # lossy differs ...
     assert np.abs(a.astype(int) - c.astype(int)).mean() < 3  # ... but only slightly
 

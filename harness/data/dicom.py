@@ -58,7 +58,7 @@ def _read_dataset(path: Path, pixels: bool):
         raise DicomError("corrupt or truncated", f"{path}: {type(err).__name__}: {err}") from err
 
 
-def _syntax_name(ds) -> str:
+def syntax_name(ds) -> str:
     meta = getattr(ds, "file_meta", None)
     uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     return str(uid.name) if uid is not None else "unknown"
@@ -71,24 +71,24 @@ def read_header(path: str | os.PathLike) -> Header:
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomError("no pixel data", f"{path}: no Rows/Columns (not an image object)")
     return Header(int(ds.Rows), int(ds.Columns), str(ds.get("PhotometricInterpretation", "")),
-                  int(ds.get("BitsStored", 0) or 0), _syntax_name(ds))
+                  int(ds.get("BitsStored", 0) or 0), syntax_name(ds))
 
 
-def read_dicom(path: str | os.PathLike, voi: bool = True) -> DicomImage:
-    """Decode `path` and apply modality rescale, VOI LUT/window (if `voi`) and MONOCHROME1 inversion.
-
-    Returns pixels scaled to [0, 1] (min-max after the LUTs), so 8- and 16-bit outputs share one path.
-    """
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
+def open_dicom(path: str | os.PathLike):
+    """The dataset of `path` with pixel data, checked to be a single-sample grayscale image."""
     path = Path(path)
     ds = _read_dataset(path, pixels=True)
-    syntax = _syntax_name(ds)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomError("no pixel data", f"{path}: the file has no pixel data element")
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomError("not grayscale", f"{path}: photometric {photometric!r}, expected MONOCHROME1/2")
+    return ds
+
+
+def decode(ds, path: str | os.PathLike) -> np.ndarray:
+    """The stored values of the first frame (2-D, dtype as pydicom decodes it)."""
+    syntax = syntax_name(ds)
     try:
         arr = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, EOFError, OSError, KeyError, TypeError, AttributeError) as err:
@@ -100,18 +100,45 @@ def read_dicom(path: str | os.PathLike, voi: bool = True) -> DicomImage:
         arr = arr[0]
     if arr.ndim != 2 or arr.size == 0:
         raise DicomError("not grayscale", f"{path}: pixel array of shape {arr.shape}")
+    return arr
+
+
+def display_values(arr: np.ndarray, ds, voi: bool) -> np.ndarray:
+    """Modality rescale / LUT, then VOI LUT or window (if `voi`), as float32.
+
+    Elementwise in the stored value, so the fast path evaluates exactly this function on the table of
+    possible stored values (harness.data.lut) instead of on the image.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     identity = ("ModalityLUTSequence" not in ds and float(ds.get("RescaleSlope", 1) or 1) == 1.0
                 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0)
     if not identity:  # skipping the identity saves a float64 copy of the full image
         arr = apply_modality_lut(arr, ds)
     if voi:
         arr = apply_voi_lut(arr, ds)
-    arr = np.asarray(arr, dtype=np.float32)
-    lo, hi = float(arr.min()), float(arr.max())
-    arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return np.asarray(arr, dtype=np.float32)
+
+
+def normalize(values: np.ndarray, lo: float, hi: float, photometric: str) -> np.ndarray:
+    """Min-max to [0, 1] with the given extremes, inverted for MONOCHROME1 (bone always bright)."""
+    out = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
     if photometric == "MONOCHROME1":
-        arr = 1.0 - arr
-    return DicomImage(arr, photometric, int(ds.get("BitsStored", 0) or 0), syntax)
+        out = 1.0 - out
+    return out
+
+
+def read_dicom(path: str | os.PathLike, voi: bool = True) -> DicomImage:
+    """The exact path: decode `path`, apply modality rescale, VOI LUT/window (if `voi`) and
+    MONOCHROME1 inversion on the full image in floating point.
+
+    Returns pixels scaled to [0, 1] (min-max after the LUTs), so 8- and 16-bit outputs share one path.
+    """
+    ds = open_dicom(path)
+    values = display_values(decode(ds, path), ds, voi)
+    photometric = str(ds.PhotometricInterpretation)
+    pixels = normalize(values, float(values.min()), float(values.max()), photometric)
+    return DicomImage(pixels, photometric, int(ds.get("BitsStored", 0) or 0), syntax_name(ds))
 
 
 def output_shape(height: int, width: int, size: int | str, square: bool) -> tuple[int, int]:

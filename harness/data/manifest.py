@@ -17,6 +17,7 @@ from harness import atomic
 COLUMNS = (
     "image_id", "split", "orig_height", "orig_width", "height", "width", "scale_x", "scale_y",
     "photometric", "bits_stored", "transfer_syntax", "status", "reason", "png",
+    "pixel_path",  # which pixel pipeline made the PNG: exact, exact-fallback, lut, lut+j2k-r1 (harness.data.render)
 )
 
 
@@ -37,7 +38,8 @@ def write_manifest(rows: list[dict], path: str | os.PathLike) -> Path:
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """The manifest as a DataFrame (image_id as str, sizes as nullable ints)."""
     frame = pd.read_csv(path, dtype={"image_id": str, "split": str, "photometric": str,
-                                     "transfer_syntax": str, "status": str, "reason": str, "png": str},
+                                     "transfer_syntax": str, "status": str, "reason": str, "png": str,
+                                     "pixel_path": str},
                         keep_default_na=False, na_values=[""])
     for col in ("orig_height", "orig_width", "height", "width", "bits_stored"):
         frame[col] = frame[col].astype("Int64")

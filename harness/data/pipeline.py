@@ -81,11 +81,12 @@ def _stored(path: Path, getter) -> str | None:
 def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size: int | str = 1024, square: bool = False,
                     bits: int = 8, fusion: str = "wbf", fusion_iou: float = 0.4, readers_keep=None, readers_drop=None,
                     bad_rows: str = "error", folds: int = 5, seed: int = 0, workers: int | None = None,
-                    progress: bool = True) -> PrepareSummary:
+                    progress: bool = True, exact: bool = False, png_compression: int = 1) -> PrepareSummary:
     """Convert DICOMs, validate + fuse labels, write COCO labels, folds and stats. See docs/architecture.md.
 
     Raises `labels.LabelError` (policy "error") if train.csv has bad rows; DICOMs that fail are
-    reported in the summary/manifest and do not stop the run (check `summary.failed`).
+    reported in the summary/manifest and do not stop the run (check `summary.failed`). `exact`: the
+    float pixel pipeline instead of the fast look-up table one (see harness.data.render).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     csv_path = raw_dir / "train.csv"
@@ -93,7 +94,8 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size
         raise FileNotFoundError(f"{csv_path} not found (expected the VinBigData layout: train.csv, train/, test/)")
     if fusion not in fusion_mod.METHODS:
         raise ValueError(f"fusion must be one of {fusion_mod.METHODS}, got {fusion!r}")
-    settings = ConvertSettings(size=size, square=square, bits=bits)
+    settings = ConvertSettings(size=size, square=square, bits=bits, exact=exact,
+                               png_compression=png_compression)
     conv = convert_folders(raw_dir, out_dir, settings, workers=workers, progress=progress)
 
     manifest = manifest_mod.read_manifest(conv.manifest)

@@ -3,7 +3,9 @@
 `convert_dicom` turns one file into one PNG and one manifest row and never raises: a bad file becomes
 a row with status "failed" and its reason. `convert_folders` runs it over `raw/train` and `raw/test`
 with a process pool and a progress bar; a rerun reuses every PNG whose sidecar says it was made with
-the same settings.
+the same settings (including `exact` and the PNG compression level). The pixels come from
+`harness.data.render` (the fast look-up-table path unless `exact`); the manifest's `pixel_path`
+column says which path produced each PNG.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import cv2
 from tqdm import tqdm
 
 from harness import atomic
-from harness.data import dicom, manifest
+from harness.data import dicom, manifest, render
 
 log = logging.getLogger(__name__)
 DICOM_SUFFIXES = (".dicom", ".dcm")
@@ -39,9 +41,21 @@ class ConvertSettings:
     square: bool = False
     bits: int = 8
     voi: bool = True
+    exact: bool = False  # True: the float pipeline on the full image (reference); False: the fast path
+    # zlib level, with the Z_RLE strategy and the "average" row filter: on radiographs (smooth, noisy)
+    # smaller than level 9 with zlib's default strategy and ~20x faster; sizes in docs/benchmarks.md
+    png_compression: int = 1
 
     def params(self) -> dict:
-        return {"size": str(self.size), "square": self.square, "bits": self.bits, "voi": self.voi}
+        return {"size": str(self.size), "square": self.square, "bits": self.bits, "voi": self.voi,
+                "exact": self.exact, "png_compression": self.png_compression}
+
+    def png_params(self) -> list[int]:
+        if not 0 <= int(self.png_compression) <= 9:
+            raise ValueError(f"png_compression must be 0..9, got {self.png_compression}")
+        # the strategy after the level: cv2 resets the strategy when it reads a compression level
+        return [cv2.IMWRITE_PNG_COMPRESSION, int(self.png_compression), cv2.IMWRITE_PNG_STRATEGY,
+                cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
 
 
 @dataclass
@@ -58,17 +72,16 @@ def convert_dicom(src: Path, dst: Path, split: str, settings: ConvertSettings, o
     """Convert one DICOM to `dst` (PNG) atomically; return its manifest row (never raises)."""
     row = manifest.empty_row(src.stem, split)
     try:
-        img = dicom.read_dicom(src, voi=settings.voi)
-        h, w = img.pixels.shape
-        out_h, out_w = dicom.output_shape(h, w, settings.size, settings.square)
-        pixels = dicom.quantize(dicom.resize(img.pixels, out_h, out_w), settings.bits)
+        img = render.render(src, settings.size, settings.square, settings.bits, settings.voi, settings.exact)
+        h, w = img.orig_height, img.orig_width
+        out_h, out_w = img.pixels.shape
         with atomic.atomic_path(dst) as tmp:
-            if not cv2.imwrite(str(tmp), pixels):
+            if not cv2.imwrite(str(tmp), img.pixels, settings.png_params()):
                 raise dicom.DicomError("write failed", f"cv2.imwrite could not write {tmp}")
         row.update(orig_height=h, orig_width=w, height=out_h, width=out_w, scale_x=out_w / w,
                    scale_y=out_h / h, photometric=img.photometric, bits_stored=img.bits_stored,
                    transfer_syntax=img.transfer_syntax, status="ok", reason="",
-                   png=dst.relative_to(out_root).as_posix())
+                   png=dst.relative_to(out_root).as_posix(), pixel_path=img.method)
         manifest.write_sidecar(dst, row, settings.params())
     except dicom.DicomError as err:
         row["reason"] = str(err)
@@ -95,6 +108,11 @@ def _convert_task(task: tuple) -> tuple[dict, bool]:
     if cached is not None:
         return cached, True
     return convert_dicom(src, dst, split, settings, out_root), False
+
+
+def _worker_init() -> None:
+    """One OpenCV thread per pool process: the pool already uses every core it is given."""
+    cv2.setNumThreads(1)
 
 
 def find_dicoms(raw_dir: Path) -> list[tuple[Path, str]]:
@@ -132,7 +150,7 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
         results = map(_convert_task, tasks)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
         results = pool.map(_convert_task, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 4))))
     try:
         for row, skipped in results:

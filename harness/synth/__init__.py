@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -33,6 +34,8 @@ class Preset:
     max_side: int
     abnormal: float  # share of images with findings (real data: 0.29)
     classes: frozenset[int] | None  # restrict findings to these classes (None: all 14)
+    syntaxes: tuple[float, float, float] = dicomio.SYNTAX_MIX  # shares of uncompressed / JPEG 2000 / RLE files
+    render_scale: float = 1.0  # < 1: draw at this scale, upsample, then add full-resolution noise (faster)
 
 
 # tiny (CI) and demo favour large, frequent, learnable classes so a few CPU minutes learn something;
@@ -43,6 +46,8 @@ PRESETS = {
     "small": Preset(200, 40, 384, 768, 0.5, None),
     "medium": Preset(1000, 200, 512, 1024, 0.4, None),
     "large": Preset(4000, 800, 512, 1024, 0.35, None),
+    # real-size files for the prepare benchmark: 2000-3000 px, 12-16 bits, ~15 MB, mostly uncompressed
+    "realsize": Preset(20, 4, 2000, 3000, 0.3, None, syntaxes=(0.8, 0.1, 0.1), render_scale=0.5),
 }
 
 
@@ -65,11 +70,13 @@ def _pixel_box(box, h: int, w: int) -> tuple[float, float, float, float]:
     return float(x1), float(y1), float(x2), float(y2)
 
 
-def _render(plan, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    chest = anatomy.chest(h, w, rng)
+def _render(plan, h: int, w: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    dh, dw = (h, w) if scale == 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
+    chest = anatomy.chest(dh, dw, rng)
     for finding in plan.findings:
-        lesions.draw(chest, finding.class_id, _pixel_box(finding.box, h, w), rng)
-    return anatomy.finish(chest.image, rng)
+        lesions.draw(chest, finding.class_id, _pixel_box(finding.box, dh, dw), rng)
+    image = chest.image if (dh, dw) == (h, w) else cv2.resize(chest.image, (w, h), interpolation=cv2.INTER_LINEAR)
+    return anatomy.finish(image, rng)
 
 
 def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0,
@@ -89,6 +96,8 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
     readers = make_readers(set(p.classes) if p.classes else None, real_templates)
     stamp_doc = {"version": VERSION, "preset": preset, "seed": seed, "templates": readers.source,
                  "settings": [p.train, p.test, p.min_side, p.max_side, p.abnormal, sorted(p.classes or [])]}
+    if (p.syntaxes, p.render_scale) != (dicomio.SYNTAX_MIX, 1.0):  # only then: older stamps stay valid
+        stamp_doc["settings"] += [list(p.syntaxes), p.render_scale]
     stamp = out / "synth.json"
     if stamp.is_file() and (out / "train.csv").is_file():
         try:
@@ -109,8 +118,8 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         img_rng = np.random.default_rng([seed, n])  # per image: stable if presets grow
         h, w = _image_size(p, img_rng)
         plan = readers.abnormal(img_rng) if img_rng.random() < p.abnormal else readers.normal(img_rng)
-        pixels = _render(plan, h, w, img_rng)
-        v = dicomio.write(out / split / f"{image_id}.dicom", pixels, image_id, img_rng)
+        pixels = _render(plan, h, w, img_rng, p.render_scale)
+        v = dicomio.write(out / split / f"{image_id}.dicom", pixels, image_id, img_rng, p.syntaxes)
         variety[v["photometric"]] += 1
         variety[v["syntax"]] += 1
         if split == "train":

@@ -14,16 +14,18 @@ import numpy as np
 from harness import atomic
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+SYNTAX_MIX = (0.6, 0.25, 0.15)  # default shares of uncompressed, JPEG 2000 lossless, RLE lossless
 
 
-def encode(image01: np.ndarray, image_id: str, rng: np.random.Generator) -> tuple[bytes, dict]:
+def encode(image01: np.ndarray, image_id: str, rng: np.random.Generator,
+           syntaxes: tuple[float, float, float] = SYNTAX_MIX) -> tuple[bytes, dict]:
     """DICOM bytes for a [0, 1] display image (dense = bright) and the variety chosen."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian, generate_uid
 
     bits = int(rng.choice([12, 14, 15, 16]))
     photometric = "MONOCHROME1" if rng.random() < 0.3 else "MONOCHROME2"
-    syntax = rng.choice(["raw", "j2k", "rle"], p=[0.6, 0.25, 0.15])
+    syntax = rng.choice(["raw", "j2k", "rle"], p=list(syntaxes))
     top = (1 << bits) - 1
     lo, hi = rng.uniform(0.02, 0.15) * top, rng.uniform(0.75, 0.98) * top  # not the full range
     values = lo + image01 * (hi - lo)
@@ -62,7 +64,8 @@ def encode(image01: np.ndarray, image_id: str, rng: np.random.Generator) -> tupl
     return buf.getvalue(), {"bits": bits, "photometric": photometric, "syntax": str(syntax)}
 
 
-def write(path: Path, image01: np.ndarray, image_id: str, rng: np.random.Generator) -> dict:
-    data, variety = encode(image01, image_id, rng)
+def write(path: Path, image01: np.ndarray, image_id: str, rng: np.random.Generator,
+          syntaxes: tuple[float, float, float] = SYNTAX_MIX) -> dict:
+    data, variety = encode(image01, image_id, rng, syntaxes)
     atomic.write_bytes(path, data)
     return variety
