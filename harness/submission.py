@@ -5,10 +5,15 @@ integer-rounded original-pixel coordinates. Predictions are in prepared-PNG pixe
 ``scale_x``/``scale_y`` map original -> PNG (PNG = original x scale), so back-mapping divides. That is
 right for both preparations (aspect kept: scale_x == scale_y; stretched square: they differ).
 
-"No finding" (class 14) policy, selectable because it moves the score a lot:
+"No finding" (class 14) policy, selectable because it moves the score a lot: the policies of
+``harness.nofinding`` (the same code the report scores), with P(abnormal) per image from
+``p_abnormal`` (a classifier) or, without one, the detector-only score (the image's highest box score):
 
-* ``append`` (default): every image gets ``14 p 0 0 1 1`` after its boxes, with p = 1 - the image's
-  highest abnormality score (1 for an image with no box) or p from ``normal_scores`` (a classifier).
+* ``append`` (default): every image gets ``14 (1-p) 0 0 1 1`` after its boxes (p from the detector:
+  1 - the image's highest box score, 1 for an image with no box);
+* ``keep_add_replace``: p < low -> only ``14 1 0 0 1 1``; low <= p < high -> boxes + ``14 (1-p)``;
+  p >= high -> boxes only (``nofinding.low/high``);
+* ``replace``: p < low -> only ``14 1 0 0 1 1``, else boxes only; ``none``: boxes only;
 * ``empty_only``: ``14 1 0 0 1 1`` only for images with no predicted box.
 """
 from __future__ import annotations
@@ -21,9 +26,11 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import NO_FINDING_ID
+from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, image_policy, policy_thresholds
+from harness.nofinding import POLICIES as STAGE_POLICIES
 from harness.predictions import PredictionFileError, Predictions
 
-POLICIES = ("append", "empty_only")
+POLICIES = (*STAGE_POLICIES, "empty_only")
 
 
 def to_original_xyxy(bbox_xywh, scale_x: float, scale_y: float) -> tuple[float, float, float, float]:
@@ -34,12 +41,22 @@ def to_original_xyxy(bbox_xywh, scale_x: float, scale_y: float) -> tuple[float, 
 
 def prediction_string(dets: list[dict], scale_x: float, scale_y: float, orig_width: int | None = None,
                       orig_height: int | None = None, no_finding: str = "append", normal_score: float | None = None,
-                      score_thr: float = 0.0) -> str:
-    """One image's PredictionString (boxes by descending score, then the class-14 entry per policy)."""
+                      score_thr: float = 0.0, p_abnormal: float | None = None, low: float = DEFAULT_LOW,
+                      high: float = DEFAULT_HIGH) -> str:
+    """One image's PredictionString (boxes by descending score, then the class-14 entry per policy).
+    P(abnormal): `p_abnormal`, else 1 - `normal_score`, else the image's highest kept box score."""
     if no_finding not in POLICIES:
         raise ValueError(f"no_finding must be one of {', '.join(POLICIES)}, not {no_finding!r}")
-    parts = []
     kept = sorted((d for d in dets if d["score"] >= score_thr), key=lambda d: -d["score"])
+    if no_finding == "empty_only":
+        entry = None if kept else 1.0
+    else:
+        if p_abnormal is None:
+            p_abnormal = 1.0 - normal_score if normal_score is not None else max((d["score"] for d in kept),
+                                                                                 default=0.0)
+        lo, hi = policy_thresholds(no_finding, low, high)
+        kept, entry = image_policy(kept, float(p_abnormal), lo, hi)
+    parts = []
     for det in kept:
         x1, y1, x2, y2 = to_original_xyxy(det["bbox"], scale_x, scale_y)
         if orig_width is not None:
@@ -48,11 +65,9 @@ def prediction_string(dets: list[dict], scale_x: float, scale_y: float, orig_wid
             y1, y2 = min(max(y1, 0), orig_height), min(max(y2, 0), orig_height)
         parts.append(f"{int(det['category_id'])} {float(det['score']):.4f} "
                      f"{round(x1)} {round(y1)} {round(x2)} {round(y2)}")
-    if no_finding == "append":
-        p = normal_score if normal_score is not None else 1.0 - max((d["score"] for d in kept), default=0.0)
-        parts.append(f"{NO_FINDING_ID} {float(p):.4f} 0 0 1 1")
-    elif not parts:
-        parts.append(f"{NO_FINDING_ID} 1 0 0 1 1")
+    if entry is not None:
+        parts.append(f"{NO_FINDING_ID} 1 0 0 1 1" if no_finding == "empty_only" else
+                     f"{NO_FINDING_ID} {float(entry):.4f} 0 0 1 1")
     return " ".join(parts)
 
 
@@ -81,8 +96,14 @@ def _manifest_by_coco_id(manifest: pd.DataFrame | str | Path, coco_json: str | P
 
 def submission_frame(preds: Predictions, manifest: pd.DataFrame | str | Path, no_finding: str = "append",
                      coco_json: str | Path | dict | None = None, normal_scores: Mapping[int, float] | None = None,
-                     score_thr: float = 0.0) -> pd.DataFrame:
-    """The submission as a DataFrame (image_id, PredictionString), one row per predicted image."""
+                     score_thr: float = 0.0, p_abnormal: Mapping[int, float] | None = None,
+                     low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH) -> pd.DataFrame:
+    """The submission as a DataFrame (image_id, PredictionString), one row per predicted image.
+    `p_abnormal` {COCO image id: P(abnormal)} (a classifier) must cover every image when given."""
+    if p_abnormal is not None:
+        missing = [i for i in preds.image_ids if i not in p_abnormal]
+        if missing:
+            raise PredictionFileError(f"predictions {preds.source!r}: no P(abnormal) for image ids {missing[:10]}")
     rows_by_id = _manifest_by_coco_id(manifest, coco_json)
     missing = [i for i in preds.image_ids if i not in rows_by_id]
     if missing:
@@ -104,17 +125,20 @@ def submission_frame(preds: Predictions, manifest: pd.DataFrame | str | Path, no
         orig_w = int(row["orig_width"]) if pd.notna(row.get("orig_width")) else None
         orig_h = int(row["orig_height"]) if pd.notna(row.get("orig_height")) else None
         normal = None if normal_scores is None else normal_scores.get(image_id)
+        p = None if p_abnormal is None else p_abnormal[image_id]
         out.append({"image_id": str(row["image_id"]),
                     "PredictionString": prediction_string(dets_by_image[image_id], scale_x, scale_y, orig_w, orig_h,
-                                                          no_finding, normal, score_thr)})
+                                                          no_finding, normal, score_thr, p, low, high)})
     return pd.DataFrame(out, columns=["image_id", "PredictionString"])
 
 
 def write_submission(preds: Predictions, manifest: pd.DataFrame | str | Path, out_csv: str | Path,
                      no_finding: str = "append", coco_json: str | Path | dict | None = None,
-                     normal_scores: Mapping[int, float] | None = None, score_thr: float = 0.0) -> Path:
+                     normal_scores: Mapping[int, float] | None = None, score_thr: float = 0.0,
+                     p_abnormal: Mapping[int, float] | None = None, low: float = DEFAULT_LOW,
+                     high: float = DEFAULT_HIGH) -> Path:
     """Write the Kaggle CSV atomically; returns its path. See submission_frame for the arguments."""
-    frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr)
+    frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr, p_abnormal, low, high)
     out_csv = Path(out_csv)
     with atomic.atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)

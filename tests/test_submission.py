@@ -70,7 +70,7 @@ def test_no_finding_policies():
     assert prediction_string(dets, 1, 1, normal_score=0.33).endswith("14 0.3300 0 0 1 1")
     assert prediction_string(dets, 1, 1, score_thr=0.7, no_finding="empty_only") == "8 0.9000 30 30 35 35"
     with pytest.raises(ValueError, match="no_finding"):
-        prediction_string(dets, 1, 1, no_finding="replace")
+        prediction_string(dets, 1, 1, no_finding="bogus")
     # boxes spilling over the image edge are clipped to the original image
     assert prediction_string([{"image_id": 1, "category_id": 2, "bbox": [90, -4, 20, 10], "score": 0.5}], 1, 1,
                              orig_width=100, orig_height=80, no_finding="empty_only") == "2 0.5000 90 0 100 6"

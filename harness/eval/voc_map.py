@@ -58,17 +58,17 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, np.finfo(float).tiny), 0.0)
 
 
-def class_ap(dets: list[tuple[int, float, tuple]], gts: Mapping[int, np.ndarray], iou_thr: float = 0.4
-             ) -> tuple[float | None, np.ndarray, np.ndarray]:
-    """AP of one class. dets: (image_id, score, xyxy); gts: image_id -> (N,4) xyxy array.
-    Returns (ap or None when the class has no ground truth, recall, precision)."""
-    n_gt = sum(len(boxes) for boxes in gts.values())
-    if n_gt == 0:
-        return None, np.zeros(0), np.zeros(0)
+def match_flags(dets: list[tuple[int, float, tuple]], gts: Mapping[int, np.ndarray], iou_thr: float = 0.4
+                ) -> np.ndarray:
+    """VOC devkit matching of one class: a bool per detection (in the order given), True = true positive.
+    Detections are visited by descending score (ties keep the order given); each takes the unmatched
+    ground-truth box of its image with the highest IoU when that IoU is above iou_thr. Which detections
+    of an image match depends only on that image's detections, so dropping whole images keeps the
+    flags of the others (what harness.nofinding's threshold grid relies on)."""
     order = sorted(range(len(dets)), key=lambda i: -dets[i][1])  # stable: ties keep input order
     taken = {image_id: np.zeros(len(boxes), bool) for image_id, boxes in gts.items()}
-    tp = np.zeros(len(order))
-    for rank, i in enumerate(order):
+    flags = np.zeros(len(dets), bool)
+    for i in order:
         image_id, _, box = dets[i]
         boxes = gts.get(image_id)
         if boxes is None or len(boxes) == 0:
@@ -77,12 +77,33 @@ def class_ap(dets: list[tuple[int, float, tuple]], gts: Mapping[int, np.ndarray]
         best = int(np.argmax(ious))
         if ious[best] > iou_thr and not taken[image_id][best]:
             taken[image_id][best] = True
-            tp[rank] = 1
+            flags[i] = True
+    return flags
+
+
+def ap_from_flags(scores: np.ndarray, flags: np.ndarray, n_gt: int) -> tuple[float | None, np.ndarray, np.ndarray]:
+    """(AP, recall, precision) of detections with these scores and true-positive flags (ties in score
+    keep the order given); AP is None when the class has no ground truth."""
+    if n_gt == 0:
+        return None, np.zeros(0), np.zeros(0)
+    order = np.argsort(-np.asarray(scores, float), kind="stable")
+    tp = np.asarray(flags, float)[order]
     tp_cum = np.cumsum(tp)
     fp_cum = np.cumsum(1 - tp)
     recall = tp_cum / n_gt
     precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(float).eps)
     return voc_ap(recall, precision), recall, precision
+
+
+def class_ap(dets: list[tuple[int, float, tuple]], gts: Mapping[int, np.ndarray], iou_thr: float = 0.4
+             ) -> tuple[float | None, np.ndarray, np.ndarray]:
+    """AP of one class. dets: (image_id, score, xyxy); gts: image_id -> (N,4) xyxy array.
+    Returns (ap or None when the class has no ground truth, recall, precision)."""
+    n_gt = sum(len(boxes) for boxes in gts.values())
+    if n_gt == 0:
+        return None, np.zeros(0), np.zeros(0)
+    flags = match_flags(dets, gts, iou_thr)
+    return ap_from_flags(np.array([d[1] for d in dets], float), flags, n_gt)
 
 
 def normal_scores(preds: Predictions, normal_score: str | float | Mapping = "1-max") -> dict[int, float]:
@@ -103,9 +124,12 @@ def normal_scores(preds: Predictions, normal_score: str | float | Mapping = "1-m
 
 
 def voc_map(gt_coco: str | Path | dict, preds: Predictions, iou_thr: float = 0.4, with_no_finding: bool = False,
-            normal_score: str | float | Mapping = "1-max") -> dict:
+            normal_score: str | float | Mapping = "1-max", no_finding: Mapping[int, float] | None = None) -> dict:
     """{"map": mean AP over classes with GT, "per_class": {name: AP or None}} on preds.image_ids.
-    with_no_finding=True scores the 15-class Kaggle variant (class 14 "No finding", see module doc)."""
+    with_no_finding=True scores the 15-class Kaggle variant (class 14 "No finding", see module doc).
+    `no_finding` {image_id: score}, when given, is the explicit list of class-14 entries instead of
+    `normal_score`: only the images it names get a ``14 score 0 0 1 1`` (the output of a "No finding"
+    policy, harness.nofinding)."""
     gt = load_gt(gt_coco)
     check_images(gt, preds, str(gt_coco) if not isinstance(gt_coco, dict) else "<dict>")
     image_ids = list(dict.fromkeys(preds.image_ids))
@@ -124,7 +148,14 @@ def voc_map(gt_coco: str | Path | dict, preds: Predictions, iou_thr: float = 0.4
         for image_id in image_ids:
             if image_id not in has_box:
                 gt_boxes[NO_FINDING_ID][image_id].append(list(NORMAL_BOX))
-        for image_id, p in normal_scores(preds, normal_score).items():
+        if no_finding is not None:
+            unknown = [i for i in no_finding if i not in wanted]
+            if unknown:
+                raise ValueError(f"no_finding names image ids {unknown[:10]} that are not in the predictions")
+            entries = {i: float(no_finding[i]) for i in image_ids if i in no_finding}
+        else:
+            entries = normal_scores(preds, normal_score)
+        for image_id, p in entries.items():
             dets[NO_FINDING_ID].append((image_id, p, NORMAL_BOX))
     names = list(CLASSES) + ([NO_FINDING_NAME] if with_no_finding else [])
     per_class = {}
