@@ -1,4 +1,6 @@
-"""Detector adapters: one module per framework behind `adapters.base.Detector`.
+"""Detector adapters: one module per framework behind `adapters.base.Detector`, and the "No finding"
+stage's normal/abnormal classifier (`adapters.classifier`, kind "classifier"), which runs in the same
+jobs but predicts P(abnormal) per image instead of boxes.
 
 `get_detector("yolov5")` imports the adapter module (and so its framework) only when asked.
 """
@@ -13,10 +15,19 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "yolov5": ("adapters.yolov5", "YoloV5Detector", "ultralytics"),
     "detectron2_frcnn": ("adapters.detectron2_frcnn", "Detectron2FasterRCNN", "detectron2"),
     "mmdet_frcnn": ("adapters.mmdet_frcnn", "MMDetFasterRCNN", "mmdet"),
+    "classifier": ("adapters.classifier", "TorchvisionClassifier", "torchvision"),
 }
 
+# models that are image classifiers (P(abnormal) per image), not detectors
+CLASSIFIERS = frozenset({"classifier"})
+
 # the checkpoint format each framework reads (harness.weights.formats tells them apart)
-WEIGHTS_FORMATS: dict[str, str] = {"yolov5": "ultralytics", "detectron2_frcnn": "detectron2", "mmdet_frcnn": "mmdet"}
+WEIGHTS_FORMATS: dict[str, str] = {"yolov5": "ultralytics", "detectron2_frcnn": "detectron2", "mmdet_frcnn": "mmdet",
+                                   "classifier": "torchvision"}
+
+
+def is_classifier(name: str) -> bool:
+    return name in CLASSIFIERS
 
 
 class FrameworkMissing(ImportError):
@@ -41,4 +52,4 @@ def get_detector(name: str, spec: TrainSpec) -> Detector:
     return get_detector_class(name)(spec)
 
 
-__all__ = ["AugSpec", "Detector", "TrainSpec", "REGISTRY", "WEIGHTS_FORMATS", "get_detector", "get_detector_class", "FrameworkMissing"]
+__all__ = ["AugSpec", "Detector", "TrainSpec", "REGISTRY", "WEIGHTS_FORMATS", "CLASSIFIERS", "is_classifier", "get_detector", "get_detector_class", "FrameworkMissing"]

@@ -5,7 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-RESERVED = {"ensemble", "report", "predict"}
+RESERVED = {"ensemble", "report", "predict", "classifier"}  # not detector runs
+CLASSIFIER_DIR = "classifier"  # <sweep>/classifier/fold<k>: the "No finding" stage's classifier runs
 FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
@@ -36,3 +37,14 @@ def model_runs(sweep_dir: str | Path, finished_only: bool = True) -> list[ModelR
             continue
         runs.append(ModelRun(model, int(match.group(1)), fold_dir))
     return runs
+
+
+def classifier_runs(sweep_dir: str | Path) -> list[ModelRun]:
+    """The finished classifier runs of the sweep (`classifier/fold<k>/` with metrics.json and
+    abnormal.json), sorted by fold."""
+    runs = []
+    for fold_dir in sorted(Path(sweep_dir).glob(f"{CLASSIFIER_DIR}/fold*")):
+        match = FOLD_DIR.match(fold_dir.name)
+        if match and (fold_dir / "metrics.json").is_file() and (fold_dir / "abnormal.json").is_file():
+            runs.append(ModelRun(CLASSIFIER_DIR, int(match.group(1)), fold_dir))
+    return sorted(runs, key=lambda r: r.fold)

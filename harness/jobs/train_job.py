@@ -42,7 +42,8 @@ def job_config(cfg: DictConfig) -> dict:
     """The resolved settings that define a job (what `predict` needs to rebuild its detector)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     return {key: resolved[key] for key in ("data", "model", "train", "aug", "per_model", "tta_hflip",
-                                           "offline_guard", "fail_fast", "skip_finished")}
+                                           "offline_guard", "fail_fast", "skip_finished", "nofinding")
+            if key in resolved}
 
 
 def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -71,10 +72,14 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
-    from adapters import get_detector
+    from adapters import get_detector, is_classifier
     from adapters.base import protocol_row
     from harness.eval import evaluate
 
+    if is_classifier(cfg.model.name):  # the "No finding" stage's classifier: P(abnormal), not boxes
+        from harness.jobs.classifier_job import run_classifier
+
+        return run_classifier(cfg, run_dir, cfg_hash)
     spec = train_spec(cfg)
     name = cfg.model.name
     fold = int(cfg.data.fold)

@@ -5,7 +5,9 @@ any framework and without unpickling (nothing in the file is executed).
 - detectron2 `.pkl` (model zoo, numpy arrays) or `.pth` (its Checkpointer): tensor names such as
   `backbone.bottom_up.*`, `proposal_generator.*`, `roi_heads.*` (or Detectron1/Caffe2 names such as
   `res2_0_branch2a_w`, which detectron2 converts);
-- mmdet `.pth` (mmengine's save_checkpoint): a `state_dict` with `rpn_head.*` / `roi_head.*` names.
+- mmdet `.pth` (mmengine's save_checkpoint): a `state_dict` with `rpn_head.*` / `roi_head.*` names;
+- torchvision ImageNet classification `.pth` (a plain state dict): ResNet names (`layer1.0.conv1.weight`,
+  `fc.weight`) or EfficientNet names (`features.0.0.weight`, `classifier.1.weight`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import re
 import zipfile
 from pathlib import Path
 
-FORMATS = ("ultralytics", "detectron2", "mmdet")
+FORMATS = ("ultralytics", "detectron2", "mmdet", "torchvision")
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
                "SHORT_BINSTRING", "GLOBAL", "SHORT_BINBYTES"}
 _CAFFE2_NAME = re.compile(r"^(res\d+_\d+_branch|res_conv1_|conv1_w$|fc1000_)")
@@ -56,7 +58,7 @@ def pickled_names(path: str | Path) -> set[str]:
 
 
 def detect_format(path: str | Path) -> str | None:
-    """"ultralytics" | "detectron2" | "mmdet", or None when the file matches none of them."""
+    """"ultralytics" | "detectron2" | "mmdet" | "torchvision", or None when the file matches none of them."""
     names = pickled_names(path)
     if any(n.startswith("ultralytics.") or n == "ultralytics" for n in names):
         return "ultralytics"
@@ -65,7 +67,13 @@ def detect_format(path: str | Path) -> str | None:
     if any(n.startswith(("backbone.bottom_up.", "proposal_generator.", "roi_heads.")) for n in names) or \
             any(_CAFFE2_NAME.match(n) for n in names):
         return "detectron2"
+    if {"layer1.0.conv1.weight", "fc.weight"} <= names or {"features.0.0.weight", "classifier.1.weight"} <= names:
+        return "torchvision"
     return None
+
+
+_FORMAT_FILES = {"ultralytics": "an ultralytics .pt", "detectron2": "a detectron2 model-zoo .pkl or .pth",
+                 "mmdet": "an mmdet .pth", "torchvision": "a torchvision ImageNet .pth state dict"}
 
 
 def check_format(path: str | Path, expected: str, model: str) -> None:
@@ -75,5 +83,5 @@ def check_format(path: str | Path, expected: str, model: str) -> None:
         what = f"a {found} checkpoint" if found else "not a checkpoint of any supported framework"
         raise WrongWeightsFormat(
             f"weights file {path} is {what}; model {model} needs a {expected} checkpoint "
-            f"({'an ultralytics .pt' if expected == 'ultralytics' else 'a detectron2 model-zoo .pkl or .pth' if expected == 'detectron2' else 'an mmdet .pth'}). "
+            f"({_FORMAT_FILES.get(expected, expected)}). "
             "Registry names (e.g. weights=coco) pick the right file for each model: see `cxr-weights --list`.")

@@ -1,0 +1,320 @@
+"""The normal-vs-abnormal classifier of the "No finding" stage: a torchvision backbone
+(ResNet-18/34/50, EfficientNet-B0..B3) with one logit, P(abnormal) = sigmoid(logit).
+
+It runs inside the same job machinery as the detectors (same split and folds, Hydra groups, offline
+guard, failure handling, resumable checkpoints): an image is "abnormal" when the split's COCO file
+gives it at least one finding box. Unlike the detectors it always trains on every image of the
+fold (the normal images are its negative class), whatever `train.negatives` says.
+
+- Input: the prepared grayscale PNGs (8- or 16-bit), resized to `train.imgsz` square, scaled to
+  [0, 1], normalised with ImageNet's mean/std averaged over RGB; `train.channels=3` repeats the gray
+  channel (the ImageNet stem unchanged), `1` sums the pretrained stem's kernels over RGB.
+- Weights: from scratch, or a local torchvision ImageNet checkpoint (`train.weights=imagenet`, from
+  the registry, or a file): every tensor of matching name and shape is loaded, the 1000-class head
+  is re-initialised (recorded in metrics.json `init`).
+- Augmentation: the shared spec (random rotation, horizontal and vertical flips).
+- Recipe: BCE loss, the TrainSpec's optimizer (SGD with momentum 0.9, Adam or AdamW), lr with a
+  cosine decay per iteration, weight decay, `train.seed`, `train.device`, AMP on CUDA when
+  `train.amp`. Checkpoints every `train.checkpoint_interval` epochs (model, optimizer, scheduler,
+  RNG), resumed by a rerun like the detectors' (adapters.resume).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from adapters.base import TrainSpec, init_report, unreadable_reason
+from adapters.resume import discard_checkpoints, find_resume_point, training_key, write_record
+from harness import atomic
+from harness.progress import PROGRESS_FILE, write_progress
+from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+            "efficientnet_b3")
+MEAN, STD = 0.449, 0.226  # ImageNet's mean/std, averaged over R, G, B
+
+
+def load_gray(path: Path, size: int) -> np.ndarray:
+    """A PNG as float32 (size, size) in [0, 1] (8-bit / 255, 16-bit / 65535, colour -> luminance)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float32) / 65535.0
+        else:
+            arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    resized = Image.fromarray(arr, mode="F").resize((size, size), Image.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def abnormal_targets(coco_json: Path) -> dict[int, int]:
+    import json
+
+    from harness.nofinding import abnormal_labels
+
+    return abnormal_labels(json.loads(Path(coco_json).read_text()))
+
+
+class TorchvisionClassifier:
+    """P(abnormal) per image; the classifier kind of adapter (fit / predict / versions)."""
+
+    name = "classifier"
+    kind = "classifier"
+    framework = "torchvision"
+    default_variant = "resnet18"
+    variants = VARIANTS
+
+    def __init__(self, spec: TrainSpec):
+        self.spec = spec
+        if not spec.variant:
+            spec.variant = self.default_variant
+        if spec.variant not in VARIANTS:
+            raise ValueError(f"unknown classifier variant {spec.variant!r}; known: {', '.join(VARIANTS)}")
+        if spec.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
+        self.failed_images: list[tuple[str, str]] = []
+        self.consumed: dict[str, int] | None = None
+        self.init: dict[str, Any] | None = None
+        self.resumed: dict[str, Any] | None = None
+        self.run_key = ""
+        self.progress_path: Path | None = None
+        self.recipe: dict[str, Any] = {}
+
+    # -- the model ----------------------------------------------------------------------------
+    def build(self, pretrained: bool = True):
+        import torch
+        import torchvision
+
+        model = torchvision.models.get_model(self.spec.variant, weights=None, num_classes=1)
+        state = None
+        if pretrained and self.spec.weights:
+            state = torch.load(self.spec.weights, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            own = model.state_dict()
+            usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+            model.load_state_dict(usable, strict=False)
+        if self.spec.channels == 1:
+            self._one_channel_stem(model)
+            if state is not None:
+                state = {**state, **{k: v.sum(dim=1, keepdim=True) for k, v in state.items()
+                                     if k in self._stem_keys(model)}}
+        if pretrained:
+            self.init = init_report(model.state_dict(), state, self.spec.weights)
+        return model
+
+    @staticmethod
+    def _stem(model):
+        if hasattr(model, "conv1"):  # ResNet
+            return model, "conv1"
+        return model.features[0], "0"  # EfficientNet: features[0] = Conv2dNormActivation, [0] its conv
+
+    def _stem_keys(self, model) -> set[str]:
+        return {"conv1.weight"} if hasattr(model, "conv1") else {"features.0.0.weight"}
+
+    def _one_channel_stem(self, model) -> None:
+        import torch
+
+        parent, attr = self._stem(model)
+        conv = getattr(parent, attr) if attr != "0" else parent[0]
+        new = torch.nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if attr == "0":
+            parent[0] = new
+        else:
+            setattr(parent, attr, new)
+
+    def _device(self):
+        import torch
+
+        device = str(self.spec.device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"train.device={device} but CUDA is not available (torch {torch.__version__})")
+        return torch.device(device)
+
+    def _batch(self, refs: Sequence[ImageRef], device, augment: bool = False, rng: np.random.Generator | None = None):
+        import torch
+
+        arrays = [load_gray(ref.path, self.spec.imgsz) for ref in refs]
+        x = torch.from_numpy(np.stack(arrays)[:, None])
+        if augment and rng is not None:
+            x = self._augment(x, rng)
+        x = (x - MEAN) / STD
+        if self.spec.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        return x.contiguous().to(device)
+
+    def _augment(self, x, rng: np.random.Generator):
+        import torch
+        from torchvision.transforms.v2 import functional as F
+
+        aug = self.spec.aug
+        out = []
+        for img in x:
+            if aug.hflip and rng.random() < aug.hflip:
+                img = torch.flip(img, dims=[-1])
+            if aug.vflip and rng.random() < aug.vflip:
+                img = torch.flip(img, dims=[-2])
+            if aug.rotate_deg:
+                img = F.rotate(img, float(rng.uniform(-aug.rotate_deg, aug.rotate_deg)))
+            out.append(img)
+        return torch.stack(out)
+
+    # -- training -----------------------------------------------------------------------------
+    def training_key(self, split: Split) -> str:
+        return training_key(self.spec.to_dict(), split.split_hash, self.run_key)
+
+    def fit(self, split: Split, workdir: Path) -> Path:
+        import torch
+
+        spec, workdir = self.spec, Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(spec.seed)
+        rng = np.random.default_rng(spec.seed)
+        targets = abnormal_targets(split.train_json)
+        refs = [ref for ref in split.images("train") if ref.id in targets]
+        usable = []
+        for ref in refs:
+            reason = unreadable_reason(ref)
+            if reason:
+                log.error("classifier: skipping training image %s (id %s): %s", ref.path, ref.id, reason)
+            else:
+                usable.append(ref)
+        if len(usable) < 2 or len({targets[r.id] for r in usable}) < 2:
+            raise ValueError(f"{split.train_json}: the classifier needs normal and abnormal training images "
+                             f"({sum(targets[r.id] for r in usable)} abnormal of {len(usable)} usable)")
+        self.consumed = {"images": len(usable), "boxes": 0, "abnormal": int(sum(targets[r.id] for r in usable))}
+        device = self._device()
+        model = self.build(pretrained=True).to(device)
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            (no_decay if param.ndim <= 1 else decay).append(param)
+        groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if spec.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=spec.lr, momentum=0.9, nesterov=True)
+        elif spec.optimizer == "adam":
+            optimizer = torch.optim.Adam(groups, lr=spec.lr)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=spec.lr)
+        bs = max(1, min(spec.batch_size, len(usable)))
+        per_epoch = max(1, len(usable) // bs)  # full batches only (BatchNorm needs > 1 sample)
+        total = per_epoch * spec.epochs
+        warmup = min(per_epoch, max(1, total // 10))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / warmup) * 0.5 * (
+            1 + math.cos(math.pi * min(it, total) / total)))
+        self.recipe = {"optimizer": spec.optimizer, "lr": spec.lr, "weight_decay": spec.weight_decay,
+                       "norm_decay": 0.0, "schedule": "linear warmup then cosine per iteration",
+                       "warmup_iters": warmup, "iterations": total, "batch": bs, "loss": "BCE with logits",
+                       "momentum": 0.9 if spec.optimizer == "sgd" else None}
+        use_amp = bool(spec.amp) and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        key = self.training_key(split)
+        start_epoch = self._resume(workdir, key, model, optimizer, scheduler, rng)
+        path_last = workdir / "last.pt"
+        for epoch in range(start_epoch, spec.epochs):
+            model.train()
+            order = rng.permutation(len(usable))
+            losses = []
+            for b in range(per_epoch):
+                batch = [usable[k] for k in order[b * bs:(b + 1) * bs]]
+                x = self._batch(batch, device, augment=True, rng=rng)
+                y = torch.tensor([float(targets[r.id]) for r in batch], device=device)
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    loss = loss_fn(model(x).squeeze(1).float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+            log.info("classifier %s: epoch %d/%d, loss %.4f, lr %.2e", spec.variant, epoch + 1, spec.epochs,
+                     float(np.mean(losses)), optimizer.param_groups[0]["lr"])
+            if (epoch + 1) % spec.checkpoint_interval == 0 or epoch + 1 == spec.epochs:
+                self._save(path_last, model, optimizer, scheduler, rng, epoch + 1, key)
+            write_progress(self.progress_path or workdir.parent / PROGRESS_FILE, self.name, epoch + 1, spec.epochs,
+                           path_last if path_last.is_file() else None)
+        final = workdir / "classifier.pt"
+        with atomic.atomic_path(final) as tmp:
+            torch.save({"model": model.state_dict(), "variant": spec.variant, "channels": spec.channels,
+                        "imgsz": spec.imgsz}, tmp)
+        return final
+
+    def _save(self, path: Path, model, optimizer, scheduler, rng, epoch: int, key: str) -> None:
+        import torch
+
+        with atomic.atomic_path(path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(), "epoch": epoch}, tmp)
+        write_record(path, key, epoch, self.spec.epochs)
+
+    def _resume(self, workdir: Path, key: str, model, optimizer, scheduler, rng) -> int:
+        import torch
+
+        def load(path: Path):
+            return torch.load(path, map_location="cpu", weights_only=False)
+
+        point = find_resume_point(workdir, key, load, name=self.name) if self.spec.resume else None
+        if point is None:
+            discard_checkpoints(workdir, self.name)
+            self.resumed = None
+            return 0
+        state = load(point.checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.resumed = point.as_dict()
+        log.info("classifier: resume: continuing from %s (epoch %d of %d)", point.checkpoint, point.epoch, point.epochs)
+        return int(state["epoch"])
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict(self, checkpoint: Path | None, images: Sequence[ImageRef], workdir: Path | None = None) -> dict[int, float]:
+        """{image id: P(abnormal)} for every readable image (unreadable ones are named in the log
+        and in `failed_images`); checkpoint None = the untrained (seeded) model."""
+        import torch
+
+        self.failed_images = []
+        device = self._device()
+        torch.manual_seed(self.spec.seed)
+        model = self.build(pretrained=False)
+        if checkpoint is not None:
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+        model.to(device).eval()
+        usable = []
+        for ref in images:
+            reason = unreadable_reason(ref)
+            if reason:
+                log.error("classifier: cannot predict image %s (id %s): %s", ref.path, ref.id, reason)
+                self.failed_images.append((str(ref.path), reason))
+            else:
+                usable.append(ref)
+        out: dict[int, float] = {}
+        bs = max(1, int(self.spec.batch_predict))
+        with torch.no_grad():
+            for start in range(0, len(usable), bs):
+                batch = usable[start:start + bs]
+                try:
+                    probs = torch.sigmoid(model(self._batch(batch, device)).squeeze(1).float()).cpu().numpy()
+                except Exception as err:  # noqa: BLE001 - one bad file must not lose the rest
+                    for ref in batch:
+                        self.failed_images.append((str(ref.path), f"{type(err).__name__}: {err}"))
+                    continue
+                out.update({ref.id: float(p) for ref, p in zip(batch, probs)})
+        if images and not out:
+            raise RuntimeError(f"the classifier could not use any of the {len(images)} images: {self.failed_images[:3]}")
+        return out
+
+    def versions(self) -> dict[str, str]:
+        import torch
+        import torchvision
+
+        return {"torch": torch.__version__, "torchvision": torchvision.__version__}

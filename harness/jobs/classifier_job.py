@@ -1,0 +1,84 @@
+"""The classifier kind of job (a `model=classifier` x fold): fit the normal/abnormal classifier on
+the fold's train images -> P(abnormal) for its val images -> `abnormal.json` and `metrics.json`
+(AUC, accuracy, sensitivity/specificity at 0.5 and at `nofinding.low/high`).
+
+It runs inside `run_train_job`, so skipping finished jobs, `failed.json`, the offline guard and
+resuming are the detectors' own. The val images' P(abnormal) over all folds of a sweep are the
+out-of-fold predictions the report's policies and threshold sweep use.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from harness import atomic
+from harness.jobs.config import train_spec
+from harness.jobs.data_step import ensure_prepared
+from harness.netguard import no_network
+from harness.nofinding import AbnormalScores, abnormal_labels, classifier_metrics
+from harness.progress import PROGRESS_FILE
+from harness.split import make_split
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "abnormal.json"
+
+
+def nofinding_thresholds(cfg: DictConfig) -> tuple[float, float]:
+    from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, check_thresholds
+
+    node = cfg.get("nofinding") or {}
+    low, high = float(node.get("low", DEFAULT_LOW)), float(node.get("high", DEFAULT_HIGH))
+    check_thresholds(low, high)
+    return low, high
+
+
+def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
+    from adapters import get_detector
+    from harness.jobs.train_job import job_config
+
+    spec = train_spec(cfg)
+    name, fold = cfg.model.name, int(cfg.data.fold)
+    low, high = nofinding_thresholds(cfg)
+    dataset = ensure_prepared(cfg.data)
+    split = make_split(dataset.labels, dataset.folds, fold, run_dir)
+    val_images = split.images("val")
+    classifier = get_detector(name, spec)
+    classifier.run_key = cfg_hash
+    classifier.progress_path = run_dir / PROGRESS_FILE
+    log.info("classifier (%s) fold %d: %d train / %d val images, split %s", spec.variant, fold,
+             len(split.images("train")), len(val_images), split.split_hash)
+    guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
+    with guard:
+        started = time.perf_counter()
+        checkpoint = classifier.fit(split, run_dir / "native")
+        train_time = time.perf_counter() - started
+        started = time.perf_counter()
+        p_abnormal = classifier.predict(checkpoint, val_images, run_dir / "native")
+        predict_time = time.perf_counter() - started
+    source = f"{name}:{spec.variant}"
+    AbnormalScores(source, split.split_hash, p_abnormal).save(run_dir / SCORES_FILE)
+    labels = abnormal_labels(json.loads(Path(split.val_json).read_text()))
+    metrics = {
+        "kind": "classifier", "source": source, "model": name, "variant": spec.variant, "fold": fold,
+        "split_hash": split.split_hash, "config_hash": cfg_hash,
+        **classifier_metrics(labels, p_abnormal, low, high),
+        "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
+        "checkpoint": str(Path(checkpoint).resolve()), "scores": SCORES_FILE,
+        "device": spec.device, "host": platform.node(), "versions": classifier.versions(),
+        "train_consumed": classifier.consumed, "init": classifier.init, "resumed": classifier.resumed,
+        "recipe": classifier.recipe, "weights": spec.weights_name or spec.weights or "scratch",
+        "failed_images": [{"path": path, "reason": reason} for path, reason in classifier.failed_images],
+        "config": job_config(cfg),
+    }
+    atomic.write_json(run_dir / "metrics.json", metrics)
+    auc = metrics["auc"]
+    log.info("classifier %s fold %d: AUC %s, accuracy %.3f, train %.0f s -> %s", spec.variant, fold,
+             "n/a" if auc is None else f"{auc:.3f}", metrics["accuracy"] or 0.0, train_time, run_dir)
+    return metrics
