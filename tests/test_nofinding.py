@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 from harness.eval.voc_map import voc_map
 from harness.nofinding import (AbnormalScores, ThresholdGrid, apply_policy, at_threshold, classifier_metrics, decide,
@@ -140,3 +142,55 @@ def test_abnormal_scores_file_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "cxr-bench-abnormal/1", "image_ids": [1], "p_abnormal": [1.5]}')
     with pytest.raises(ValueError, match="bad.json"):
         AbnormalScores.load(tmp_path / "bad.json")
+
+
+def test_report_section_rows_and_threshold_sweep(tmp_path):
+    """A sweep with one model on two folds and a classifier run per fold: the report scores the
+    model without the stage, detector-only and with the classifier under every policy, pools the
+    folds for the threshold grid and leaves the classifier out of the detector tables."""
+    from test_eval_voc import random_case
+
+    from harness import atomic
+    from harness.eval import evaluate
+    from harness.nofinding import abnormal_labels
+    from harness.report import NoFindingSettings, build_report, collect
+
+    root = tmp_path / "sweep"
+    for fold in (0, 1):
+        gt, preds = random_case(40 + fold, n_images=30)
+        shift = 100 * fold  # globally unique image ids, as the folds of one labels file have
+        for img in gt["images"]:
+            img["id"] += shift
+        for item in gt["annotations"] + preds.detections:
+            item["image_id"] += shift
+        preds = Predictions("m", f"h{fold}", [i + shift for i in preds.image_ids], preds.detections)
+        run = root / "yolov5" / f"fold{fold}"
+        atomic.write_json(run / "split" / "val.json", gt)
+        preds.save(run / "predictions.json")
+        atomic.write_json(run / "metrics.json", {**evaluate(gt, preds), "model": "yolov5", "variant": "v",
+                                                 "fold": fold, "split_hash": f"h{fold}", "config": {}})
+        labels = abnormal_labels(gt)
+        clf = root / "classifier" / f"fold{fold}"
+        AbnormalScores("classifier:resnet18", f"h{fold}", {i: 0.99 * y for i, y in labels.items()}).save(
+            clf / "abnormal.json")
+        atomic.write_json(clf / "metrics.json", {"kind": "classifier", "model": "classifier", "variant": "resnet18",
+                                                 "fold": fold, "split_hash": f"h{fold}", "auc": 1.0, "accuracy": 1.0,
+                                                 **classifier_metrics(labels, {i: 0.99 * y for i, y in labels.items()})})
+    results = collect(root)
+    assert set(results.runs["name"]) == {"yolov5"} and not results.unreadable
+    settings = NoFindingSettings(low=0.5, high=0.995, grid_low=(0.0, 0.5), grid_high=(0.5, 0.995, 1.0))
+    paths = build_report(root, nofinding=settings, reader_reference=False)
+    rows = pd.read_csv(paths["nofinding_csv"])
+    fold0 = rows[rows["fold"] == "fold0"].set_index(["source", "policy"])["voc_map40_15"]
+    assert len(fold0) == 7  # no stage + 3 policies x (detector, classifier)
+    gt0, preds0 = random_case(40, n_images=30)
+    assert fold0[("detector", "append")] == pytest.approx(evaluate(gt0, preds0)["voc_map40_15"])
+    # a perfect classifier: replace removes every false positive on normal images and calls them normal
+    assert fold0[("classifier", "replace")] > fold0[("detector", "replace")]
+    assert fold0[("classifier", "replace")] > fold0[("–", "none")]
+    md = paths["results_md"].read_text()
+    assert "## \"No finding\" stage" in md and "classifier: keep/add/replace" in md and "AUC 1.000" in md
+    sweep = pd.read_csv(paths["nofinding_sweep_csv"])
+    assert set(sweep["source"]) == {"detector", "classifier"} and len(sweep) == 2 * 2 * 3
+    with Image.open(paths["nofinding_sweep_png"]) as img:
+        assert img.size[0] > 300

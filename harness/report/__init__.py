@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report import nofinding as nofinding_section
 from harness.report import uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
 from harness.report.overlays import draw_overlay, write_overlays
@@ -18,11 +19,13 @@ from harness.report.protocol import (SweepProtocols, collect_protocols, fairness
                                      write_protocol)
 from harness.report.reference import sweep_reference
 from harness.report.tables import SweepResults, collect, long_table, markdown, summary, write_tables
+from harness.report.nofinding import NoFindingSettings
 from harness.report.uncertainty import BootstrapSettings
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
-                 bootstrap: BootstrapSettings | None = None, reader_reference: bool = True) -> dict[str, Path]:
+                 bootstrap: BootstrapSettings | None = None, reader_reference: bool = True,
+                 nofinding: NoFindingSettings | None = None) -> dict[str, Path]:
     """Write results.md, results.csv, results.png and per_class.png into out_dir (default
     <sweep_dir>/report); returns {"results_md", "results_csv", "results_png", "per_class_png"}, plus
     "protocol_md" when at least one run recorded a protocol (a sweep from before the protocol card
@@ -30,7 +33,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
 
     `bootstrap` (default: 1000 resamples, seed 0, 95%): CIs of mAP@0.4 over the val images for every
     run with a predictions.json, and paired comparisons (harness.report.uncertainty).
-    `reader_reference`: add the "one radiologist vs two" row when the dataset has per-reader labels."""
+    `reader_reference`: add the "one radiologist vs two" row when the dataset has per-reader labels.
+    `nofinding`: thresholds and grid of the "No finding" stage section (harness.report.nofinding):
+    results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
@@ -44,9 +49,13 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     ci_note = (f"CI: {settings.ci:.0%} bootstrap interval of the mean over folds ({settings.resamples} resamples of "
                f"each fold's val images, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4)."
                if unc.runs else None)
+    stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
-                         reference=reference, ci_note=ci_note)
+                         reference=reference, ci_note=ci_note,
+                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None)
+    if not stage.rows.empty:
+        paths.update(nofinding_section.write(stage, out_dir))
     if protocol_md is not None:
         paths["protocol_md"] = protocol_md
     what = f"{settings.ci:.0%} bootstrap CI" if unc.runs else "std over folds"
@@ -59,4 +68,5 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
 
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",
-           "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference"]
+           "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference",
+           "NoFindingSettings"]

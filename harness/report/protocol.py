@@ -85,6 +85,8 @@ def collect_protocols(sweep_dir: str | Path) -> SweepProtocols:
         except (OSError, ValueError) as err:
             out.unreadable.append(f"{path}: {err}")
             continue
+        if metrics.get("kind") == "classifier":
+            continue  # the "No finding" classifier is not one of the compared detectors
         rel = path.parent.relative_to(sweep_dir).parts
         if _is_ensemble(rel, metrics):
             out.ensembles.append(_ensemble_entry(path, rel, metrics))

@@ -95,6 +95,8 @@ def collect(sweep_dir: str | Path) -> SweepResults:
     for path in _find(sweep_dir, "metrics.json"):
         try:
             metrics = json.loads(path.read_text())
+            if isinstance(metrics, dict) and metrics.get("kind") == "classifier":
+                continue  # the "No finding" classifier: its own section (harness.report.nofinding)
             if not isinstance(metrics, dict) or "map40" not in metrics:
                 raise ValueError("no map40 key")
             rows.append(_run_row(path, sweep_dir, metrics))
@@ -228,7 +230,8 @@ def _ci(low: float, high: float, digits: int = 3) -> str:
 
 
 def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
-             pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None) -> str:
+             pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None,
+             extra: str | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
@@ -284,6 +287,8 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
             if reference is not None:
                 values.append(_number(reference["per_class"].get(cls)))
             lines.append(f"| {cls} | " + " | ".join(_fmt(v, 3) for v in values) + " |")
+    if extra:
+        lines += ["", extra.rstrip("\n")]
     lines += ["", "## Failed jobs", ""]
     if results.failed:
         lines += ["| model | fold | error | details |", "|---|---|---|---|"]
@@ -306,12 +311,13 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
                  protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
-                 ci_note: str | None = None) -> dict[str, Path]:
-    """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table()."""
+                 ci_note: str | None = None, extra: str | None = None) -> dict[str, Path]:
+    """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table().
+    `extra`: a Markdown section added before the failed jobs (the "No finding" stage)."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ, pairs, reference).to_csv(tmp, index=False, float_format="%.6g")
     atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
-                                        ci_note=ci_note))
+                                        ci_note=ci_note, extra=extra))
     return {"results_csv": csv_path, "results_md": md_path}

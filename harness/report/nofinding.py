@@ -1,0 +1,290 @@
+"""The report's "No finding" stage section: for every model and ensemble, the 15-class Kaggle metric
+without the stage, with the detector-only score, and with the classifier, under each policy
+(harness.nofinding); the classifier's own metrics; and the threshold sweep on out-of-fold
+predictions (15-class score over low x high, pooled over the folds) with its chart.
+
+Files: report/nofinding.csv (every run x p source x policy), report/nofinding_sweep.csv and
+report/nofinding_sweep.png (the grid); the summary table goes into results.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import atomic
+from harness.classes import NO_FINDING_NAME
+from harness.nofinding import (DEFAULT_HIGH, DEFAULT_LOW, POLICIES, AbnormalScores, ThresholdGrid, check_thresholds,
+                               score_policy)
+from harness.predictions import Predictions
+
+log = logging.getLogger(__name__)
+
+POLICY_TITLES = {"none": "no stage", "append": "append", "replace": "replace", "keep_add_replace": "keep/add/replace"}
+DEFAULT_GRID_LOW = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+DEFAULT_GRID_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
+
+
+@dataclass
+class NoFindingSettings:
+    low: float = DEFAULT_LOW
+    high: float = DEFAULT_HIGH
+    grid_low: tuple = DEFAULT_GRID_LOW
+    grid_high: tuple = DEFAULT_GRID_HIGH
+
+    @classmethod
+    def from_config(cls, node) -> "NoFindingSettings":
+        node = node or {}
+        grid = node.get("grid") or {}
+        out = cls(float(node.get("low", DEFAULT_LOW)), float(node.get("high", DEFAULT_HIGH)),
+                  tuple(float(v) for v in (grid.get("low") or DEFAULT_GRID_LOW)),
+                  tuple(float(v) for v in (grid.get("high") or DEFAULT_GRID_HIGH)))
+        check_thresholds(out.low, out.high)
+        return out
+
+
+@dataclass
+class NoFindingReport:
+    rows: pd.DataFrame  # one per run x p source x policy
+    summary: pd.DataFrame  # mean over folds per (kind, name, source, policy)
+    classifier: pd.DataFrame  # the classifier's metrics per fold
+    grids: list[dict] = field(default_factory=list)  # {"name", "source", "low", "high", "table", "folds"}
+    settings: NoFindingSettings = field(default_factory=NoFindingSettings)
+
+
+def _classifier_scores(sweep_dir: Path) -> tuple[dict[int, AbnormalScores], pd.DataFrame]:
+    from harness.jobs.sweep import classifier_runs
+
+    scores, rows = {}, []
+    for run in classifier_runs(sweep_dir):
+        try:
+            scores[run.fold] = AbnormalScores.load(run.path / "abnormal.json")
+            metrics = json.loads((run.path / "metrics.json").read_text())
+        except (OSError, ValueError) as err:
+            log.warning("no-finding report: skipping classifier run %s: %s", run.path, err)
+            continue
+        rows.append({"fold": f"fold{run.fold}", "variant": metrics.get("variant"), "auc": metrics.get("auc"),
+                     "accuracy": metrics.get("accuracy"), "n_images": metrics.get("n_images"),
+                     "n_abnormal": metrics.get("n_abnormal"),
+                     "sens_low": (metrics.get("at_low") or {}).get("sensitivity"),
+                     "spec_low": (metrics.get("at_low") or {}).get("specificity"),
+                     "sens_high": (metrics.get("at_high") or {}).get("sensitivity"),
+                     "spec_high": (metrics.get("at_high") or {}).get("specificity"),
+                     "train_time_s": metrics.get("train_time_s"), "split_hash": metrics.get("split_hash")})
+    return scores, pd.DataFrame(rows)
+
+
+def _sources(run_row, classifier: dict[int, AbnormalScores], preds: Predictions) -> list[tuple[str, dict | None]]:
+    """("detector", None) and, where the classifier ran on the same fold split, ("classifier", p)."""
+    out: list[tuple[str, dict | None]] = [("detector", None)]
+    fold = str(run_row["fold"])
+    if fold.startswith("fold") and fold[4:].isdigit() and int(fold[4:]) in classifier:
+        scores = classifier[int(fold[4:])]
+        if scores.split_hash not in (None, preds.split_hash):
+            log.warning("no-finding report: classifier fold %s was trained on another split (%s, %s has %s): not used",
+                        fold, scores.split_hash, run_row["name"], preds.split_hash)
+        elif all(i in scores.p_abnormal for i in preds.image_ids):
+            out.append(("classifier", scores.p_abnormal))
+        else:
+            log.warning("no-finding report: classifier fold %s lacks P(abnormal) for some of %s's images: not used",
+                        fold, run_row["name"])
+    return out
+
+
+def compute(runs: pd.DataFrame, sweep_dir: str | Path, settings: NoFindingSettings | None = None) -> NoFindingReport:
+    """Score every finished run with a predictions.json under each p source and policy."""
+    from harness.eval.coco_map import load_gt
+    from harness.report.uncertainty import ground_truth_for
+
+    sweep_dir = Path(sweep_dir)
+    settings = settings or NoFindingSettings()
+    classifier, clf_frame = _classifier_scores(sweep_dir)
+    rows, pooled = [], {}
+    for _, run in runs.iterrows():
+        run_dir = Path(run["path"])
+        if not (run_dir / "predictions.json").is_file():
+            continue
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            gt_path = ground_truth_for(run_dir, metrics, sweep_dir)
+            if gt_path is None:
+                continue
+            preds = Predictions.load(run_dir / "predictions.json")
+            gt = load_gt(gt_path)
+        except (OSError, ValueError) as err:
+            log.warning("no-finding report: skipping %s: %s", run_dir, err)
+            continue
+        for source, p in _sources(run, classifier, preds):
+            for policy in POLICIES:
+                if policy == "none" and source != "detector":
+                    continue  # does not depend on p
+                scored = score_policy(gt, preds, p, policy, settings.low, settings.high)
+                rows.append({"kind": run["kind"], "name": run["name"], "fold": run["fold"],
+                             "source": "–" if policy == "none" else source, "policy": policy,
+                             "low": settings.low, "high": settings.high, "voc_map40_15": scored["map"],
+                             "ap_no_finding": scored["per_class"].get(NO_FINDING_NAME),
+                             **{f"n_{k}": v for k, v in scored["actions"].items()}})
+            pooled.setdefault((run["kind"], run["name"], source), []).append((run["fold"], gt, preds, p))
+    frame = pd.DataFrame(rows, columns=["kind", "name", "fold", "source", "policy", "low", "high", "voc_map40_15",
+                                        "ap_no_finding", "n_replace", "n_add", "n_keep"])
+    summ = (frame.groupby(["kind", "name", "source", "policy"], sort=False)
+            .agg(voc_map40_15=("voc_map40_15", "mean"), ap_no_finding=("ap_no_finding", "mean"),
+                 n_folds=("fold", "count")).reset_index()) if not frame.empty else frame
+    grids = [_grid(kind, name, source, parts, settings) for (kind, name, source), parts in pooled.items()]
+    return NoFindingReport(frame, summ, clf_frame, [g for g in grids if g is not None], settings)
+
+
+def _grid(kind: str, name: str, source: str, parts: list, settings: NoFindingSettings) -> dict | None:
+    """The keep/add/replace rule over the threshold grid, on the folds' val predictions pooled
+    (each image once: its out-of-fold prediction)."""
+    images, anns, ids, dets, p_all = {}, [], [], [], {}
+    for _, gt, preds, p in parts:
+        for img in gt["images"]:
+            images[img["id"]] = img
+        anns.extend(gt.get("annotations", []))
+        ids.extend(preds.image_ids)
+        dets.extend(preds.detections)
+        if p is not None:
+            p_all.update({i: p[i] for i in preds.image_ids})
+    if len(set(ids)) != len(ids):
+        log.warning("no-finding sweep: %s's folds share images; pooled grid skipped", name)
+        return None
+    gt = {"images": list(images.values()), "annotations": anns, "categories": parts[0][1].get("categories", [])}
+    grid = ThresholdGrid(gt, Predictions(name, None, ids, dets), p_all if source == "classifier" else None)
+    table = grid.table(settings.grid_low, settings.grid_high)
+    return {"kind": kind, "name": name, "source": source, "low": list(settings.grid_low),
+            "high": list(settings.grid_high), "table": table, "folds": [f for f, *_ in parts],
+            "configured": grid.score(settings.low, settings.high)["map"], "n_images": len(ids)}
+
+
+def best_cell(grid: dict) -> tuple[float, float, float] | None:
+    table = grid["table"]
+    if np.all(np.isnan(table)):
+        return None
+    a, b = np.unravel_index(np.nanargmax(table), table.shape)
+    return grid["low"][a], grid["high"][b], float(table[a, b])
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown(report: NoFindingReport) -> str:
+    """The results.md section."""
+    s = report.settings
+    lines = ["## \"No finding\" stage (15-class Kaggle metric)", "",
+             f"Per image p = P(abnormal): p < low → all boxes replaced by `14 1 0 0 1 1`; low ≤ p < high → boxes kept "
+             f"and `14 (1-p) 0 0 1 1` added; p ≥ high → boxes kept unchanged (low {s.low:g}, high {s.high:g}; "
+             "`nofinding.low/high`). *detector*: p = the image's highest box score; *classifier*: the sweep's "
+             "classifier on the same fold. Policies: append = never replace, always add; replace = replace below "
+             "low, else keep; keep/add/replace = both thresholds. Mean over folds.", ""]
+    if report.summary.empty:
+        return "\n".join(lines + ["No runs with predictions to score.", ""])
+    sources = ["detector"] + (["classifier"] if (report.summary["source"] == "classifier").any() else [])
+    columns = [("–", "none")] + [(src, pol) for src in sources for pol in POLICIES if pol != "none"]
+    header = ["model", "no stage"] + [f"{src}: {POLICY_TITLES[pol]}" for src, pol in columns[1:]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (kind, name), group in report.summary.groupby(["kind", "name"], sort=False):
+        values = {(r["source"], r["policy"]): r["voc_map40_15"] for _, r in group.iterrows()}
+        best = max((v for v in values.values() if not math.isnan(v)), default=math.nan)
+        cells = []
+        for col in columns:
+            v = values.get(col, math.nan)
+            cells.append(f"**{_fmt(v)}**" if not math.isnan(v) and v == best else _fmt(v))
+        label = f"**{name}**" if kind == "ensemble" else name
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    if not report.classifier.empty:
+        c = report.classifier
+        lines += ["", "Classifier (val fold of each classifier run): "
+                  + "; ".join(f"{r['fold']} {r['variant']}: AUC {_fmt(r['auc'], 3)}, accuracy {_fmt(r['accuracy'], 3)}, "
+                              f"sens/spec at low {_fmt(r['sens_low'], 2)}/{_fmt(r['spec_low'], 2)}, "
+                              f"at high {_fmt(r['sens_high'], 2)}/{_fmt(r['spec_high'], 2)}"
+                              for _, r in c.iterrows())
+                  + " (sensitivity: abnormal images with p at or above the threshold; specificity: normal images below it)."]
+    if report.grids:
+        lines += ["", "Threshold sweep on the out-of-fold predictions (folds pooled): best (low, high) of the grid "
+                  "vs the configured pair — [nofinding_sweep.png](nofinding_sweep.png), "
+                  "[nofinding_sweep.csv](nofinding_sweep.csv). A best pair chosen on these images is optimistic "
+                  "for them.", "", "| model | p source | folds | best low | best high | best | configured |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in report.grids:
+            best = best_cell(g)
+            lines.append(f"| {g['name']} | {g['source']} | {' '.join(map(str, g['folds']))} | "
+                         + (f"{best[0]:g} | {best[1]:g} | {best[2]:.4f}" if best else "– | – | –")
+                         + f" | {_fmt(g['configured'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_frame(report: NoFindingReport) -> pd.DataFrame:
+    rows = []
+    for g in report.grids:
+        for a, low in enumerate(g["low"]):
+            for b, high in enumerate(g["high"]):
+                rows.append({"kind": g["kind"], "name": g["name"], "source": g["source"], "low": low, "high": high,
+                             "voc_map40_15": g["table"][a, b]})
+    return pd.DataFrame(rows, columns=["kind", "name", "source", "low", "high", "voc_map40_15"])
+
+
+def sweep_chart(report: NoFindingReport, path: str | Path) -> Path:
+    """One heatmap per model/ensemble and p source: 15-class score over low (rows) x high (columns);
+    the best cell outlined, the configured pair marked with a dot."""
+    from harness.report.charts import _pyplot, save_figure
+
+    plt = _pyplot()
+    grids = report.grids
+    n = max(1, len(grids))
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(grids):]:
+        ax.set_axis_off()
+    if not grids:
+        axes[0, 0].text(0.5, 0.5, "no runs with predictions", ha="center", va="center")
+    for ax, g in zip(axes.flat, grids):
+        table = g["table"]
+        finite = table[~np.isnan(table)]
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="#EEEEEE")
+        image = ax.imshow(np.ma.masked_invalid(table), cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1e-9),
+                          aspect="auto", origin="lower")
+        ax.set_xticks(range(len(g["high"])))
+        ax.set_xticklabels([f"{v:g}" for v in g["high"]], rotation=45, fontsize=8)
+        ax.set_yticks(range(len(g["low"])))
+        ax.set_yticklabels([f"{v:g}" for v in g["low"]], fontsize=8)
+        ax.set_xlabel("high (keep unchanged at or above)")
+        ax.set_ylabel("low (replace below)")
+        for a in range(table.shape[0]):
+            for b in range(table.shape[1]):
+                if not np.isnan(table[a, b]):
+                    ax.text(b, a, f"{table[a, b]:.3f}", ha="center", va="center", fontsize=6,
+                            color="white" if table[a, b] < (vmin + vmax) / 2 else "black")
+        best = best_cell(g)
+        if best:
+            a, b = g["low"].index(best[0]), g["high"].index(best[1])
+            ax.add_patch(plt.Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        s = report.settings
+        if s.low in g["low"] and s.high in g["high"]:
+            ax.plot(g["high"].index(s.high), g["low"].index(s.low), "o", mfc="none", mec="red", ms=16, mew=1.5)
+        ax.set_title(f"{g['name']} — p from {g['source']}\n(best {best[2]:.3f} at {best[0]:g}/{best[1]:g}; "
+                     f"configured {g['configured']:.3f})" if best else g["name"], fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="15-class VOC mAP@0.4")
+    fig.suptitle("\"No finding\" thresholds: out-of-fold 15-class Kaggle metric (box = best, circle = configured)")
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
+
+
+def write(report: NoFindingReport, out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"nofinding_csv": out_dir / "nofinding.csv", "nofinding_sweep_csv": out_dir / "nofinding_sweep.csv"}
+    with atomic.atomic_path(paths["nofinding_csv"]) as tmp:
+        report.rows.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic.atomic_path(paths["nofinding_sweep_csv"]) as tmp:
+        sweep_frame(report).to_csv(tmp, index=False, float_format="%.6g")
+    paths["nofinding_sweep_png"] = sweep_chart(report, out_dir / "nofinding_sweep.png")
+    return paths
