@@ -66,3 +66,42 @@ def test_one_channel_stem_from_an_imagenet_style_state_dict(tmp_path):
     assert model.conv1.in_channels == 1 and model.fc.out_features == 1
     assert "fc.weight" in clf.init["reinitialised"] and "conv1.weight" not in clf.init["reinitialised"]
     assert clf.init["loaded"] == clf.init["total"] - 2  # all but the 1000-class head (weight, bias)
+
+
+@pytest.mark.slow
+def test_classifier_in_a_sweep_report_and_submission(tmp_path):
+    """`model=classifier` runs beside a detector in one multirun on the same fold; the report scores the
+    detector with it; cxr-predict applies the policy with it (the same code) to new images."""
+    import csv
+
+    from test_hydra_pipeline import FAST, run_app
+
+    fast = [*FAST, "train.epochs=1", "per_model.classifier.train.epochs=2", "per_model.classifier.train.imgsz=64",
+            "per_model.classifier.train.batch_size=8"]
+    run_app("harness.cli.train", ["-m", "sweep=nf", "model=yolov5,classifier", "data.fold=0", *fast], tmp_path)
+    sweep = tmp_path / "runs" / "nf"
+    metrics = json.loads((sweep / "classifier" / "fold0" / "metrics.json").read_text())
+    detector = json.loads((sweep / "yolov5" / "fold0" / "metrics.json").read_text())
+    assert metrics["kind"] == "classifier" and metrics["split_hash"] == detector["split_hash"]
+    assert metrics["auc"] is not None and 0.0 <= metrics["auc"] <= 1.0
+    assert set(metrics["at_low"]) >= {"sensitivity", "specificity"} and metrics["thresholds"] == {"low": 0.08,
+                                                                                                   "high": 0.95}
+    assert (sweep / "classifier" / "fold0" / "abnormal.json").is_file()
+    run_app("harness.cli.report", ["sweep=nf", "report.bootstrap.enabled=false"], tmp_path)
+    md = (sweep / "report" / "results.md").read_text()
+    assert "classifier: keep/add/replace" in md
+    names = {row["name"] for row in csv.DictReader(open(sweep / "report" / "results.csv"))}
+    assert "yolov5" in names and "classifier" not in names  # not a detector row
+    assert (sweep / "report" / "nofinding_sweep.png").is_file()
+    run_app("harness.cli.predict", ["sweep=nf", *fast, f"predict.runs=[{sweep / 'yolov5' / 'fold0'}]",
+                                    f"predict.classifier={sweep / 'classifier' / 'fold0'}", "predict.input=test",
+                                    "predict.no_finding=keep_add_replace", "nofinding.low=0.5", "nofinding.high=0.5"],
+            tmp_path)
+    p = json.loads((sweep / "predict" / "abnormal.json").read_text())
+    rows = list(csv.DictReader(open(sweep / "predict" / "submission.csv")))
+    assert len(rows) == len(p["image_ids"])
+    for row, prob in zip(sorted(rows, key=lambda r: r["image_id"]), p["p_abnormal"]):  # ids follow image_id order
+        if prob < 0.5:
+            assert row["PredictionString"] == "14 1.0000 0 0 1 1"
+        else:
+            assert " 0 0 1 1" not in row["PredictionString"] or not row["PredictionString"].startswith("14 ")

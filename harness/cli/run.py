@@ -2,6 +2,9 @@
 
     prepare -> train -m model=<pipeline.models> data.fold=<pipeline.folds> -> ensemble -> report
 
+`pipeline.classifier=resnet18` adds the "No finding" classifier to the train step (same folds); the
+report then scores every model and ensemble with it under each policy.
+
     cxr-run experiment=demo                     (the README's main command)
     cxr-run experiment=demo train.epochs=2 pipeline.models=[yolov5,mmdet_frcnn]
 
@@ -42,14 +45,17 @@ def step(title: str, module: str, args: list[str], tolerated: range = range(0)) 
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from adapters import is_classifier
+    from harness.jobs.config import pipeline_jobs
+
     overrides = list(HydraConfig.get().overrides.task)
-    models = list(cfg.pipeline.models)
+    models, extra = pipeline_jobs(cfg, overrides)
     folds = [str(int(f)) for f in cfg.pipeline.folds]
     started = time.perf_counter()
     step("prepare", "harness.cli.prepare", overrides, tolerated=range(101, 255))
     step("train", "harness.cli.train",
-         ["-m", *overrides, f"model={','.join(models)}", f"data.fold={','.join(folds)}"])
-    if len(models) > 1:
+         ["-m", *overrides, *extra, f"model={','.join(models)}", f"data.fold={','.join(folds)}"])
+    if len([m for m in models if not is_classifier(m)]) > 1:
         step("ensemble", "harness.cli.ensemble", overrides)
     step("report", "harness.cli.report", overrides)
     report_dir = Path(cfg.sweep_dir) / "report"

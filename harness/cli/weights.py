@@ -29,12 +29,13 @@ def compose(overrides: list[str]):
 
 def requests_of(overrides: list[str]) -> list[tuple[str, str, object]]:
     """(model, variant, train.weights) for every model the config's pipeline runs."""
-    from harness.jobs.config import model_settings
+    from harness.jobs.config import model_settings, pipeline_jobs
 
     cfg = compose(overrides)
+    models, extra = pipeline_jobs(cfg, overrides)
     out = []
-    for model in cfg.pipeline.models:
-        name, variant, train = model_settings(compose([*overrides, f"model={model}"]))
+    for model in models:
+        name, variant, train = model_settings(compose([*overrides, *extra, f"model={model}"]))
         out.append((name, variant, train.get("weights")))
     return out
 

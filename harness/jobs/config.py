@@ -87,3 +87,21 @@ def config_hash(cfg: DictConfig) -> str:
     for key in RESUME_SETTINGS:  # how often a job checkpoints and whether it resumes: same result
         relevant["train"].pop(key, None)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pipeline_jobs(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(models the pipeline trains, extra overrides for the train step): `pipeline.models`, plus the
+    "No finding" classifier when `pipeline.classifier` names a variant (per_model.classifier.variant)."""
+    models = [str(m) for m in cfg.pipeline.models]
+    extra: list[str] = []
+    variant = cfg.pipeline.get("classifier")
+    if variant:
+        from adapters.classifier import VARIANTS
+
+        if str(variant) not in VARIANTS:
+            raise ConfigError(f"pipeline.classifier={variant!r}; choose one of {', '.join(VARIANTS)} (or null)")
+        if "classifier" not in models:
+            models.append("classifier")
+        if not any(o.startswith("per_model.classifier.variant=") for o in overrides or []):
+            extra.append(f"per_model.classifier.variant={variant}")
+    return models, extra

@@ -1,5 +1,7 @@
 """The predict step: trained runs -> detections on new images -> predictions.json, overlays and a
-Kaggle submission (boxes mapped back to original DICOM pixels through the manifest).
+Kaggle submission (boxes mapped back to original DICOM pixels through the manifest). With
+`predict.classifier=<classifier run>`, its P(abnormal) per image feeds the "No finding" policy
+`predict.no_finding` (thresholds `nofinding.low/high`), the same code the report scores.
 
 Input: `test` (the prepared dataset's test split), or a folder of DICOMs (converted here exactly as
 `prepare` converts, with the run's data settings) or PNGs (used as they are, scale 1).
@@ -86,8 +88,32 @@ def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[li
     return images, manifest
 
 
+def classifier_p_abnormal(cfg: DictConfig, images: list[ImageRef], out_dir: Path) -> dict[int, float] | None:
+    """P(abnormal) of the images from the classifier run `predict.classifier` (None when unset);
+    written to <out_dir>/abnormal.json."""
+    from adapters import get_detector, is_classifier
+    from harness.nofinding import AbnormalScores
+
+    if not cfg.predict.get("classifier"):
+        return None
+    run_dir = Path(str(cfg.predict.classifier))
+    run_cfg, metrics = load_run(run_dir)
+    if not is_classifier(run_cfg.model.name):
+        raise ConfigError(f"predict.classifier={run_dir} is a {run_cfg.model.name} run, not a classifier run")
+    classifier = get_detector(run_cfg.model.name, train_spec(run_cfg))
+    with no_network() if cfg.offline_guard else contextlib.nullcontext():
+        p = classifier.predict(Path(metrics["checkpoint"]), images, out_dir / "native" / "classifier")
+    missing = [img for img in images if img.id not in p]
+    if missing:
+        raise RuntimeError(f"the classifier could not read {len(missing)} image(s), e.g. {missing[0].path}: "
+                           "no P(abnormal) for them")
+    AbnormalScores(metrics["source"], None, p).save(out_dir / "abnormal.json")
+    return p
+
+
 def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
-    from adapters import get_detector
+    from adapters import get_detector, is_classifier
+    from harness.jobs.classifier_job import nofinding_thresholds
     from harness.ensemble import fuse_predictions
     from harness.report import write_overlays
     from harness.submission import write_submission
@@ -97,6 +123,9 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     if not run_dirs:
         raise ConfigError("predict.runs is empty: name run folders, e.g. predict.runs=[runs/demo/yolov5/fold0]")
     runs = [load_run(run_dir) for run_dir in run_dirs]
+    for (run_cfg, _), run_dir in zip(runs, run_dirs):
+        if is_classifier(run_cfg.model.name):
+            raise ConfigError(f"predict.runs: {run_dir} is a classifier run; give it as predict.classifier={run_dir}")
     images, manifest = input_images(str(cfg.predict.input), runs[0][0], out_dir)
     log.info("predicting %d images with %d run(s)", len(images), len(runs))
     all_preds = []
@@ -117,7 +146,10 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
                                  conf_type=ens.conf_type, names=[str(d) for d in run_dirs])
         preds.source = f"ensemble:{ens.name}"
     preds.save(out_dir / "predictions.json")
-    submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding)
+    p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
+    low, high = nofinding_thresholds(cfg)
+    submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
+                                  p_abnormal=p_abnormal, low=low, high=high)
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
                    score_thr=float(cfg.report.overlay_score_thr), images=images)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,
