@@ -1,5 +1,5 @@
 """The normal-vs-abnormal classifier of the "No finding" stage: a torchvision backbone
-(ResNet-18/34/50, EfficientNet-B0..B3) with one logit, P(abnormal) = sigmoid(logit).
+(ResNet-18/34/50, EfficientNet-B0..B3, B6) with one logit, P(abnormal) = sigmoid(logit).
 
 It runs inside the same job machinery as the detectors (same split and folds, Hydra groups, offline
 guard, failure handling, resumable checkpoints): an image is "abnormal" when the split's COCO file
@@ -36,7 +36,7 @@ from harness.split import ImageRef, Split
 log = logging.getLogger(__name__)
 
 VARIANTS = ("resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
-            "efficientnet_b3")
+            "efficientnet_b3", "efficientnet_b6")
 MEAN, STD = 0.449, 0.226  # ImageNet's mean/std, averaged over R, G, B
 
 

@@ -105,3 +105,34 @@ def test_classifier_in_a_sweep_report_and_submission(tmp_path):
             assert row["PredictionString"] == "14 1.0000 0 0 1 1"
         else:
             assert " 0 0 1 1" not in row["PredictionString"] or not row["PredictionString"].startswith("14 ")
+
+
+def test_presets_and_pipeline_switch_compose(tmp_path):
+    import torch
+    from test_hydra_pipeline import compose_train
+
+    from harness.jobs.config import ConfigError, pipeline_jobs, train_spec
+
+    demo = compose_train(["experiment=demo"])
+    assert demo.pipeline.classifier is None and pipeline_jobs(demo) == (list(demo.pipeline.models), [])
+    models, extra = pipeline_jobs(compose_train(["experiment=demo", "pipeline.classifier=resnet18"]))
+    assert models[-1] == "classifier" and extra == ["per_model.classifier.variant=resnet18"]
+    with pytest.raises(ConfigError, match="pipeline.classifier"):
+        pipeline_jobs(compose_train(["pipeline.classifier=vgg11"]))
+    clf = train_spec(compose_train(["experiment=demo", "model=classifier"]))
+    assert (clf.variant, clf.imgsz, clf.epochs) == ("resnet18", 96, 4)
+    # the original study: its thresholds, and an ImageNet classifier fetched like the detectors' weights
+    study = compose_train(["experiment=original_study", "model=classifier", f"pretrained.cache_dir={tmp_path}"])
+    assert (study.nofinding.low, study.nofinding.high) == (0.0, 0.99) and study.pipeline.classifier == "efficientnet_b6"
+    with pytest.raises(ConfigError, match="cxr-weights imagenet/classifier/efficientnet_b6"):
+        train_spec(study)
+    cached = tmp_path / "imagenet" / "classifier" / "efficientnet_b6_lukemelas-24a108a5.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save({"features.0.0.weight": torch.zeros(1), "classifier.1.weight": torch.zeros(1)}, cached)
+    spec = train_spec(study)
+    assert spec.weights == str(cached) and spec.weights_name == "imagenet" and spec.imgsz == 512
+    # a detector checkpoint is refused for the classifier, by name
+    wrong = tmp_path / "det.pth"
+    torch.save({"state_dict": {"rpn_head.rpn_conv.weight": torch.zeros(1)}}, wrong)
+    with pytest.raises(ConfigError, match="torchvision"):
+        train_spec(compose_train(["model=classifier", f"train.weights={wrong}"]))
