@@ -187,6 +187,28 @@ class ThresholdGrid:
             self.classes.append((n_gt, np.array([index[d[0]] for d in dets[cat]], int),
                                  np.array([d[1] for d in dets[cat]], float), flags))
 
+    def with_p(self, p_abnormal: Mapping[int, float] | None, preds: Predictions | None = None) -> "ThresholdGrid":
+        """The same matched detections under another P(abnormal) source (None: the detector-only score,
+        which needs `preds`); matching does not depend on p, so it is not redone."""
+        import copy
+
+        if p_abnormal is None:
+            if preds is None:
+                raise ValueError("the detector-only P(abnormal) needs the predictions")
+            p_abnormal = detector_p_abnormal(preds)
+        missing = [i for i in self.image_ids if i not in p_abnormal]
+        if missing:
+            raise ValueError(f"no P(abnormal) for image ids {missing[:10]}")
+        other = copy.copy(self)
+        other.p = np.array([float(p_abnormal[i]) for i in self.image_ids], float)
+        return other
+
+    def actions(self, low: float, high: float) -> dict[str, int]:
+        """How many images the rule replaces, adds to and keeps."""
+        replace = int((self.p < low).sum())
+        keep = int((self.p >= max(low, high)).sum())
+        return {REPLACE: replace, ADD: len(self.p) - replace - keep, KEEP: keep}
+
     def score(self, low: float, high: float) -> dict:
         """{"map", "per_class"} of the rule with these thresholds (as score_policy gives)."""
         from harness.eval.voc_map import ap_from_flags

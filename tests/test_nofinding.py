@@ -116,11 +116,13 @@ def test_threshold_grid_equals_policy_scoring():
     preds = Predictions("m", None, ids, dets)
     p = {i: float(rng.choice([0.0, 0.5, rng.uniform()])) for i in ids}
     grid = ThresholdGrid(gt, preds, p)
+    swapped = ThresholdGrid(gt, preds, None).with_p(p)  # matched once, another p source
     for low, high in [(0.0, 0.0), (0.0, math.inf), (0.08, 0.95), (0.5, 0.5), (0.3, 0.7), (0.6, 1.0)]:
         fast = grid.score(low, high)
         slow = score_policy(gt, preds, p, "keep_add_replace", low, high)
         assert fast["map"] == pytest.approx(slow["map"], abs=1e-12), (low, high)
         assert fast["per_class"] == pytest.approx(slow["per_class"], abs=1e-12)
+        assert swapped.score(low, high) == fast and grid.actions(low, high) == slow["actions"]
     table = grid.table([0.0, 0.5], [0.3, 0.9])
     assert math.isnan(table[1, 0]) and table[0, 1] == pytest.approx(grid.score(0.0, 0.9)["map"])
 

@@ -20,7 +20,7 @@ import pandas as pd
 from harness import atomic
 from harness.classes import NO_FINDING_NAME
 from harness.nofinding import (DEFAULT_HIGH, DEFAULT_LOW, POLICIES, AbnormalScores, ThresholdGrid, check_thresholds,
-                               score_policy)
+                               policy_thresholds)
 from harness.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -119,47 +119,59 @@ def compute(runs: pd.DataFrame, sweep_dir: str | Path, settings: NoFindingSettin
         except (OSError, ValueError) as err:
             log.warning("no-finding report: skipping %s: %s", run_dir, err)
             continue
+        grid = ThresholdGrid(gt, preds, None)  # detections matched once; each policy is a (low, high) pair
         for source, p in _sources(run, classifier, preds):
+            scorer = grid if p is None else grid.with_p(p)
             for policy in POLICIES:
                 if policy == "none" and source != "detector":
                     continue  # does not depend on p
-                scored = score_policy(gt, preds, p, policy, settings.low, settings.high)
+                low, high = policy_thresholds(policy, settings.low, settings.high)
+                scored = scorer.score(low, high)
                 rows.append({"kind": run["kind"], "name": run["name"], "fold": run["fold"],
                              "source": "–" if policy == "none" else source, "policy": policy,
                              "low": settings.low, "high": settings.high, "voc_map40_15": scored["map"],
                              "ap_no_finding": scored["per_class"].get(NO_FINDING_NAME),
-                             **{f"n_{k}": v for k, v in scored["actions"].items()}})
-            pooled.setdefault((run["kind"], run["name"], source), []).append((run["fold"], gt, preds, p))
+                             **{f"n_{k}": v for k, v in scorer.actions(low, high).items()}})
+            pooled.setdefault((run["kind"], run["name"]), []).append((run["fold"], gt, preds, p, source))
     frame = pd.DataFrame(rows, columns=["kind", "name", "fold", "source", "policy", "low", "high", "voc_map40_15",
                                         "ap_no_finding", "n_replace", "n_add", "n_keep"])
     summ = (frame.groupby(["kind", "name", "source", "policy"], sort=False)
             .agg(voc_map40_15=("voc_map40_15", "mean"), ap_no_finding=("ap_no_finding", "mean"),
                  n_folds=("fold", "count")).reset_index()) if not frame.empty else frame
-    grids = [_grid(kind, name, source, parts, settings) for (kind, name, source), parts in pooled.items()]
-    return NoFindingReport(frame, summ, clf_frame, [g for g in grids if g is not None], settings)
+    grids = [g for (kind, name), parts in pooled.items() for g in _grids(kind, name, parts, settings)]
+    return NoFindingReport(frame, summ, clf_frame, grids, settings)
 
 
-def _grid(kind: str, name: str, source: str, parts: list, settings: NoFindingSettings) -> dict | None:
+def _grids(kind: str, name: str, parts: list, settings: NoFindingSettings) -> list[dict]:
     """The keep/add/replace rule over the threshold grid, on the folds' val predictions pooled
-    (each image once: its out-of-fold prediction)."""
-    images, anns, ids, dets, p_all = {}, [], [], [], {}
-    for _, gt, preds, p in parts:
+    (each image once: its out-of-fold prediction), for the detector-only score and, where every
+    fold has one, the classifier's."""
+    images, anns, ids, dets, p_clf, folds = {}, [], [], [], {}, {}
+    for fold, gt, preds, p, source in parts:
+        if source == "classifier":
+            p_clf.update({i: p[i] for i in preds.image_ids})
+            continue
+        folds[fold] = True
         for img in gt["images"]:
             images[img["id"]] = img
         anns.extend(gt.get("annotations", []))
         ids.extend(preds.image_ids)
         dets.extend(preds.detections)
-        if p is not None:
-            p_all.update({i: p[i] for i in preds.image_ids})
     if len(set(ids)) != len(ids):
         log.warning("no-finding sweep: %s's folds share images; pooled grid skipped", name)
-        return None
+        return []
     gt = {"images": list(images.values()), "annotations": anns, "categories": parts[0][1].get("categories", [])}
-    grid = ThresholdGrid(gt, Predictions(name, None, ids, dets), p_all if source == "classifier" else None)
-    table = grid.table(settings.grid_low, settings.grid_high)
-    return {"kind": kind, "name": name, "source": source, "low": list(settings.grid_low),
-            "high": list(settings.grid_high), "table": table, "folds": [f for f, *_ in parts],
-            "configured": grid.score(settings.low, settings.high)["map"], "n_images": len(ids)}
+    preds = Predictions(name, None, ids, dets)
+    grid = ThresholdGrid(gt, preds, None)
+    scorers = [("detector", grid)]
+    if p_clf and all(i in p_clf for i in ids):
+        scorers.append(("classifier", grid.with_p(p_clf)))
+    elif p_clf:
+        log.warning("no-finding sweep: the classifier did not run on every fold of %s; its grid is skipped", name)
+    return [{"kind": kind, "name": name, "source": source, "low": list(settings.grid_low),
+             "high": list(settings.grid_high), "table": scorer.table(settings.grid_low, settings.grid_high),
+             "folds": list(folds), "configured": scorer.score(settings.low, settings.high)["map"],
+             "n_images": len(ids)} for source, scorer in scorers]
 
 
 def best_cell(grid: dict) -> tuple[float, float, float] | None:
