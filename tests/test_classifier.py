@@ -52,6 +52,11 @@ def test_classifier_learns_normal_vs_abnormal_offline(tmp_path, forbid_network):
     # the resumable checkpoint is recorded, the final one is a torch file the job reads back
     assert (tmp_path / "run" / "native" / "last.pt.resume.json").is_file()
     assert checkpoint.name == "classifier.pt"
+    # a rerun of the same training resumes from its recorded checkpoint (here: already at the last epoch)
+    again = get_detector("classifier", _spec())
+    again.fit(split, tmp_path / "run" / "native")
+    assert again.resumed is not None and again.resumed["epoch"] == again.resumed["epochs"] == 3
+    assert again.predict(tmp_path / "run" / "native" / "classifier.pt", val) == pytest.approx(p)
 
 
 def test_one_channel_stem_from_an_imagenet_style_state_dict(tmp_path):
