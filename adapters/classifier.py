@@ -53,6 +53,40 @@ def load_gray(path: Path, size: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
+def augment(x: np.ndarray, aug, rng: np.random.Generator) -> np.ndarray:
+    """The shared augmentation on one (H, W) image: h/v flips, rotation in [-deg, deg] (bilinear,
+    zero fill)."""
+    if aug.hflip and rng.random() < aug.hflip:
+        x = x[:, ::-1]
+    if aug.vflip and rng.random() < aug.vflip:
+        x = x[::-1, :]
+    if aug.rotate_deg:
+        from PIL import Image
+
+        angle = float(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
+        x = np.array(Image.fromarray(np.ascontiguousarray(x), mode="F").rotate(angle, Image.BILINEAR), np.float32)
+    return np.ascontiguousarray(x)
+
+
+class TrainImages:
+    """The training images as a map-style dataset (any object with __len__/__getitem__ serves
+    torch's DataLoader, so this module imports no torch at import time): (1, S, S) float32 in [0, 1]
+    and the 0/1 label; the augmentation draws from a generator seeded by (seed, epoch, index), the
+    same whichever worker decodes the image."""
+
+    def __init__(self, paths: list[Path], labels: list[int], size: int, aug, seed: int):
+        self.paths, self.labels, self.size, self.aug, self.seed = paths, labels, size, aug, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, k: int):
+        rng = np.random.default_rng([self.seed, self.epoch, k])
+        x = augment(load_gray(self.paths[k], self.size), self.aug, rng)
+        return x[None], np.float32(self.labels[k])
+
+
 def abnormal_targets(coco_json: Path) -> dict[int, int]:
     import json
 
@@ -138,35 +172,28 @@ class TorchvisionClassifier:
             raise RuntimeError(f"train.device={device} but CUDA is not available (torch {torch.__version__})")
         return torch.device(device)
 
-    def _batch(self, refs: Sequence[ImageRef], device, augment: bool = False, rng: np.random.Generator | None = None):
+    def _normalise(self, x, device):
+        x = (x.to(device) - MEAN) / STD
+        return x.expand(-1, 3, -1, -1).contiguous() if self.spec.channels == 3 else x
+
+    def _batch(self, refs: Sequence[ImageRef], device):
         import torch
 
-        arrays = [load_gray(ref.path, self.spec.imgsz) for ref in refs]
-        x = torch.from_numpy(np.stack(arrays)[:, None])
-        if augment and rng is not None:
-            x = self._augment(x, rng)
-        x = (x - MEAN) / STD
-        if self.spec.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        return x.contiguous().to(device)
-
-    def _augment(self, x, rng: np.random.Generator):
-        import torch
-        from torchvision.transforms.v2 import functional as F
-
-        aug = self.spec.aug
-        out = []
-        for img in x:
-            if aug.hflip and rng.random() < aug.hflip:
-                img = torch.flip(img, dims=[-1])
-            if aug.vflip and rng.random() < aug.vflip:
-                img = torch.flip(img, dims=[-2])
-            if aug.rotate_deg:
-                img = F.rotate(img, float(rng.uniform(-aug.rotate_deg, aug.rotate_deg)))
-            out.append(img)
-        return torch.stack(out)
+        return self._normalise(torch.from_numpy(np.stack([load_gray(r.path, self.spec.imgsz) for r in refs])[:, None]),
+                               device)
 
     # -- training -----------------------------------------------------------------------------
+    def _loader(self, items: "TrainImages", epoch: int, bs: int):
+        """One epoch's batches: shuffled by a generator seeded from (seed, epoch), so a resumed run
+        draws the same order; `train.workers` processes decode the PNGs."""
+        import torch
+
+        items.epoch = epoch
+        generator = torch.Generator().manual_seed(self.spec.seed * 100_003 + epoch)
+        return torch.utils.data.DataLoader(items, batch_size=bs, shuffle=True, drop_last=len(items) > bs,
+                                           num_workers=int(self.spec.workers), generator=generator,
+                                           pin_memory=str(self.spec.device).startswith("cuda"))
+
     def training_key(self, split: Split) -> str:
         return training_key(self.spec.to_dict(), split.split_hash, self.run_key)
 
@@ -176,7 +203,6 @@ class TorchvisionClassifier:
         spec, workdir = self.spec, Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(spec.seed)
-        rng = np.random.default_rng(spec.seed)
         targets = abnormal_targets(split.train_json)
         refs = [ref for ref in split.images("train") if ref.id in targets]
         usable = []
@@ -212,20 +238,19 @@ class TorchvisionClassifier:
                        "norm_decay": 0.0, "schedule": "linear warmup then cosine per iteration",
                        "warmup_iters": warmup, "iterations": total, "batch": bs, "loss": "BCE with logits",
                        "momentum": 0.9 if spec.optimizer == "sgd" else None}
+        items = TrainImages([r.path for r in usable], [targets[r.id] for r in usable], spec.imgsz, spec.aug, spec.seed)
         use_amp = bool(spec.amp) and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         key = self.training_key(split)
-        start_epoch = self._resume(workdir, key, model, optimizer, scheduler, rng)
+        start_epoch = self._resume(workdir, key, model, optimizer, scheduler)
         path_last = workdir / "last.pt"
         for epoch in range(start_epoch, spec.epochs):
             model.train()
-            order = rng.permutation(len(usable))
             losses = []
-            for b in range(per_epoch):
-                batch = [usable[k] for k in order[b * bs:(b + 1) * bs]]
-                x = self._batch(batch, device, augment=True, rng=rng)
-                y = torch.tensor([float(targets[r.id]) for r in batch], device=device)
+            for images, labels in self._loader(items, epoch, bs):
+                x = self._normalise(images, device)
+                y = labels.to(device=device, dtype=torch.float32)
                 with torch.autocast(device_type=device.type, enabled=use_amp):
                     loss = loss_fn(model(x).squeeze(1).float(), y)
                 optimizer.zero_grad(set_to_none=True)
@@ -237,7 +262,7 @@ class TorchvisionClassifier:
             log.info("classifier %s: epoch %d/%d, loss %.4f, lr %.2e", spec.variant, epoch + 1, spec.epochs,
                      float(np.mean(losses)), optimizer.param_groups[0]["lr"])
             if (epoch + 1) % spec.checkpoint_interval == 0 or epoch + 1 == spec.epochs:
-                self._save(path_last, model, optimizer, scheduler, rng, epoch + 1, key)
+                self._save(path_last, model, optimizer, scheduler, epoch + 1, key)
             write_progress(self.progress_path or workdir.parent / PROGRESS_FILE, self.name, epoch + 1, spec.epochs,
                            path_last if path_last.is_file() else None)
         final = workdir / "classifier.pt"
@@ -246,16 +271,16 @@ class TorchvisionClassifier:
                         "imgsz": spec.imgsz}, tmp)
         return final
 
-    def _save(self, path: Path, model, optimizer, scheduler, rng, epoch: int, key: str) -> None:
+    def _save(self, path: Path, model, optimizer, scheduler, epoch: int, key: str) -> None:
         import torch
 
         with atomic.atomic_path(path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": rng.bit_generator.state,
+                        "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(), "epoch": epoch}, tmp)
         write_record(path, key, epoch, self.spec.epochs)
 
-    def _resume(self, workdir: Path, key: str, model, optimizer, scheduler, rng) -> int:
+    def _resume(self, workdir: Path, key: str, model, optimizer, scheduler) -> int:
         import torch
 
         def load(path: Path):
@@ -270,7 +295,6 @@ class TorchvisionClassifier:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         self.resumed = point.as_dict()
         log.info("classifier: resume: continuing from %s (epoch %d of %d)", point.checkpoint, point.epoch, point.epochs)

@@ -18,7 +18,7 @@ from toy import make_toy_dataset  # noqa: E402
 
 def _spec(**kw) -> TrainSpec:
     base = dict(variant="resnet18", epochs=3, batch_size=8, imgsz=48, optimizer="adam", lr=1e-3, seed=0,
-                aug=AugSpec(hflip=0.5), batch_predict=16)
+                aug=AugSpec(rotate_deg=10, hflip=0.5, vflip=0.1), batch_predict=16)
     return TrainSpec(**{**base, **kw})
 
 
