@@ -141,3 +141,12 @@ def test_presets_and_pipeline_switch_compose(tmp_path):
     torch.save({"state_dict": {"rpn_head.rpn_conv.weight": torch.zeros(1)}}, wrong)
     with pytest.raises(ConfigError, match="torchvision"):
         train_spec(compose_train(["model=classifier", f"train.weights={wrong}"]))
+
+
+def test_training_set_without_normal_images_is_a_clear_error(tmp_path):
+    toy = make_toy_dataset(tmp_path / "toy", n_images=8, size=32, seed=0, k=2)  # k=2: every normal image in fold 1
+    split = make_split(toy["labels"], toy["folds"], 1, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"train\.json: the classifier needs normal and abnormal training images"):
+        get_detector("classifier", _spec()).fit(split, tmp_path / "run" / "native")
+    with pytest.raises(ValueError, match="unknown classifier variant 'vgg11'"):
+        get_detector("classifier", _spec(variant="vgg11"))
