@@ -18,6 +18,7 @@ from harness.report.protocol import (SweepProtocols, collect_protocols, fairness
                                      write_protocol)
 from harness.report.reference import sweep_reference
 from harness.report.tables import SweepResults, collect, long_table, markdown, summary, write_tables
+from harness.report.tuning import collect_tuning
 from harness.report.uncertainty import BootstrapSettings
 
 
@@ -46,7 +47,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                if unc.runs else None)
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
-                         reference=reference, ci_note=ci_note)
+                         reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir))
     if protocol_md is not None:
         paths["protocol_md"] = protocol_md
     what = f"{settings.ci:.0%} bootstrap CI" if unc.runs else "std over folds"
@@ -59,4 +60,5 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
 
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",
-           "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference"]
+           "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference",
+           "collect_tuning"]
