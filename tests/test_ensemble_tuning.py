@@ -95,7 +95,7 @@ def test_nested_optuna_tuning_never_reads_the_scored_fold_and_reports_its_gain(t
     ids = make_sweep(sweep)
     scored = 2
     run_app("harness.cli.ensemble", ["hparams_search=wbf_optuna", "sweep=tune", f"tune.scored_fold={scored}",
-                                     "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler.n_startup_trials=3"], tmp_path)
+                                     "tune.n_trials=6", "hydra.sweeper.sampler.n_startup_trials=3"], tmp_path)
 
     # the study: 6 Optuna trials, each a cxr-ensemble job scoring folds 0 and 1 only
     study = sweep / "ensemble" / ".tune" / "wbf" / f"fold{scored}"
