@@ -144,6 +144,17 @@ def test_nested_optuna_tuning_never_reads_the_scored_fold_and_reports_its_gain(t
     assert trial_objective(cfg, tmp_path / "again") == pytest.approx(trials[0]["objective"], abs=1e-12)
 
 
+def test_a_new_study_does_not_count_an_earlier_studys_trials(tmp_path):
+    sweep = tmp_path / "runs" / "tune"
+    make_sweep(sweep, seed=2)
+    args = ["hparams_search=wbf_optuna", "sweep=tune", "tune.scored_fold=0", "tune.metric=voc_map40"]
+    run_app("harness.cli.ensemble", [*args, "tune.n_trials=4"], tmp_path)
+    run_app("harness.cli.ensemble", [*args, "tune.n_trials=2"], tmp_path)
+    record = json.loads((sweep / "ensemble" / "wbf-tuned" / "fold0" / "metrics.json").read_text())["tuning"]
+    assert record["n_trials"] == 2 and record["tuned_on_folds"] == [1, 2] and record["metric"] == "voc_map40"
+    assert record["tuned"]["voc_map40"] - record["default"]["voc_map40"] == pytest.approx(record["gain"])
+
+
 def test_report_shows_tuned_vs_default(tmp_path):
     sweep = tmp_path / "tune"
     make_sweep(sweep, seed=1)

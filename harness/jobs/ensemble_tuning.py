@@ -225,5 +225,11 @@ except ImportError:  # pragma: no cover - hydra is a core dependency
 class ApplyTunedSettings(Callback):
     """`hydra.callbacks` entry of conf/hparams_search/wbf_optuna.yaml."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # a new study (in-memory storage): an earlier study's trial records must not be counted
+        study_dir = Path(config.hydra.sweep.dir)
+        for path in [*study_dir.glob(f"*/{TRIAL_FILE}"), study_dir / RESULTS_FILE]:
+            path.unlink(missing_ok=True)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         apply_tuned(config, config.hydra.sweep.dir)
