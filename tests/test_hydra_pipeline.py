@@ -97,7 +97,7 @@ def test_multirun_three_frameworks_two_folds_end_to_end(tmp_path):
     for model in ("yolov5", "detectron2_frcnn", "mmdet_frcnn"):
         for fold in (0, 1):
             metrics = json.loads((sweep / model / f"fold{fold}" / "metrics.json").read_text())
-            assert metrics["fold"] == fold and metrics["n_detections"] > 0
+            assert metrics["fold"] == fold  # (2 epochs: a model may still detect nothing at all)
             assert (sweep / model / f"fold{fold}" / ".hydra" / "config.yaml").is_file()
     hashes = {json.loads((sweep / m / "fold0" / "metrics.json").read_text())["split_hash"]
               for m in ("yolov5", "detectron2_frcnn", "mmdet_frcnn")}
@@ -193,7 +193,7 @@ def check_scores_reproduce(sweep: Path, csv_rows: list[dict], results_md: str) -
     from harness.predictions import Predictions
 
     runs = sorted(sweep.glob("*/fold*/metrics.json")) + sorted(sweep.glob("ensemble/*/fold*/metrics.json"))
-    nonzero = 0
+    nonzero = detections = 0
     for path in runs:
         metrics = json.loads(path.read_text())
         val_json = metrics.get("val_json") or path.parent / "split" / "val.json"
@@ -217,5 +217,6 @@ def check_scores_reproduce(sweep: Path, csv_rows: list[dict], results_md: str) -
         theirs15, _ = map_boxes_map(val_json, preds, 0.4, with_no_finding=True, strict_order=True)
         assert metrics["voc_map40_15"] == pytest.approx(theirs15, abs=1e-6), (path, metrics["voc_map40_15"], theirs15)
         nonzero += metrics["voc_map40_15"] > 0
-    assert nonzero, "every VOC value is 0: the cross-check compared nothing"
+        detections += metrics["n_detections"]
+    assert nonzero and detections, "no detections or every VOC value 0: the checks compared nothing"
     return len(runs)
