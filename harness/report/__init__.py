@@ -31,7 +31,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
 
     `bootstrap` (default: 1000 resamples, seed 0, 95%): CIs of mAP@0.4 over the val images for every
     run with a predictions.json, and paired comparisons (harness.report.uncertainty).
-    `reader_reference`: add the "one radiologist vs two" row when the dataset has per-reader labels."""
+    `reader_reference`: add the "one radiologist vs two" row when the dataset has per-reader labels.
+    Ensembles tuned on out-of-fold data (hparams_search=wbf_optuna) add a "tuned vs default" table
+    (harness.report.tuning)."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
