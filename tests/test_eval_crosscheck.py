@@ -80,3 +80,25 @@ def test_iou_exactly_point_four_on_integer_boxes():
     # one pixel more overlap and all four agree
     preds.detections[0]["bbox"] = [0, 0, 10, 5]
     assert voc_map(gt, preds, 0.4)["map"] == 1.0 == map_boxes_map(gt, preds, 0.4)[0]
+
+
+def test_tied_scores_go_to_map_boxes_in_the_harness_order():
+    """With equal scores, map-boxes' order comes from its annotation table's image order and an unstable
+    quicksort; strict_order hands it the harness's (stable, input) order, so the two agree on
+    predictions full of ties (as a briefly trained model's are)."""
+    images = [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in range(1, 41)]
+    anns = [{"id": k, "image_id": i, "category_id": 0, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0}
+            for k, i in enumerate(range(40, 0, -1))]  # annotation rows in reverse image order
+    gt = {"images": images, "annotations": anns, "categories": coco_categories()}
+    dets = [{"image_id": i, "category_id": 0, "bbox": [10, 10, 30, 30] if i < 10 else [60, 60, 30, 30],
+             "score": 0.5} for i in range(1, 41)]  # one score; hits on images 1-9, misses elsewhere
+    preds = Predictions("ties", None, list(range(1, 41)), dets)
+    ours = voc_map(gt, preds, 0.4)["map"]
+    assert ours == pytest.approx(0.225)  # the 9 hits ranked first, as given
+    theirs, _ = map_boxes_map(gt, preds, 0.4, strict_order=True)
+    assert ours == pytest.approx(theirs, abs=1e-9)
+    raw, _ = map_boxes_map(gt, preds, 0.4)
+    assert raw != pytest.approx(ours, abs=1e-3)  # why strict_order: its own tie order ranks the misses first
+    ours15 = voc_map(gt, preds, 0.4, with_no_finding=True)["map"]
+    theirs15, _ = map_boxes_map(gt, preds, 0.4, with_no_finding=True, strict_order=True)
+    assert ours15 == pytest.approx(theirs15, abs=1e-9)

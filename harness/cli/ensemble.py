@@ -2,6 +2,10 @@
 
     cxr-ensemble sweep=demo
     cxr-ensemble -m sweep=demo ensemble.iou_thr=0.25,0.4,0.55 ensemble=wbf,nms
+    cxr-ensemble hparams_search=wbf_optuna sweep=demo tune.scored_fold=0   # settings tuned on the other folds
+
+With `tune.scored_fold` set (by the hparams_search preset, whose Optuna sweeper runs the trials), a
+job is one trial: it returns the mean score over the other folds (harness/jobs/ensemble_tuning.py).
 """
 from __future__ import annotations
 
@@ -12,8 +16,13 @@ from harness.cli.common import CONF_DIR, output_dir
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ensemble")
-def main(cfg: DictConfig) -> list:
+def main(cfg: DictConfig) -> list | float:
     from harness.jobs.ensemble_job import run_ensemble
+
+    if cfg.tune.scored_fold is not None:
+        from harness.jobs.ensemble_tuning import trial_objective
+
+        return trial_objective(cfg, output_dir())
 
     return run_ensemble(cfg, output_dir())
 

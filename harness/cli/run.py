@@ -1,6 +1,7 @@
 """`cxr-run`: the whole benchmark in one command, each step a Hydra app in its own process:
 
-    prepare -> train -m model=<pipeline.models> data.fold=<pipeline.folds> -> ensemble -> report
+    prepare -> train -m model=<pipeline.models> data.fold=<pipeline.folds> -> ensemble
+            [-> ensemble settings tuned per fold on the other folds, pipeline.tune_ensemble=true] -> report
 
 `pipeline.classifier=resnet18` adds the "No finding" classifier to the train step (same folds); the
 report then scores every model and ensemble with it under each policy.
@@ -57,6 +58,13 @@ def main(cfg: DictConfig) -> None:
          ["-m", *overrides, *extra, f"model={','.join(models)}", f"data.fold={','.join(folds)}"])
     if len([m for m in models if not is_classifier(m)]) > 1:
         step("ensemble", "harness.cli.ensemble", overrides)
+        if cfg.pipeline.tune_ensemble:
+            if len(folds) < 2:
+                raise SystemExit("pipeline.tune_ensemble=true needs at least 2 pipeline.folds (settings for a fold "
+                                 "are tuned on the others)")
+            for fold in folds:
+                step(f"tune ensemble for fold {fold}", "harness.cli.ensemble",
+                     [*overrides, "hparams_search=wbf_optuna", f"tune.scored_fold={fold}"])
     step("report", "harness.cli.report", overrides)
     report_dir = Path(cfg.sweep_dir) / "report"
     table = report_dir / "results.md"

@@ -5,7 +5,13 @@ scores only images present in its annotation table and matches each image's dete
 order given. So: images without ground truth are passed as rows (class 14 "No finding" with the
 0,0,1,1 box in the 15-class variant, the label "nan" - which it skips as a class - in the 14-class one),
 and detections are passed sorted by score. Its columns are XMin, XMax, YMin, YMax (not x1,y1,x2,y2)
-and it casts coordinates to float32.
+and it casts coordinates to float32. Equal scores: map-boxes collects a class's detections image by
+image in its annotation table's order, then sorts them with numpy's unstable quicksort
+(`np.argsort(-scores)`), so its AP with tied scores depends on the table's order and the sort's
+internals; the harness keeps the detections' input order among equal scores (stable sort). `strict_order=True` hands map-boxes
+the harness's order (each row's score replaced by its rank, highest first), so ties cannot move
+its number; a check "equal to map-boxes" on real predictions (whose untrained-model scores often
+tie) needs it.
 
 IoU tie rules (a detection at IoU exactly 0.4 with a ground-truth box):
 * harness VOC metric (harness.eval.voc_map, the Kaggle competition's rule): IoU > 0.4 -> a miss;
@@ -22,9 +28,9 @@ from harness.predictions import Predictions, xywh_to_xyxy
 
 
 def map_boxes_arrays(gt_coco, preds: Predictions, with_no_finding: bool = False,
-                     normal_score="1-max") -> tuple[np.ndarray, np.ndarray]:
+                     normal_score="1-max", strict_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(annotations N x 6, detections M x 7) object arrays for map_boxes.mean_average_precision_for_boxes,
-    on preds.image_ids; labels are class names."""
+    on preds.image_ids; labels are class names. strict_order: scores replaced by rank (see module doc)."""
     gt = load_gt(gt_coco)
     wanted = list(dict.fromkeys(preds.image_ids))
     wanted_set = set(wanted)
@@ -45,6 +51,9 @@ def map_boxes_arrays(gt_coco, preds: Predictions, with_no_finding: bool = False,
         extra = sorted(normal_scores(preds, normal_score).items(), key=lambda kv: -kv[1])
         rows += [[str(i), "No finding", p, *_xxyy(NORMAL_BOX)] for i, p in extra]
         rows.sort(key=lambda r: -r[2])
+    if strict_order:  # rows are sorted by score, ties in the harness's order: make that order strict
+        for rank, row in enumerate(rows):
+            row[2] = float(len(rows) - rank)
     return np.array(ann, dtype=object).reshape(-1, 6), np.array(rows, dtype=object).reshape(-1, 7)
 
 
@@ -54,7 +63,7 @@ def _xxyy(box) -> list[float]:
 
 
 def map_boxes_map(gt_coco, preds: Predictions, iou_thr: float = 0.4, with_no_finding: bool = False,
-                  normal_score="1-max") -> tuple[float, dict]:
+                  normal_score="1-max", strict_order: bool = False) -> tuple[float, dict]:
     """map-boxes' (mAP, {class name: AP}) of preds (map-boxes must be installed: a test dependency)."""
     import contextlib
     import io
@@ -62,7 +71,7 @@ def map_boxes_map(gt_coco, preds: Predictions, iou_thr: float = 0.4, with_no_fin
     with contextlib.redirect_stdout(io.StringIO()):  # it prints at import and while scoring
         from map_boxes import mean_average_precision_for_boxes
 
-        ann, det = map_boxes_arrays(gt_coco, preds, with_no_finding, normal_score)
+        ann, det = map_boxes_arrays(gt_coco, preds, with_no_finding, normal_score, strict_order)
         mean_ap, per_class = mean_average_precision_for_boxes(ann, det, iou_threshold=iou_thr, verbose=False)
     return float(mean_ap), {name: float(ap) for name, (ap, n) in per_class.items() if n > 0}
 

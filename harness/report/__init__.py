@@ -20,6 +20,7 @@ from harness.report.protocol import (SweepProtocols, collect_protocols, fairness
 from harness.report.reference import sweep_reference
 from harness.report.tables import SweepResults, collect, long_table, markdown, summary, write_tables
 from harness.report.nofinding import NoFindingSettings
+from harness.report.tuning import collect_tuning
 from harness.report.uncertainty import BootstrapSettings
 
 
@@ -35,7 +36,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     run with a predictions.json, and paired comparisons (harness.report.uncertainty).
     `reader_reference`: add the "one radiologist vs two" row when the dataset has per-reader labels.
     `nofinding`: thresholds and grid of the "No finding" stage section (harness.report.nofinding):
-    results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written."""
+    results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written.
+    Ensembles tuned on out-of-fold data (hparams_search=wbf_optuna) add a "tuned vs default" table
+    (harness.report.tuning)."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
@@ -52,7 +55,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
-                         reference=reference, ci_note=ci_note,
+                         reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
                          extra=nofinding_section.markdown(stage) if not stage.rows.empty else None)
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))
@@ -69,4 +72,4 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",
            "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference",
-           "NoFindingSettings"]
+           "NoFindingSettings", "collect_tuning"]

@@ -184,10 +184,11 @@ PAIR_COLS = ["delta", "delta_ci_low", "delta_ci_high", "p_a_gt_b", "verdict"]
 
 
 def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | None = None,
-               reference: dict | None = None) -> pd.DataFrame:
+               reference: dict | None = None, tuning: list[dict] | None = None) -> pd.DataFrame:
     """results.csv: every run row, then per model/ensemble a "mean" and a "std" row (the "mean" row
     carries the bootstrap CI of the fold mean), then one "paired" row per compared pair (name "A vs B",
-    fold = the shared folds) and the human-reader "reference" row when there is one."""
+    fold = the shared folds), the human-reader "reference" row when there is one, and "tuning" rows
+    (ensemble settings tuned on out-of-fold data vs the defaults, harness.report.tuning)."""
     value_cols = [*METRICS, *[f"AP {c}" for c in CLASSES]]
     cols = ["kind", "name", "variant", "fold", *value_cols, *CI_COLS, *PAIR_COLS, "n_images", "split_hash", "path"]
     runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *CI_COLS])))
@@ -210,6 +211,10 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
                                    {"kind": "reference", "name": reference["name"], "variant": reference["variant"],
                                     "fold": "std", "map40": reference["map40_std"],
                                     "voc_map40": reference["voc_map40_std"]}], columns=cols))
+    if tuning:
+        from harness.report.tuning import tuning_rows
+
+        parts.append(pd.DataFrame(tuning_rows(tuning), columns=cols))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
@@ -231,7 +236,7 @@ def _ci(low: float, high: float, digits: int = 3) -> str:
 
 def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
              pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None,
-             extra: str | None = None) -> str:
+             extra: str | None = None, tuning: list[dict] | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
@@ -287,6 +292,10 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
             if reference is not None:
                 values.append(_number(reference["per_class"].get(cls)))
             lines.append(f"| {cls} | " + " | ".join(_fmt(v, 3) for v in values) + " |")
+    if tuning:
+        from harness.report.tuning import tuning_markdown
+
+        lines += tuning_markdown(tuning)
     if extra:
         lines += ["", extra.rstrip("\n")]
     lines += ["", "## Failed jobs", ""]
@@ -311,13 +320,14 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
                  protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
-                 ci_note: str | None = None, extra: str | None = None) -> dict[str, Path]:
+                 ci_note: str | None = None, extra: str | None = None,
+                 tuning: list[dict] | None = None) -> dict[str, Path]:
     """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table().
     `extra`: a Markdown section added before the failed jobs (the "No finding" stage)."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(csv_path) as tmp:
-        long_table(results.runs, summ, pairs, reference).to_csv(tmp, index=False, float_format="%.6g")
+        long_table(results.runs, summ, pairs, reference, tuning).to_csv(tmp, index=False, float_format="%.6g")
     atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
-                                        ci_note=ci_note, extra=extra))
+                                        ci_note=ci_note, extra=extra, tuning=tuning))
     return {"results_csv": csv_path, "results_md": md_path}
