@@ -292,9 +292,12 @@ class MMDetFasterRCNN(Detector):
     def _device(self) -> str:
         import torch
 
+        from adapters.mmcv_cuda import require_cuda_ops
+
         dev = self.spec.device
         if dev.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+        require_cuda_ops(dev, self.name)  # a CPU-only mmcv would fail at the first RoIAlign/NMS
         return dev
 
     def model_config(self):
