@@ -23,7 +23,7 @@ say() { printf '[wheelhouse] %s\n' "$*"; }
 pin() { grep -i -E "^$1==" requirements/constraints.txt | head -1 || true; }
 PACKAGES=(ultralytics ultralytics-thop ultralytics-platform pycocotools fvcore iopath yacs termcolor portalocker
           hydra-core omegaconf antlr4-python3-runtime ensemble-boxes pydicom mmengine addict yapf platformdirs
-          mmdet shapely terminaltables tabulate)
+          mmdet shapely terminaltables tabulate cloudpickle)
 SPECS=()
 for p in "${PACKAGES[@]}"; do
   s=$(pin "$p"); SPECS+=("${s:-$p}")
