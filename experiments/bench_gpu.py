@@ -162,9 +162,13 @@ def clocked(framework: str, clock: IterClock, batch: int):
 
 
 def gpu_memory_reset() -> None:
+    import gc
+
     import torch
 
+    gc.collect()  # the previous run's model and optimizer are gone before the next peak is measured
     if torch.cuda.is_available():
+        torch.cuda.empty_cache()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
 
