@@ -86,3 +86,13 @@ def test_gpus_validation():
         spec(batch_size=3, gpus=2)
     with pytest.raises(ValueError, match="use device=cuda"):
         spec(device="cuda:1", gpus=2)
+
+
+def test_yolov5_label_cache_counts_what_the_trainer_consumed(split0, tmp_path):
+    """Under DDP the training dataset lives in ultralytics' worker processes; the adapter reads what
+    they consumed from the label cache they write. On CPU (one process) it must equal the dataset's own."""
+    from adapters.yolov5 import YoloV5Detector, cached_training_set_counts
+
+    det = YoloV5Detector(spec(variant="yolov5n", gpus=1, batch_size=4, native={"mosaic": 0.0}))
+    det.fit(split0, tmp_path / "y")
+    assert cached_training_set_counts(tmp_path / "y" / "yolo_data" / "labels" / "train") == det.consumed
