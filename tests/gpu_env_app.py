@@ -22,9 +22,13 @@ def main(cfg: DictConfig) -> None:
     from harness.jobs.gpus import assign_gpu
 
     gpu = assign_gpu(cfg)
+    from torch.utils.data import DataLoader  # a GPU job's loader workers start inside the loky worker
+
+    loaded = sum(int(b.sum()) for b in DataLoader(list(range(8)), batch_size=2, num_workers=2))
     record = {"gpu": gpu, "env": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
               "job": HydraConfig.get().job.num, "n_jobs": HydraConfig.get().launcher.get("n_jobs"),
-              "device": cfg.train.device}
+              "device": cfg.train.device,
+              "loaded": loaded}
     (output_dir() / "gpu_env.json").write_text(json.dumps(record))
 
 

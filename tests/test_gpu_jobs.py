@@ -57,6 +57,7 @@ def test_joblib_sweep_gives_each_worker_its_own_gpu(tmp_path):
     by_pid = defaultdict(set)
     for rec in records:
         assert rec["n_jobs"] == 2 and rec["device"] == "cuda"
+        assert rec["loaded"] == 28  # DataLoader workers (train.workers: 4) start inside the joblib worker
         assert rec["env"] == rec["gpu"] and rec["gpu"] in ("3", "5")
         by_pid[rec["pid"]].add(rec["gpu"])
     assert all(len(gpus) == 1 for gpus in by_pid.values())  # a worker never changes GPU

@@ -93,4 +93,15 @@ def assign_gpu(cfg) -> str | None:
         _claimed = claim(list(pool), lock_dir, int(num))
         log.info("job %s: worker process %d holds GPU %s (of %s)", num, os.getpid(), _claimed[0], list(pool))
     os.environ["CUDA_VISIBLE_DEVICES"] = _claimed[0]
+    use_standard_processes()
     return _claimed[0]
+
+
+def use_standard_processes() -> None:
+    """Inside a loky worker the default multiprocessing context is loky's, whose Popen cannot start
+    the frameworks' DataLoader workers ("'Process' object has no attribute 'env'"); a GPU job needs
+    them (train.workers > 0), so the worker goes back to the platform's standard start method."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) == "loky":
+        multiprocessing.set_start_method("fork" if os.name == "posix" else "spawn", force=True)
