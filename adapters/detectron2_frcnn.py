@@ -47,6 +47,8 @@ lr / weight_decay      SOLVER.BASE_LR / SOLVER.WEIGHT_DECAY
 seed                   SEED, plus `seed_all_rng(seed)` before building the model and the loader
                        (weights init, sampler order and augmentation draws are then reproducible)
 device                 MODEL.DEVICE
+gpus                   N > 1: `detectron2.engine.launch(num_gpus_per_machine=N)` (NCCL; gloo on a
+                       CPU-only machine, where DDP gets no device_ids); IMS_PER_BATCH stays the total
 workers                DATALOADER.NUM_WORKERS
 amp                    SOLVER.AMP.ENABLED (CUDA only: ignored with a warning on CPU)
 weights                MODEL.WEIGHTS (local file) else "" with the GN scratch recipe

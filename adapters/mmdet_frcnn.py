@@ -53,6 +53,12 @@ is merged last into the Config with `Config.merge_from_dict`, e.g. {"val_cfg": N
 {"model.rpn_head.anchor_generator.scales": [4]}; keys under "model." are merged into the model
 config for prediction too, so training and prediction use the same model.
 
+Data-parallel (`spec.gpus` = N > 1): mmengine's Runner with `launcher="pytorch"` in N processes
+started as torchrun would (`adapters.ddp.spawn`: RANK/LOCAL_RANK/WORLD_SIZE, process group joined
+first, NCCL on GPUs, gloo on CPU), MMDistributedDataParallel and the DefaultSampler's shards; the
+dataloader batch is spec.batch_size / N per process, so the total stays spec.batch_size; rank 0
+writes the checkpoints and reports back (`ddp_result.json`).
+
 Prediction (the shared protocol): mmdet's test pipeline and `model.test_step`, whose RCNN test
 config gets score_thr = spec.score_thr, max_per_img = spec.max_det and a per-class NMS at
 spec.nms_iou; then the harness's shared post-processing (`adapters.base.postprocess`).

@@ -50,7 +50,9 @@ Any key in `spec.native` overrides these and everything else below (passed to `m
 Training arguments: epochs, batch (= spec.batch_size; ultralytics still accumulates gradients up to
 its nominal batch `nbs` 64 and scales weight decay by batch*accumulate/nbs - its recipe; set
 native {"nbs": N} to change), imgsz, optimizer (sgd -> "SGD", adam -> "Adam", adamw -> "AdamW"),
-lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N -> "0"/"N"),
+lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N -> "0"/"N";
+spec.gpus = N > 1 -> "0,1,...,N-1": ultralytics' own DDP in subprocesses, CUDA only, batch = the
+total over the N GPUs; the callbacks below reach its workers, which ultralytics pickles them into),
 workers, amp, project=<workdir>, name="train", val=False (the val split is scored once after the
 last epoch by ultralytics, as a log line; cxr-bench scores `predict()`'s output), plots=False.
 `fit` returns `train/weights/last.pt` - the last epoch, never a "best" picked on the val fold.
