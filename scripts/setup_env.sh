@@ -26,7 +26,7 @@ inputs_hash() {
 # (and its mmcv rebuilt with CUDA ops) when it meets one.
 machine_kind() {
   local gpus
-  gpus=$(ls -d /proc/driver/nvidia/gpus/* /dev/nvidia[0-9]* 2>/dev/null | wc -l)
+  gpus=$( (ls -d /proc/driver/nvidia/gpus/* /dev/nvidia[0-9]* 2>/dev/null || true) | wc -l)
   echo "gpus=$gpus force_cuda=${FORCE_CUDA:-auto} archs=${TORCH_CUDA_ARCH_LIST:-auto}"
 }
 stamp() { echo "$(inputs_hash) $(machine_kind)"; }
