@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -239,9 +238,7 @@ def bench_framework(name: str, size: Size, args, split, out: Path) -> dict:
     spec = TrainSpec(variant=size.variant, epochs=size.epochs, batch_size=size.batch, imgsz=size.imgsz,
                      device=args.device, workers=args.workers, amp=True, seed=0,
                      aug=AugSpec(rotate_deg=0.0, hflip=0.5, vflip=0.0), checkpoint_keep=1)
-    if name == "detectron2_frcnn":
-        spec.native = {}
-    if name == "mmdet_frcnn":
+    if name == "mmdet_frcnn":  # no mmengine validation pass after training (the native run has none)
         spec.native = {"val_cfg": None, "val_dataloader": None, "val_evaluator": None,
                        "default_hooks.logger.interval": 50, "log_processor.window_size": 50}
     log.info("%s %s: %d px, batch %d, %d epochs on %s", name, size.variant, size.imgsz, size.batch, size.epochs,
