@@ -274,10 +274,15 @@ def bench_framework(name: str, size: Size, args, split, out: Path) -> dict:
                                 "batch_size": size.batch * args.yolo_ddp})
         ddp = get_detector(name, ddp_spec)
         start = time.perf_counter()
-        ddp.fit(split, work / f"adapter_ddp{args.yolo_ddp}")  # ultralytics runs DDP in subprocesses:
-        wall = time.perf_counter() - start  # only whole-call figures are visible from here
-        result["adapter_ddp"] = {"gpus": args.yolo_ddp, "batch": ddp_spec.batch_size, "wall_s": round(wall, 1),
-                                 "images_per_s_whole_call": round(ddp.consumed["images"] * size.epochs / wall, 1)}
+        try:  # ultralytics runs DDP in subprocesses: only whole-call figures are visible from here
+            ddp.fit(split, work / f"adapter_ddp{args.yolo_ddp}")
+        except Exception as err:  # noqa: BLE001 - keeps the single-GPU figures
+            log.exception("yolov5 DDP failed")
+            result["adapter_ddp"] = {"gpus": args.yolo_ddp, "error": f"{type(err).__name__}: {err}"}
+        else:
+            wall = time.perf_counter() - start
+            result["adapter_ddp"] = {"gpus": args.yolo_ddp, "batch": ddp_spec.batch_size, "wall_s": round(wall, 1),
+                                     "images_per_s_whole_call": round(ddp.consumed["images"] * size.epochs / wall, 1)}
     return result
 
 
