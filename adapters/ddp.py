@@ -37,7 +37,7 @@ def check_gpus(gpus: int, device: str, framework: str, cpu_ok: bool = True) -> N
                                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     elif not cpu_ok:
         raise RuntimeError(f"{framework}: train.gpus={gpus} needs train.device=cuda: {framework}'s DDP runs on "
-                           "CUDA only")
+                           "CUDA only (here)")
 
 
 def free_port() -> int:

@@ -521,7 +521,10 @@ class Detectron2FasterRCNN(Detector):
 
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        check_gpus(self.spec.gpus, self.spec.device, self.name)
+        import torch
+
+        # detectron2's launch picks NCCL whenever it sees a GPU: CPU processes only on a CPU-only machine
+        check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=not torch.cuda.is_available())
         train_coco = check_categories(split.train_json)
         paths = [split.image_root / img["file_name"] for img in train_coco["images"]]
         failures = check_images(paths)
