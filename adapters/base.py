@@ -53,6 +53,9 @@ class TrainSpec:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N
+    # data-parallel processes inside the job, each framework's own launcher (adapters.ddp); batch_size
+    # stays the TOTAL batch over all of them (batch_size / gpus each), so the recipe's lr holds unscaled
+    gpus: int = 1
     workers: int = 0
     amp: bool = False
     weights: str | None = None  # LOCAL pretrained checkpoint; never a URL
@@ -87,6 +90,14 @@ class TrainSpec:
             raise ValueError(f"nms_iou must be in (0, 1], not {self.nms_iou}")
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, not {self.max_det}")
+        if self.gpus < 1:
+            raise ValueError(f"gpus must be >= 1, not {self.gpus}")
+        if self.gpus > 1 and self.batch_size % self.gpus:
+            raise ValueError(f"batch_size {self.batch_size} is the total batch over {self.gpus} GPUs: it must be "
+                             f"a multiple of gpus")
+        if self.gpus > 1 and str(self.device).startswith("cuda:"):
+            raise ValueError(f"device={self.device} with gpus={self.gpus}: use device=cuda (the job uses GPUs "
+                             f"0..{self.gpus - 1} of CUDA_VISIBLE_DEVICES)")
         if self.checkpoint_interval < 1 or self.checkpoint_keep < 1:
             raise ValueError(f"checkpoint_interval and checkpoint_keep must be >= 1, not "
                              f"{self.checkpoint_interval} and {self.checkpoint_keep}")
@@ -365,10 +376,14 @@ class Detector(abc.ABC):
                 row["native"] = native
                 if not same(row["value"], native):
                     row["note"] = note or row["note"]
+        parallel = protocol_row(
+            "gpus", "data-parallel processes (train.gpus)", spec.gpus, 1,
+            note=f"batch {spec.batch_size} in total = {spec.batch_size // spec.gpus} per process; lr unscaled "
+                 "(the total batch is the recipe's)" if spec.gpus > 1 else "")
         overrides = protocol_row("native_overrides", "framework settings overridden (`native`)",
                                  dict(spec.native or {}), {},
                                  note="set in the experiment/model config; each key is the framework's own")
-        return rows + list(self.recipe()) + [overrides]
+        return rows + list(self.recipe()) + [parallel, overrides]
 
     @abc.abstractmethod
     def recipe(self) -> list[dict]:

@@ -47,6 +47,8 @@ lr / weight_decay      SOLVER.BASE_LR / SOLVER.WEIGHT_DECAY
 seed                   SEED, plus `seed_all_rng(seed)` before building the model and the loader
                        (weights init, sampler order and augmentation draws are then reproducible)
 device                 MODEL.DEVICE
+gpus                   N > 1: `detectron2.engine.launch(num_gpus_per_machine=N)` (NCCL; gloo on a
+                       CPU-only machine, where DDP gets no device_ids); IMS_PER_BATCH stays the total
 workers                DATALOADER.NUM_WORKERS
 amp                    SOLVER.AMP.ENABLED (CUDA only: ignored with a warning on CPU)
 weights                MODEL.WEIGHTS (local file) else "" with the GN scratch recipe
@@ -70,6 +72,7 @@ with `augmentations=[...]`; INPUT.RANDOM_FLIP is set to "none" because the list 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -370,6 +373,23 @@ def _trainer_class():
     class CxrTrainer(DefaultTrainer):
         augmentations: list = []
 
+        def __init__(self, cfg):
+            from detectron2.utils import comm
+
+            if comm.get_world_size() > 1 and cfg.MODEL.DEVICE == "cpu":
+                # data-parallel on a CPU-only machine (gloo): DDP of a CPU module takes no device_ids,
+                # which detectron2's create_ddp_model sets to the local rank (a GPU index)
+                import detectron2.engine.defaults as d2_defaults
+
+                original = d2_defaults.create_ddp_model
+                d2_defaults.create_ddp_model = functools.partial(original, device_ids=None)
+                try:
+                    super().__init__(cfg)
+                finally:
+                    d2_defaults.create_ddp_model = original
+            else:
+                super().__init__(cfg)
+
         @classmethod
         def build_optimizer(cls, cfg, model):
             kind = str(cfg.SOLVER.get("OPTIMIZER", "SGD")).upper()
@@ -459,6 +479,28 @@ def _log_to(path: Path) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- adapter
 
+DDP_RESULT = "ddp_result.json"  # what rank 0 of a data-parallel fit reports back to the job's process
+
+
+def _unwrap(model):
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def _ddp_fit(detector: "Detectron2FasterRCNN", split: Split, workdir: Path, n_train: int, resume: bool) -> None:
+    """One process of a data-parallel `Detectron2FasterRCNN.fit`, started by detectron2's `launch`;
+    rank 0 reports what the framework consumed back to the job's process."""
+    from detectron2.utils import comm
+
+    if detector.resumed is not None:
+        detector.resumed = dict(detector.resumed)
+    detector._train(split, workdir, n_train, resume)
+    if comm.is_main_process():
+        atomic.write_json(Path(workdir) / DDP_RESULT, {
+            "consumed": detector.consumed, "init": detector.init, "parallel": detector.last_parallel,
+            "start_iter": (detector.resumed or {}).get("framework_start_iter", 0)})
+
+
 class Detectron2FasterRCNN(Detector):
     """Faster R-CNN (ResNet-FPN) trained and run by detectron2."""
 
@@ -469,55 +511,91 @@ class Detectron2FasterRCNN(Detector):
     native_protocol = faster_rcnn_native_protocol("DATALOADER.FILTER_EMPTY_ANNOTATIONS")
     image_modes = READABLE_MODES  # detectron2's BGR reader clips 16-bit PNGs
     last_cfg = None  # the CfgNode of the last fit (for the protocol card)
+    last_parallel: dict | None = None  # processes, DDP wrapper and iterations of the last fit (rank 0's view)
 
     def fit(self, split: Split, workdir: Path) -> Path:
         """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).
-        Writes config.yaml, log.txt, metrics.json (detectron2's JSON writer) under workdir."""
-        from detectron2.utils.env import seed_all_rng
+        Writes config.yaml, log.txt, metrics.json (detectron2's JSON writer) under workdir.
+        With spec.gpus > 1, detectron2's own `launch` runs the training in that many processes."""
+        from adapters.ddp import check_gpus
 
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        import torch
+
+        # detectron2's launch picks NCCL whenever it sees a GPU: CPU processes only on a CPU-only machine
+        check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=not torch.cuda.is_available())
         train_coco = check_categories(split.train_json)
         paths = [split.image_root / img["file_name"] for img in train_coco["images"]]
         failures = check_images(paths)
         if failures:
             raise UnreadableImages(failures)
-        with registered_split(split) as (train_name, _val_name), _log_to(workdir / "log.txt"):
-            keep_empty = not self.spec.native.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS", self.spec.negatives == "drop")
-            n_train = count_split_training_set(split.train_json, "keep" if keep_empty else "drop")["images"]
-            if n_train == 0:
-                raise ValueError(f"{split.train_json}: no training images with boxes")
-            cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
-            atomic.write_text(workdir / "config.yaml", cfg.dump())
-            log.info("detectron2 %s: %d train images, %d iterations of batch %d at %d px on %s",
-                     self.spec.variant, n_train, cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH,
-                     self.spec.imgsz, cfg.MODEL.DEVICE)
-            seed_all_rng(cfg.SEED)  # model init, sampler order, augmentation draws
-            trainer_cls = _trainer_class()
-            trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
-            trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
-            trainer = trainer_cls(cfg)
-            self._check_consumed(split, trainer_cls.consumed)
-            point = self.resume_point(split, workdir, _load_checkpoint)
-            self._track_checkpoints(trainer, split, workdir, iters_per_epoch(n_train, cfg.SOLVER.IMS_PER_BATCH))
-            if point is not None:  # detectron2's own resume reads the `last_checkpoint` file
-                trainer.checkpointer.tag_last_checkpoint(point.checkpoint.name)
-            trainer.resume_or_load(resume=point is not None)
+        keep_empty = not self.spec.native.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS", self.spec.negatives == "drop")
+        n_train = count_split_training_set(split.train_json, "keep" if keep_empty else "drop")["images"]
+        if n_train == 0:
+            raise ValueError(f"{split.train_json}: no training images with boxes")
+        point = self.resume_point(split, workdir, _load_checkpoint)
+        if point is not None:  # detectron2's own resume reads the `last_checkpoint` file
+            atomic.write_text(workdir / "last_checkpoint", point.checkpoint.name)
+        if self.spec.gpus > 1:
+            from detectron2.engine import launch
+
+            (workdir / DDP_RESULT).unlink(missing_ok=True)
+            launch(_ddp_fit, self.spec.gpus, dist_url="auto",
+                   args=(self, split, workdir, n_train, point is not None))
+            result = json.loads((workdir / DDP_RESULT).read_text())
+            self._check_consumed(split, result["consumed"])
+            self.init, self.last_parallel = result["init"], result["parallel"]
             if self.resumed is not None:
-                self.resumed["framework_start_iter"] = int(trainer.start_iter)
-            if self.spec.weights and point is None:
-                self._record_init(trainer.model.state_dict(), checkpoint_tensors(self.spec.weights))
-            trainer.train()
-            final = "model_final.pth"
-            if point is not None and trainer.start_iter >= trainer.max_iter and point.checkpoint.name != final:
-                # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
-                # detectron2 saved no model_final; save the resumed state as one
-                trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
+                self.resumed["framework_start_iter"] = result["start_iter"]
+            cfg = build_config(self.spec, n_train=n_train, output_dir=workdir)
+        else:
+            cfg = self._train(split, workdir, n_train, point is not None)
         self.last_cfg = cfg
         checkpoint = workdir / "model_final.pth"
         if not checkpoint.is_file():
             raise RuntimeError(f"detectron2 finished without writing {checkpoint}")
         return checkpoint
+
+    def _train(self, split: Split, workdir: Path, n_train: int, resume: bool):
+        """detectron2's DefaultTrainer in this process (one of the data-parallel ones, or the only
+        one); returns the config it trained with."""
+        from detectron2.utils import comm
+        from detectron2.utils.env import seed_all_rng
+
+        main = comm.is_main_process()
+        with registered_split(split) as (train_name, _val_name), \
+                (_log_to(workdir / "log.txt") if main else contextlib.nullcontext()):
+            cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
+            if main:
+                atomic.write_text(workdir / "config.yaml", cfg.dump())
+            log.info("detectron2 %s: %d train images, %d iterations of batch %d at %d px on %s%s",
+                     self.spec.variant, n_train, cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH,
+                     self.spec.imgsz, cfg.MODEL.DEVICE,
+                     f" x {comm.get_world_size()} processes" if comm.get_world_size() > 1 else "")
+            # model init, sampler order, augmentation draws; each process its own stream, as
+            # detectron2's default_setup seeds them (seed + rank)
+            seed_all_rng(cfg.SEED + comm.get_rank())
+            trainer_cls = _trainer_class()
+            trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
+            trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
+            trainer = trainer_cls(cfg)
+            self._check_consumed(split, trainer_cls.consumed)
+            self._track_checkpoints(trainer, split, workdir, iters_per_epoch(n_train, cfg.SOLVER.IMS_PER_BATCH))
+            trainer.resume_or_load(resume=resume)
+            if self.resumed is not None:
+                self.resumed["framework_start_iter"] = int(trainer.start_iter)
+            if self.spec.weights and not resume:
+                self._record_init(_unwrap(trainer.model).state_dict(), checkpoint_tensors(self.spec.weights))
+            trainer.train()
+            self.last_parallel = {"processes": comm.get_world_size(), "model_wrapper": type(trainer.model).__name__,
+                                  "iterations": int(trainer.iter) - int(trainer.start_iter)}
+            final = "model_final.pth"
+            if resume and trainer.start_iter >= trainer.max_iter and (workdir / "last_checkpoint").read_text() != final:
+                # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
+                # detectron2 saved no model_final; save the resumed state as one
+                trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
+        return cfg
 
     def _track_checkpoints(self, trainer, split: Split, workdir: Path, per_epoch: int) -> None:
         """Record every checkpoint the trainer saves as resumable, and update the progress file
@@ -535,7 +613,11 @@ class Detectron2FasterRCNN(Detector):
                 write_record(path, key, epochs_done(iteration), epochs)
                 prune(workdir, keep)  # also those of a run before a resume (max_to_keep counts its own only)
 
+        from detectron2.utils import comm
+
         def after_step(trainer) -> None:
+            if not comm.is_main_process():
+                return
             if (trainer.iter + 1) % per_epoch == 0 or trainer.iter + 1 >= max_iter:
                 saved = records(workdir)
                 self.report_progress(workdir, epochs_done(trainer.iter), epochs,

@@ -53,6 +53,12 @@ is merged last into the Config with `Config.merge_from_dict`, e.g. {"val_cfg": N
 {"model.rpn_head.anchor_generator.scales": [4]}; keys under "model." are merged into the model
 config for prediction too, so training and prediction use the same model.
 
+Data-parallel (`spec.gpus` = N > 1): mmengine's Runner with `launcher="pytorch"` in N processes
+started as torchrun would (`adapters.ddp.spawn`: RANK/LOCAL_RANK/WORLD_SIZE, process group joined
+first, NCCL on GPUs, gloo on CPU), MMDistributedDataParallel and the DefaultSampler's shards; the
+dataloader batch is spec.batch_size / N per process, so the total stays spec.batch_size; rank 0
+writes the checkpoints and reports back (`ddp_result.json`).
+
 Prediction (the shared protocol): mmdet's test pipeline and `model.test_step`, whose RCNN test
 config gets score_thr = spec.score_thr, max_per_img = spec.max_det and a per-class NMS at
 spec.nms_iou; then the harness's shared post-processing (`adapters.base.postprocess`).
@@ -83,6 +89,7 @@ from typing import Any
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, count_split_training_set,
                            faster_rcnn_native_protocol, protocol_row)
 from adapters.resume import prune, records, write_record
+from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
 
@@ -274,6 +281,23 @@ def _close_file_handlers(logger) -> None:
             logger.removeHandler(handler)
 
 
+DDP_RESULT = "ddp_result.json"  # what rank 0 of a data-parallel fit reports back to the job's process
+
+
+def _ddp_fit(detector: "MMDetFasterRCNN", split: Split, workdir: Path, run_name: str, resume_from: str | None) -> None:
+    """One data-parallel process of `MMDetFasterRCNN.fit` (adapters.ddp.spawn): the same Config and
+    Runner as a single-process fit, mmengine's launcher=pytorch; rank 0 reports back."""
+    from adapters.ddp import is_main_process
+
+    if detector.resumed is not None:
+        detector.resumed = dict(detector.resumed)
+    cfg = detector._config(split, workdir, run_name)
+    start_epoch = detector._train(cfg, split, workdir, resume_from)
+    if is_main_process():
+        atomic.write_json(Path(workdir) / DDP_RESULT, {"consumed": detector.consumed, "init": detector.init,
+                                                       "parallel": detector.last_parallel, "start_epoch": start_epoch})
+
+
 class MMDetFasterRCNN(Detector):
     """Faster R-CNN (ResNet-FPN) trained and run with MMDetection."""
 
@@ -287,14 +311,18 @@ class MMDetFasterRCNN(Detector):
         super().__init__(spec)
         self.last_run_name: str | None = None
         self.last_cfg = None
+        self.last_parallel: dict | None = None  # processes, DDP wrapper, iterations of the last fit (rank 0)
 
     # -- configuration -----------------------------------------------------------------------
     def _device(self) -> str:
         import torch
 
+        from adapters.mmcv_cuda import require_cuda_ops
+
         dev = self.spec.device
         if dev.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+        require_cuda_ops(dev, self.name)  # a CPU-only mmcv would fail at the first RoIAlign/NMS
         return dev
 
     def model_config(self):
@@ -397,36 +425,33 @@ class MMDetFasterRCNN(Detector):
 
     # -- training --------------------------------------------------------------------------
     def fit(self, split: Split, workdir: Path) -> Path:
-        from mmdet.utils import register_all_modules
-        from mmengine.registry import DefaultScope
+        from adapters.ddp import check_gpus, spawn
 
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         device = self._device()
+        check_gpus(self.spec.gpus, device, self.name)
         if device.startswith("cuda:"):
             import torch
 
             torch.cuda.set_device(device)
-        register_all_modules(init_default_scope=False)
-        register_trusted_loader()
-        cfg = self.build_config(split, workdir)
+        cfg = self._config(split, workdir)
         self.last_run_name = cfg.experiment_name
-        log.info("mmdet_frcnn %s: training %d epochs on %s -> %s", self.spec.variant, self.spec.epochs,
-                 split.train_json, workdir)
+        log.info("mmdet_frcnn %s: training %d epochs on %s -> %s%s", self.spec.variant, self.spec.epochs,
+                 split.train_json, workdir, f" ({self.spec.gpus} data-parallel processes)" if self.spec.gpus > 1 else "")
         point = self.resume_point(split, workdir, load_trusted_checkpoint)
-        if point is not None:  # mmengine's own resume: model, optimizer, schedulers, epoch/iter, seed
-            cfg.resume = True
-            cfg.load_from = f"{TRUSTED_PREFIX}{point.checkpoint}"
-        with DefaultScope.overwrite_default_scope("mmdet"):
-            runner = _runner_class(device).from_cfg(cfg)
-            if self.spec.weights and point is None:
-                runner.register_hook(_init_recorder(self), priority="LOWEST")
-            runner.register_hook(self._checkpoint_tracker(split, workdir), priority="LOWEST")
-            try:
-                runner.train()
-                self._check_consumed(split, training_set_counts(runner.train_dataloader.dataset))
-            finally:
-                _close_file_handlers(runner.logger)
+        resume_from = None if point is None else str(point.checkpoint)
+        if self.spec.gpus > 1:  # mmengine's launcher=pytorch in N processes (adapters.ddp)
+            (workdir / DDP_RESULT).unlink(missing_ok=True)
+            spawn(_ddp_fit, self.spec.gpus, device.startswith("cuda"),
+                  args=(self, split, workdir, cfg.experiment_name, resume_from))
+            result = json.loads((workdir / DDP_RESULT).read_text())
+            self._check_consumed(split, result["consumed"])
+            self.init, self.last_parallel = result["init"], result["parallel"]
+            if self.resumed is not None:
+                self.resumed["framework_start_epoch"] = result["start_epoch"]
+        else:
+            self._train(cfg, split, workdir, resume_from)
         self.last_cfg = cfg
         marker = workdir / "last_checkpoint"
         if not marker.is_file():
@@ -436,10 +461,51 @@ class MMDetFasterRCNN(Detector):
             raise RuntimeError(f"{marker} names a missing checkpoint: {checkpoint}")
         return checkpoint
 
+    def _config(self, split: Split, workdir: Path, run_name: str | None = None):
+        """The training Config, with mmengine's distributed settings when spec.gpus > 1."""
+        from mmdet.utils import register_all_modules
+
+        register_all_modules(init_default_scope=False)
+        register_trusted_loader()
+        cfg = self.build_config(split, workdir, run_name)
+        if self.spec.gpus > 1:
+            cuda = self.spec.device.startswith("cuda")
+            cfg.launcher = "pytorch"  # the process group is joined before the Runner (adapters.ddp.spawn)
+            cfg.env_cfg.dist_cfg = {"backend": "nccl" if cuda else "gloo"}
+            cfg.train_dataloader.batch_size = self.spec.batch_size // self.spec.gpus  # per process
+            if not cuda:  # DDP of a CPU module takes no device_ids (mmengine passes LOCAL_RANK's)
+                cfg.model_wrapper_cfg = {"type": "MMDistributedDataParallel", "device_ids": None,
+                                         "broadcast_buffers": False, "find_unused_parameters": False}
+        return cfg
+
+    def _train(self, cfg, split: Split, workdir: Path, resume_from: str | None) -> int:
+        """mmengine's Runner on `cfg` in this process (one of the data-parallel ones, or the only one);
+        returns the epoch it started from."""
+        from mmengine.registry import DefaultScope
+
+        if resume_from is not None:  # mmengine's own resume: model, optimizer, schedulers, epoch/iter, seed
+            cfg.resume = True
+            cfg.load_from = f"{TRUSTED_PREFIX}{resume_from}"
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            runner = _runner_class(self._device()).from_cfg(cfg)
+            if self.spec.weights and resume_from is None:
+                runner.register_hook(_init_recorder(self), priority="LOWEST")
+            runner.register_hook(self._checkpoint_tracker(split, workdir), priority="LOWEST")
+            try:
+                runner.train()
+                self._check_consumed(split, training_set_counts(runner.train_dataloader.dataset))
+                self.last_parallel = {"processes": runner.world_size, "model_wrapper": type(runner.model).__name__,
+                                      "iterations": int(runner.iter)}
+            finally:
+                _close_file_handlers(runner.logger)
+        return int((self.resumed or {}).get("framework_start_epoch", 0))
+
     def _checkpoint_tracker(self, split: Split, workdir: Path):
         """An mmengine hook, run after its CheckpointHook: records each `epoch_<k>.pth` as resumable,
         updates the progress file, and notes the epoch mmengine (re)starts from."""
         from mmengine.hooks import Hook
+
+        from adapters.ddp import is_main_process
 
         detector, key = self, self.training_key(split)
 
@@ -449,6 +515,8 @@ class MMDetFasterRCNN(Detector):
                     detector.resumed["framework_start_epoch"] = int(runner.epoch)
 
             def after_train_epoch(self, runner) -> None:
+                if not is_main_process():  # rank 0 saved the checkpoint; it alone records it
+                    return
                 done, epochs = runner.epoch + 1, runner.max_epochs
                 checkpoint = workdir / f"epoch_{done}.pth"
                 if checkpoint.is_file() and (done % detector.spec.checkpoint_interval == 0 or done == epochs):

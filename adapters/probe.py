@@ -85,6 +85,17 @@ def probe_mmdet() -> Probe:
     except Exception as err:  # noqa: BLE001
         return Probe("mmdet", False, f"mmdet does not import: {err}", details)
     details["mmdet"] = mmdet.__version__
+    import torch
+
+    if torch.cuda.is_available():  # a GPU is here: mmdet must be able to train on it
+        from adapters.mmcv_cuda import cuda_ops_problem
+
+        problem = cuda_ops_problem("cuda")
+        if problem:
+            details["mmcv CUDA ops"] = "FAIL"
+            return Probe("mmdet", False, f"not usable on this GPU: {problem}", details)
+        details["mmcv CUDA ops"] = "nms + RoIAlign ran on cuda:0 with the expected values"
+        return Probe("mmdet", True, "usable on CPU and CUDA (Faster R-CNN, mmcv CPU+CUDA ops checked)", details)
     return Probe("mmdet", True, "usable (Faster R-CNN, mmcv ops compiled)", details)
 
 

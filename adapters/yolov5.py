@@ -50,7 +50,9 @@ Any key in `spec.native` overrides these and everything else below (passed to `m
 Training arguments: epochs, batch (= spec.batch_size; ultralytics still accumulates gradients up to
 its nominal batch `nbs` 64 and scales weight decay by batch*accumulate/nbs - its recipe; set
 native {"nbs": N} to change), imgsz, optimizer (sgd -> "SGD", adam -> "Adam", adamw -> "AdamW"),
-lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N -> "0"/"N"),
+lr0 = spec.lr, weight_decay, seed, deterministic=True, device (cpu; cuda/cuda:N -> "0"/"N";
+spec.gpus = N > 1 -> "0,1,...,N-1": ultralytics' own DDP in subprocesses, CUDA only, batch = the
+total over the N GPUs; the callbacks below reach its workers, which ultralytics pickles them into),
 workers, amp, project=<workdir>, name="train", val=False (the val split is scored once after the
 last epoch by ultralytics, as a log line; cxr-bench scores `predict()`'s output), plots=False.
 `fit` returns `train/weights/last.pt` - the last epoch, never a "best" picked on the val fold.
@@ -146,6 +148,14 @@ def aug_args(aug: AugSpec) -> dict[str, float]:
             "flipud": float(aug.vflip)}
 
 
+def _trust_amp_in_this_process(trainer) -> None:
+    """ultralytics callback for DDP workers (ultralytics pickles the callbacks into them): the AMP
+    self-test there would download yolo26n.pt, as `ultralytics_offline(trust_amp=True)` avoids here."""
+    import ultralytics.engine.trainer as utrainer
+
+    utrainer.check_amp = lambda model: True
+
+
 def _load_checkpoint(path: Path) -> dict:
     """A cxr-bench checkpoint ultralytics wrote (trusted: it pickles ultralytics' model classes)."""
     import torch
@@ -165,7 +175,8 @@ def train_args(spec: TrainSpec, data_yaml: Path, workdir: Path) -> dict[str, Any
         "weight_decay": float(spec.weight_decay),
         "seed": int(spec.seed),
         "deterministic": True,
-        "device": yolo_device(spec.device),
+        # train.gpus > 1: ultralytics' own DDP over GPUs 0..N-1 (CUDA only; batch is the total)
+        "device": yolo_device(spec.device) if spec.gpus == 1 else ",".join(str(i) for i in range(spec.gpus)),
         "workers": int(spec.workers),
         "amp": bool(spec.amp),
         "pretrained": str(Path(spec.weights).resolve()) if spec.weights else False,
@@ -439,6 +450,17 @@ def training_set_counts(dataset) -> dict[str, int]:
     return consumed_counts([len(label["cls"]) for label in dataset.labels])
 
 
+def cached_training_set_counts(labels_dir: Path) -> dict[str, int]:
+    """The same counts from the label cache ultralytics' training dataset wrote (`<labels_dir>.cache`):
+    what a DDP training, whose dataset lives in its worker processes, consumed."""
+    from ultralytics.data.utils import load_dataset_cache_file
+
+    cache = Path(labels_dir).with_suffix(".cache")
+    if not cache.is_file():
+        raise FileNotFoundError(f"ultralytics wrote no label cache at {cache}")
+    return consumed_counts([len(label["cls"]) for label in load_dataset_cache_file(cache)["labels"]])
+
+
 class YoloV5Detector(Detector):
     """YOLOv5 n/s/m/l/x (anchor-free YOLOv5u head) via ultralytics."""
 
@@ -464,6 +486,9 @@ class YoloV5Detector(Detector):
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, split: Split, workdir: Path) -> Path:
+        from adapters.ddp import check_gpus
+
+        check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=False)
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels, self.spec.negatives)
@@ -487,15 +512,21 @@ class YoloV5Detector(Detector):
                 model = YOLO(str(point.checkpoint), task="detect")
                 args["resume"] = True
             self._add_checkpoint_callbacks(model, self.training_key(split), workdir)
+            if trust_amp and self.spec.gpus > 1:  # DDP workers are new processes: patch there too
+                model.add_callback("on_pretrain_routine_start", _trust_amp_in_this_process)
             start = time.perf_counter()
             model.train(**args)
             seconds = time.perf_counter() - start
             if self.resumed is not None:
                 self.resumed["framework_start_epoch"] = int(model.trainer.start_epoch)
             save_dir = Path(model.trainer.save_dir)
-            dataset = model.trainer.train_loader.dataset
-            transforms = describe_transforms(getattr(dataset, "transforms", None))
-            self._check_consumed(split, training_set_counts(dataset))
+            if self.spec.gpus > 1:  # the dataset lived in ultralytics' DDP subprocesses
+                transforms = None
+                self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"))
+            else:
+                dataset = model.trainer.train_loader.dataset
+                transforms = describe_transforms(getattr(dataset, "transforms", None))
+                self._check_consumed(split, training_set_counts(dataset))
             batch = int(model.trainer.batch_size)
             accumulate = int(getattr(model.trainer, "accumulate", 1))
         checkpoint = save_dir / "weights" / "last.pt"

@@ -4,8 +4,11 @@
 #   VENV=path     where to put it (default .venv)
 #   PYTHON=exe    interpreter to build it from (default python3.11, else python3)
 #   MAX_JOBS=N    parallel compile jobs for mmcv (default: core count)
-#   FORCE_CUDA=1  build mmcv's CUDA ops too (with TORCH_CUDA_ARCH_LIST="8.0;9.0" and CUDA_HOME set;
-#                 nvcc runs through scripts/nvcc20, the same C++20 wrapper).
+#   FORCE_CUDA=   mmcv's ops: unset = decided by the machine (scripts/mmcv_build_plan.py): with a GPU,
+#                 CUDA ops for its architecture + PTX (TORCH_CUDA_ARCH_LIST from the GPU, CUDA_HOME from
+#                 nvcc; nvcc runs through scripts/nvcc20, the same C++20 wrapper), and an installed mmcv
+#                 without working CUDA ops is rebuilt; without a GPU, CPU ops. 1 = CUDA ops even without
+#                 a GPU (TORCH_CUDA_ARCH_LIST, default "8.0;9.0+PTX"); 0 = CPU ops only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,11 +19,19 @@ STAMP=$VENV/.cxr-bench-setup
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 inputs_hash() {
-  cat scripts/setup_env.sh scripts/cxx20 requirements/base.txt requirements/constraints.txt pyproject.toml \
-    | sha256sum | cut -d' ' -f1
+  cat scripts/setup_env.sh scripts/cxx20 scripts/mmcv_build_plan.py adapters/mmcv_cuda.py requirements/base.txt \
+    requirements/constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1
 }
+# The machine's side of the stamp, cheap (no torch): a venv set up without a GPU is checked again
+# (and its mmcv rebuilt with CUDA ops) when it meets one.
+machine_kind() {
+  local gpus
+  gpus=$( (ls -d /proc/driver/nvidia/gpus/* /dev/nvidia[0-9]* 2>/dev/null || true) | wc -l)
+  echo "gpus=$gpus force_cuda=${FORCE_CUDA:-auto} archs=${TORCH_CUDA_ARCH_LIST:-auto}"
+}
+stamp() { echo "$(inputs_hash) $(machine_kind)"; }
 
-if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ]; then
+if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp)" ]; then
   say "environment $VENV is up to date"
   exit 0
 fi
@@ -63,22 +74,44 @@ else
 fi
 
 say "3/5 mmcv 2.1.0 with compiled ops"
-if "$PY" -c "import mmcv, mmcv.ops; from mmcv.ops import nms" 2>/dev/null; then
-  say "   mmcv with ops already installed"
-else
-  say "   building mmcv 2.1.0 from source: 15-30 minutes on 2 cores the first time;"
+# the plan: MMCV_MODE=cpu|cuda|refuse, MMCV_REASON, and for cuda the build's environment
+eval "$("$PY" scripts/mmcv_build_plan.py)"
+say "   $MMCV_REASON"
+if [ "$MMCV_MODE" = refuse ]; then
+  say "   REFUSED: mmcv without CUDA ops would fail every mmdet job on this machine's GPU"
+  exit 1
+fi
+eval "$("$PY" scripts/mmcv_build_plan.py --installed)"  # MMCV_STATE=none|cpu|cuda|cuda-broken
+build=0
+case "$MMCV_STATE:$MMCV_MODE" in
+  none:*) build=1 ;;
+  cpu:cuda) say "   the installed mmcv has CPU ops only (built without a GPU): rebuilding it with CUDA ops"; build=1 ;;
+  cuda-broken:cuda) say "   the installed mmcv's CUDA ops fail on this GPU (another architecture?): rebuilding"; build=1 ;;
+  cuda-broken:*) say "   mmcv with ops already installed (its CUDA ops fail on this GPU: FORCE_CUDA=0 keeps it)" ;;
+  *) say "   mmcv with ${MMCV_STATE/cuda/CPU+CUDA} ops already installed" ;;
+esac
+if [ "$build" = 1 ]; then
+  say "   building mmcv 2.1.0 from source: 15-30 minutes on 2 cores the first time (CPU ops);"
   say "   pip's wheel cache makes later installs take seconds"
   export MAX_JOBS=${MAX_JOBS:-$(nproc)}
   export CXX20_REAL=${CXX20_REAL:-g++}
   export CXX="$ROOT/scripts/cxx20"
   export MMCV_WITH_OPS=1
-  if [ "${FORCE_CUDA:-0}" = 1 ]; then
-    export PYTORCH_NVCC="$ROOT/scripts/nvcc20"
-    say "   FORCE_CUDA=1: CUDA ops for TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-<torch default>}, CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}"
+  cache_flag=()
+  if [ "$MMCV_MODE" = cuda ]; then
+    export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST CUDA_HOME PYTORCH_NVCC="$ROOT/scripts/nvcc20"
+    [ -n "${CPATH:-}" ] && export CPATH
+    say "   CUDA ops for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST, CUDA_HOME=$CUDA_HOME"
+    # pip caches the built wheel by name+version: a CUDA build must not reuse a cached CPU-only one
+    cache_flag=(--no-cache-dir)
+    pip_ uninstall -y -q mmcv
   fi
-  # pip caches the built wheel by name+version: a CUDA build must not reuse a cached CPU-only one
-  cache_flag=(); [ "${FORCE_CUDA:-0}" = 1 ] && cache_flag=(--no-cache-dir)
   pip_ install --no-build-isolation "${cache_flag[@]}" mmcv==2.1.0
+  eval "$("$PY" scripts/mmcv_build_plan.py --installed)"
+  if [ "$MMCV_MODE" = cuda ] && [ "$MMCV_STATE" != cuda ]; then
+    say "   FAILED: the new mmcv's CUDA ops do not work here (state: $MMCV_STATE); see cxr-doctor"
+    exit 1
+  fi
 fi
 
 say "4/5 cxr-bench itself (editable)"
@@ -89,5 +122,5 @@ say "5/5 checking"
 # tensorboard (unused); torchxrayvision is installed for its data file only.
 pip_ check | grep -v -E "^(sal-detectron2|torchxrayvision) " || true
 "$PY" -c "import ultralytics, detectron2, mmdet, mmcv.ops, harness, adapters" 
-inputs_hash > "$STAMP"
+stamp > "$STAMP"
 say "done: activate with 'source $VENV/bin/activate', check with 'cxr-doctor'"

@@ -14,6 +14,19 @@ if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
 
 
+def _gpu_pool() -> list[str]:
+    from harness.jobs.gpus import gpu_pool_resolver
+
+    return gpu_pool_resolver()
+
+
+# launcher=gpus (conf/launcher/gpus.yaml): `${cxr_gpus:}` = this machine's GPUs, `${cxr_count:${x}}` = len(x)
+if not OmegaConf.has_resolver("cxr_gpus"):
+    OmegaConf.register_new_resolver("cxr_gpus", _gpu_pool)
+if not OmegaConf.has_resolver("cxr_count"):
+    OmegaConf.register_new_resolver("cxr_count", lambda items: len(items))
+
+
 def quiet_frameworks() -> None:
     """Offline switches that must be set before any framework is imported in this process."""
     os.environ.setdefault("YOLO_OFFLINE", "1")

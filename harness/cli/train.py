@@ -19,8 +19,10 @@ def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from harness.jobs.gpus import assign_gpu
     from harness.jobs.train_job import run_train_job
 
+    assign_gpu(cfg)  # launcher=gpus: this worker's own GPU, before anything touches CUDA
     result = run_train_job(cfg, output_dir())
     if result.get("failed") and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)

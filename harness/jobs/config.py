@@ -48,6 +48,8 @@ def train_spec(cfg: DictConfig) -> TrainSpec:
     values["weights"] = resolve_weights(cfg, name, variant, requested)
     registry_names = (to_plain(cfg.get("pretrained")) or {}).get("registry") or {}
     values["weights_name"] = requested if values["weights"] and requested in registry_names else None
+    if values["gpus"] < 1:
+        raise ConfigError(f"train.gpus={values['gpus']}: must be >= 1")
     if values["epochs"] < 1 or values["batch_size"] < 1 or values["imgsz"] < 32:
         raise ConfigError("train.epochs and train.batch_size must be >= 1 and train.imgsz >= 32")
     device = str(values["device"])

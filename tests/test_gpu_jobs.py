@@ -1,0 +1,66 @@
+"""One GPU per job (launcher=gpus, harness/jobs/gpus.py) on a CPU machine: the GPU ids are only
+strings in CUDA_VISIBLE_DEVICES, so what each job would see is checked without a GPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from harness.jobs.gpus import NoGpus, claim, gpu_pool_resolver, visible_gpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_visible_gpus_from_cuda_visible_devices():
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 5"}) == ["2", "5"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def test_no_gpu_is_an_error_naming_the_override(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(NoGpus, match=r"gpu_pool=\[0,1"):
+        gpu_pool_resolver()
+
+
+def test_claim_prefers_the_job_index_and_never_shares(tmp_path):
+    first, fd1 = claim(["3", "5"], tmp_path, preferred=1)
+    second, fd2 = claim(["3", "5"], tmp_path, preferred=1)  # 5 is held: the other one
+    try:
+        assert (first, second) == ("5", "3")
+        assert (tmp_path / "gpu5.lock").read_text().strip() == str(os.getpid())
+    finally:
+        os.close(fd1)
+        os.close(fd2)
+    again, fd3 = claim(["3", "5"], tmp_path, preferred=0)  # released with its fd (or its process)
+    os.close(fd3)
+    assert again == "3"
+
+
+def test_joblib_sweep_gives_each_worker_its_own_gpu(tmp_path):
+    """A real joblib multirun with launcher=gpus over 4 jobs and a pool of 2 "GPUs": 2 workers, each
+    job sees exactly one GPU of the pool, and a worker process keeps one GPU for all its jobs."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "tests" / "gpu_env_app.py"), "-m", "launcher=gpus", "gpu_pool=[3,5]",
+           f"sweep_dir={sweep}", "data.fold=0,1,2,3"]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/fold*/gpu_env.json"))]
+    assert len(records) == 4
+    by_pid = defaultdict(set)
+    for rec in records:
+        assert rec["n_jobs"] == 2 and rec["device"] == "cuda"
+        assert rec["loaded"] == 28  # DataLoader workers (train.workers: 4) start inside the joblib worker
+        assert rec["env"] == rec["gpu"] and rec["gpu"] in ("3", "5")
+        by_pid[rec["pid"]].add(rec["gpu"])
+    assert all(len(gpus) == 1 for gpus in by_pid.values())  # a worker never changes GPU
+    gpus_of_workers = [next(iter(g)) for g in by_pid.values()]
+    assert len(gpus_of_workers) == len(set(gpus_of_workers))  # two workers never share one
+    assert sorted((sweep / ".gpu-locks").iterdir())
