@@ -10,6 +10,7 @@ column says which path produced each PNG.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -150,7 +151,10 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
         results = map(_convert_task, tasks)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+        # spawn, not fork: a forked child inherits OpenCV's (and BLAS') thread-pool locks in whatever
+        # state the parent's threads left them, and can hang forever in its first cv2 call
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                   mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_convert_task, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 4))))
     try:
         for row, skipped in results:
