@@ -111,6 +111,17 @@ def _convert_task(task: tuple) -> tuple[dict, bool]:
     return convert_dicom(src, dst, split, settings, out_root), False
 
 
+def _pool_context():
+    """forkserver, not fork: a child forked from this (threaded) process inherits OpenCV's and BLAS'
+    thread-pool locks in whatever state the parent's threads left them, and can hang forever in its
+    first cv2 call (seen under load). The fork server is a clean single-threaded process that imports
+    this module once, so its workers start in milliseconds (spawn would re-import cv2/numpy/pydicom
+    in every worker of every pool)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _worker_init() -> None:
     """One OpenCV thread per pool process: the pool already uses every core it is given."""
     cv2.setNumThreads(1)
@@ -151,10 +162,7 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
         results = map(_convert_task, tasks)
         pool = None
     else:
-        # spawn, not fork: a forked child inherits OpenCV's (and BLAS') thread-pool locks in whatever
-        # state the parent's threads left them, and can hang forever in its first cv2 call
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                                   mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=_pool_context())
         results = pool.map(_convert_task, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 4))))
     try:
         for row, skipped in results:

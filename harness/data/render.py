@@ -2,8 +2,8 @@
 
 Exact: float pipeline on the full image (`dicom.read_dicom`), resize in float32, quantize last.
 Fast: decode (JPEG 2000 at reduced resolution when the output is ≤ half size, see `harness.data.j2k`),
-map the stored values through one look-up table to the output grey levels (`harness.data.lut`), then
-resize the 8/16-bit image. Before resizing the fast pixels equal the exact ones; resizing after
+map the stored values through one look-up table to the output grey levels (`harness.data.lut`) and
+shrink with area averaging in the same pass (`harness.data.area`; enlarging: look up, then resize). Before resizing the fast pixels equal the exact ones; resizing after
 quantizing moves a pixel by at most one grey level (tests/test_dicom_fastpath.py checks every file
 of the test corpus).
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import dicom, j2k, lut
+from harness.data import area, dicom, j2k, lut
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ def render(path: str | os.PathLike, size: int | str = 1024, square: bool = False
     # the original size: the decoded pixels' (as on the exact path), the header's when decoded reduced
     h, w = arr.shape if method == "lut" else (int(ds.Rows), int(ds.Columns))
     out_h, out_w = dicom.output_shape(h, w, size, square)
-    pixels = dicom.resize(lut.apply(arr, lut.display_table(arr, ds, voi, bits)), out_h, out_w)
+    table = lut.display_table(arr, ds, voi, bits)
+    pixels = area.shrink(lut.table_index(arr), table, out_h, out_w)  # look-up and shrink in one pass
+    if pixels is None:  # same size or enlarging
+        pixels = dicom.resize(lut.apply(arr, table), out_h, out_w)
     return Rendered(pixels, h, w, str(ds.PhotometricInterpretation), int(ds.get("BitsStored", 0) or 0),
                     dicom.syntax_name(ds), method)
