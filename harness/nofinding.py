@@ -276,23 +276,13 @@ def abnormal_labels(coco: dict) -> dict[int, int]:
 
 
 def roc_auc(labels, scores) -> float | None:
-    """Area under the ROC curve (Mann-Whitney, ties count half); None without both classes."""
+    """Area under the ROC curve (scikit-learn's; tied scores count half); None without both classes."""
+    from sklearn.metrics import roc_auc_score  # imported here: only the classifier's metrics need it
+
     y = np.asarray(labels, int)
-    s = np.asarray(scores, float)
-    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.size == 0 or y.min() == y.max():
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), float)
-    sorted_s = s[order]
-    k = 0
-    while k < len(s):  # average ranks over ties
-        j = k
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[k]:
-            j += 1
-        ranks[order[k:j + 1]] = (k + j) / 2.0 + 1.0
-        k = j + 1
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(scores, float)))
 
 
 def at_threshold(labels, scores, threshold: float) -> dict:
