@@ -13,7 +13,9 @@ and MR/CT files (RG1, RG3, MR2, 693 in their transfer syntaxes) unless `--no-rea
     .venv/bin/python experiments/bench_prepare.py --size 1024 --workers 2 --cache /tmp/cxr_realsize
 
 "Per core": OpenCV runs single-threaded in every timed path (the pool's workers do that anyway),
-so the 1-worker figures use one core each. Also prints PNG sizes and encode times for a few
+so the 1-worker figures use one core each. Then, file by file in one process, the recipe's and
+the fast path's time per group of files (synthetic / pydicom-data, by transfer syntax), to show
+where the ratio comes from. Also prints PNG sizes and encode times for a few
 compression settings on the fast path's outputs. Prints one JSON object. Not a test.
 """
 from __future__ import annotations
@@ -62,8 +64,9 @@ def reference_recipe(files: list[Path], out_dir: Path, size: int) -> None:
         cv2.imwrite(str(out_dir / f"{path.stem}.png"), data)
 
 
-def build_raw(work: Path, synthetic: Path | None, real: bool) -> Path:
-    """raw/train with links to the synthetic files and copies of the real pydicom-data files."""
+def build_raw(work: Path, synthetic: Path | None, real: bool, replicate: int = 1) -> Path:
+    """raw/train with links to the synthetic files and copies of the real pydicom-data files; with
+    `replicate` n > 1, n - 1 more links to each under other names (a longer run on the same mix)."""
     raw = work / "raw"
     (raw / "train").mkdir(parents=True)
     if synthetic is not None:
@@ -74,17 +77,54 @@ def build_raw(work: Path, synthetic: Path | None, real: bool) -> Path:
 
         for name in REAL:
             shutil.copy(get_testdata_file(f"{name}.dcm"), raw / "train" / f"{name}.dicom")
+    originals = sorted((raw / "train").iterdir())
+    for copy in range(1, replicate):
+        for path in originals:
+            (raw / "train" / f"{path.stem}_x{copy}{path.suffix}").symlink_to(path.resolve())
     return raw
+
+
+def per_file_groups(files: list[Path], work: Path, size: int, repeats: int) -> dict:
+    """One process, file by file: the recipe's and the fast path's seconds per file (best of
+    `repeats`), summed per group of files (where the data comes from; its transfer syntax)."""
+    from harness.data.dicom import read_header
+    from harness.data.prepare import convert_dicom
+
+    settings, out = ConvertSettings(size=size), work / "per_file"
+    groups: dict[str, dict] = {}
+    for path in files:
+        if "_x" in path.stem:  # a replicate: same file, same times
+            continue
+        ref = fast = float("inf")
+        for r in range(repeats):
+            t = time.perf_counter()
+            reference_recipe([path], out / f"ref{r}", size)
+            ref = min(ref, time.perf_counter() - t)
+            t = time.perf_counter()
+            row = convert_dicom(path, out / f"fast{r}" / f"{path.stem}.png", "train", settings, out)
+            fast = min(fast, time.perf_counter() - t)
+            assert row["status"] == "ok", row
+        source = "pydicom-data" if path.stem in REAL else "synthetic"
+        syntax = read_header(path).transfer_syntax
+        for key in (source, f"{source}: {syntax}", "all"):
+            g = groups.setdefault(key, {"files": 0, "reference_s": 0.0, "fast_s": 0.0})
+            g["files"] += 1
+            g["reference_s"] += ref
+            g["fast_s"] += fast
+    for g in groups.values():
+        g["ratio"] = round(g["reference_s"] / g["fast_s"], 2)
+        g["reference_s"], g["fast_s"] = round(g["reference_s"], 3), round(g["fast_s"], 3)
+    return dict(sorted(groups.items()))
 
 
 def png_table(pngs: list[Path]) -> dict:
     """Total bytes and encode seconds of the same images under a few cv2 PNG settings."""
     images = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in pngs]
-    rle = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
     settings = {"cv2 default": [], "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1],
                 "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3], "level 9": [cv2.IMWRITE_PNG_COMPRESSION, 9],
-                "level 1 + Z_RLE (chosen)": ConvertSettings(png_compression=1).png_params(),
-                "level 9 + Z_RLE": [cv2.IMWRITE_PNG_COMPRESSION, 9, *rle]}
+                "Z_RLE + avg filter (chosen)": ConvertSettings().png_params(),
+                "Huffman-only + avg filter": ConvertSettings(png_strategy="huffman").png_params(),
+                "level 9 + avg filter": ConvertSettings(png_compression=9, png_strategy="default").png_params()}
     table = {}
     for name, params in settings.items():
         t, size = time.perf_counter(), 0
@@ -104,6 +144,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="folder for the generated preset (reused)")
     ap.add_argument("--no-real", action="store_true", help="leave out pydicom-data's real files")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--replicate", type=int, default=1,
+                    help="use every file this many times (under other names): the pool's steady state")
     args = ap.parse_args()
     cv2.setNumThreads(1)
 
@@ -112,9 +154,9 @@ def main() -> None:
         synthetic = None
         if args.preset != "none":
             synthetic = generate(args.cache or work / "synth", args.preset, seed=args.seed, progress=False)
-        raw = build_raw(work, synthetic, not args.no_real)
+        raw = build_raw(work, synthetic, not args.no_real, args.replicate)
         files = [p for p, _ in find_dicoms(raw)]
-        results = {"files": len(files), "MB": round(sum(p.stat().st_size for p in files) / 1e6),
+        results = {"files": len(files), "replicate": args.replicate, "MB": round(sum(p.stat().st_size for p in files) / 1e6),
                    "size": args.size, "workers": args.workers, "cpus": os.cpu_count(),
                    "python": platform.python_version(), "preset": args.preset, "real_files": not args.no_real,
                    "load_before": os.getloadavg()}
@@ -147,6 +189,7 @@ def main() -> None:
         results["fast_pixel_paths"] = dict(Counter(rows["pixel_path"]))
         results["png_MB"] = {"reference": round(sum(p.stat().st_size for p in (work / "ref0").glob("*.png")) / 1e6, 2),
                              "cxr_fast": round(sum(p.stat().st_size for p in s.image_dir.glob("*.png")) / 1e6, 2)}
+        results["per_file_1_process"] = per_file_groups(files, work, args.size, args.repeats)
         results["png_settings_first_12"] = png_table(sorted(s.image_dir.glob("*.png"))[:12])
         print(json.dumps(results, indent=1))
     finally:

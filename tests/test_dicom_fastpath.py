@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -28,7 +29,7 @@ REAL = [DATA / f"{name}.dcm" for name in CHEST_CR + [
     "mlut_18", "vlut_04",  # modality LUT sequence (signed), VOI LUT sequence
     "JPGLosslessP14SV1_1s_1f_8b", "emri_small_RLE", "emri_small_jpeg_ls_lossless", "liver",  # 8-bit, multi-frame, 1-bit
 ]] + [TEST_FILES / f"{name}.dcm" for name in (
-    "CT_small", "MR_small", "MR_small_jp2klossless", "JPEG2000", "J2K_pixelrep_mismatch", "examples_overlay",
+    "CT_small", "MR_small", "MR_small_bigendian", "MR_small_jp2klossless", "JPEG2000", "J2K_pixelrep_mismatch", "examples_overlay",
     "rtdose_1frame",  # 32-bit stored values: the exact fallback
 )]
 
@@ -124,6 +125,37 @@ def test_fast_path_is_the_default_and_never_windows_the_image(monkeypatch):
     assert pixels in sizes
 
 
+def _dirty_high_bits(name: str, tmp_path: Path) -> Path:
+    """`name` with garbage in the bits above BitsStored of every 7th pixel (PS3.5 8.1.1 allows it)."""
+    ds = pydicom.dcmread(DATA / f"{name}.dcm")
+    raw = np.frombuffer(ds.PixelData, np.uint16).copy()
+    raw[::7] |= np.uint16((0xFFFF << int(ds.BitsStored)) & 0xFFFF)
+    ds.PixelData = raw.tobytes()
+    path = tmp_path / f"{name}_dirty.dcm"
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR", "693_UNCR"])  # unsigned 15 of 16 bits; signed 14 of 16
+def test_uncompressed_view_and_unused_bits(name, tmp_path):
+    """Uncompressed pixels are read as a view of the file's buffer (no copy) when the bits above
+    BitsStored hold nothing; garbage there is cleared as pydicom clears it, so the output is the same."""
+    clean = pydicom.dcmread(DATA / f"{name}.dcm")
+    view = dicom.decode_view(clean, name)
+    assert not view.flags.writeable and np.shares_memory(view, np.frombuffer(clean.PixelData, np.uint8))
+    assert np.array_equal(view, clean.pixel_array)
+    dirty_path = _dirty_high_bits(name, tmp_path)
+    dirty = pydicom.dcmread(dirty_path)
+    corrected = dicom.decode_view(dirty, dirty_path)
+    assert corrected.flags.writeable and np.array_equal(corrected, clean.pixel_array)
+    for size in ("orig", 512):
+        fast = render.render(dirty_path, size)
+        assert fast.method == "lut"
+        assert np.array_equal(fast.pixels, render.render(DATA / f"{name}.dcm", size).pixels)
+        exact = render.render(dirty_path, size, exact=True).pixels.astype(np.int64)
+        assert np.abs(fast.pixels - exact).max() <= (0 if size == "orig" else 1)
+
+
 def test_fallback_for_32bit_pixels():
     fast = render.render(TEST_FILES / "rtdose_1frame.dcm", "orig")
     assert fast.method == "exact-fallback"
@@ -164,7 +196,7 @@ def test_reduced_j2k_on_sharp_mr_is_close_not_identical():
     assert got["method"] == "lut+j2k-r1" and 30 <= got["psnr"] < 45, got
 
 
-def test_sidecar_treats_exact_and_png_level_as_config(tmp_path):
+def test_sidecar_treats_exact_and_png_settings_as_config(tmp_path):
     raw = tmp_path / "raw"
     (raw / "train").mkdir(parents=True)
     for name in ("RG3_UNCR", "MR2_J2KR"):
@@ -181,8 +213,17 @@ def test_sidecar_treats_exact_and_png_level_as_config(tmp_path):
     level = convert_folders(raw, out, ConvertSettings(size=256, exact=True, png_compression=6), workers=0,
                             progress=False)
     assert (level.converted, level.skipped) == (2, 0)
+    pixels = {name: cv2.imread(str(level.image_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED) for name in ("RG3_UNCR", "MR2_J2KR")}
+    for strategy in ("huffman", "default"):
+        other = convert_folders(raw, out, ConvertSettings(size=256, exact=True, png_compression=6, png_strategy=strategy),
+                                workers=0, progress=False)
+        assert (other.converted, other.skipped) == (2, 0)
+        for name, want in pixels.items():  # lossless whatever the strategy
+            assert np.array_equal(cv2.imread(str(other.image_dir / f"{name}.png"), cv2.IMREAD_UNCHANGED), want)
     with pytest.raises(ValueError):
         ConvertSettings(png_compression=12).png_params()
+    with pytest.raises(ValueError, match="png_strategy"):
+        ConvertSettings(png_strategy="zopfli").png_params()
 
 
 def test_broken_file_still_named_on_fast_path(tmp_path):

@@ -86,11 +86,17 @@ def open_dicom(path: str | os.PathLike):
     return ds
 
 
-def decode(ds, path: str | os.PathLike) -> np.ndarray:
-    """The stored values of the first frame (2-D, dtype as pydicom decodes it)."""
+def decode(ds, path: str | os.PathLike, **options) -> np.ndarray:
+    """The stored values of the first frame (2-D, dtype as pydicom decodes it); `options` are
+    pydicom's decoding options (`pydicom.pixels.pixel_array`)."""
     syntax = syntax_name(ds)
     try:
-        arr = ds.pixel_array
+        if options:
+            from pydicom.pixels import pixel_array
+
+            arr = pixel_array(ds, **options)
+        else:
+            arr = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, EOFError, OSError, KeyError, TypeError, AttributeError) as err:
         text = str(err)
         reason = "truncated pixel data" if ("less than" in text or "expected" in text and "bytes" in text) \
@@ -101,6 +107,26 @@ def decode(ds, path: str | os.PathLike) -> np.ndarray:
     if arr.ndim != 2 or arr.size == 0:
         raise DicomError("not grayscale", f"{path}: pixel array of shape {arr.shape}")
     return arr
+
+
+def decode_view(ds, path: str | os.PathLike) -> np.ndarray:
+    """`decode`, but uncompressed pixel data comes as a read-only view of the file's buffer.
+
+    pydicom copies uncompressed pixel data to clear the bits above BitsStored (PS3.5 8.1.1: their
+    content is undefined). When every value of the view already lies in the BitsStored range
+    (unsigned: below 2^BitsStored; signed: a proper sign extension) those bits hold nothing, the view
+    equals pydicom's corrected array, and the copy is saved; otherwise the corrected array is decoded.
+    Compressed data is decoded into a new array either way."""
+    arr = decode(ds, path, view_only=True, correct_unused_bits=False)
+    bits = int(ds.get("BitsStored", 0) or 0)
+    if arr.flags.writeable or arr.dtype.kind not in "iu" or not 0 < bits < 8 * arr.dtype.itemsize:
+        return arr
+    lo, hi = int(arr.min()), int(arr.max())
+    if arr.dtype.kind == "i":
+        clean = -(1 << (bits - 1)) <= lo and hi < 1 << (bits - 1)
+    else:
+        clean = hi < 1 << bits
+    return arr if clean else decode(ds, path)
 
 
 def display_values(arr: np.ndarray, ds, voi: bool) -> np.ndarray:

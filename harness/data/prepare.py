@@ -24,6 +24,8 @@ from harness.data import dicom, manifest, render
 
 log = logging.getLogger(__name__)
 DICOM_SUFFIXES = (".dicom", ".dcm")
+PNG_STRATEGIES = {"huffman": cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY, "rle": cv2.IMWRITE_PNG_STRATEGY_RLE,
+                  "default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT}
 
 
 def size_folder(size: int | str, square: bool = False, bits: int = 8) -> str:
@@ -43,20 +45,25 @@ class ConvertSettings:
     bits: int = 8
     voi: bool = True
     exact: bool = False  # True: the float pipeline on the full image (reference); False: the fast path
-    # zlib level, with the Z_RLE strategy and the "average" row filter: on radiographs (smooth, noisy)
-    # smaller than level 9 with zlib's default strategy and ~20x faster; sizes in docs/benchmarks.md
+    # PNG: zlib level 0-9 and strategy, with the "average" row filter. With the "rle" or "huffman"
+    # strategy zlib ignores the level (1-9 give the same file; 0 stores uncompressed); "default" is
+    # zlib's LZ77 search, where the level matters. On radiographs (smooth, noisy) rle is smaller than
+    # level 9 at ~17x its speed; huffman is ~10% faster still and ~4% larger (docs/benchmarks.md)
     png_compression: int = 1
+    png_strategy: str = "rle"
 
     def params(self) -> dict:
         return {"size": str(self.size), "square": self.square, "bits": self.bits, "voi": self.voi,
-                "exact": self.exact, "png_compression": self.png_compression}
+                "exact": self.exact, "png_compression": self.png_compression, "png_strategy": self.png_strategy}
 
     def png_params(self) -> list[int]:
         if not 0 <= int(self.png_compression) <= 9:
             raise ValueError(f"png_compression must be 0..9, got {self.png_compression}")
+        if self.png_strategy not in PNG_STRATEGIES:
+            raise ValueError(f"png_strategy must be one of {sorted(PNG_STRATEGIES)}, got {self.png_strategy!r}")
         # the strategy after the level: cv2 resets the strategy when it reads a compression level
         return [cv2.IMWRITE_PNG_COMPRESSION, int(self.png_compression), cv2.IMWRITE_PNG_STRATEGY,
-                cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
+                PNG_STRATEGIES[self.png_strategy], cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
 
 
 @dataclass
@@ -115,10 +122,10 @@ def _pool_context():
     """forkserver, not fork: a child forked from this (threaded) process inherits OpenCV's and BLAS'
     thread-pool locks in whatever state the parent's threads left them, and can hang forever in its
     first cv2 call (seen under load). The fork server is a clean single-threaded process that imports
-    this module once, so its workers start in milliseconds (spawn would re-import cv2/numpy/pydicom
-    in every worker of every pool)."""
+    this module and loads the compiled kernels once (`prepare_server`), so its workers start warm in
+    milliseconds (spawn would re-import cv2/numpy/pydicom and reload the kernels in every worker)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload(["harness.data.prepare_server"])
     return context
 
 
@@ -163,7 +170,10 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
         pool = None
     else:
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=_pool_context())
-        results = pool.map(_convert_task, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 4))))
+        # one file per task: a chest X-ray takes 20-700 ms, far above the ~0.1 ms a task costs to send,
+        # and single files keep the workers evenly busy to the end (a chunk of slow JPEG 2000 files
+        # left one worker running alone)
+        results = pool.map(_convert_task, tasks)
     try:
         for row, skipped in results:
             rows.append(row)

@@ -1,9 +1,11 @@
 """One DICOM → output-size grey levels, by the fast path (default) or the exact one (`exact=True`).
 
 Exact: float pipeline on the full image (`dicom.read_dicom`), resize in float32, quantize last.
-Fast: decode (JPEG 2000 at reduced resolution when the output is ≤ half size, see `harness.data.j2k`),
-map the stored values through one look-up table to the output grey levels (`harness.data.lut`) and
-shrink with area averaging in the same pass (`harness.data.area`; enlarging: look up, then resize). Before resizing the fast pixels equal the exact ones; resizing after
+Fast: decode (uncompressed data as a view of the file's buffer, `dicom.decode_view`; JPEG 2000 at
+reduced resolution when the output is ≤ half size, see `harness.data.j2k`), map the stored values
+through one look-up table to the output grey levels (`harness.data.lut`) and shrink with area
+averaging in the same pass (`harness.data.area`; enlarging: look up, then resize). Before resizing
+the fast pixels equal the exact ones; resizing after
 quantizing moves a pixel by at most one grey level (tests/test_dicom_fastpath.py checks every file
 of the test corpus).
 
@@ -53,7 +55,7 @@ def _decode_fast(ds, path: Path, size, square: bool) -> tuple[np.ndarray, str]:
                 return j2k.decode_reduced(ds, levels), f"lut+j2k-r{levels}"
         except Exception as err:  # noqa: BLE001 - the full decode below reports a broken file properly
             log.debug("%s: reduced JPEG 2000 decoding failed (%s); decoding in full", path, err)
-    return dicom.decode(ds, path), "lut"
+    return dicom.decode_view(ds, path), "lut"
 
 
 def render(path: str | os.PathLike, size: int | str = 1024, square: bool = False, bits: int = 8,

@@ -60,7 +60,7 @@ def ensure_prepared(data: DictConfig):
             fusion=data.fusion, fusion_iou=float(data.fusion_iou), readers_keep=to_plain(data.readers_keep),
             readers_drop=to_plain(data.readers_drop), bad_rows=data.bad_rows, folds=int(data.folds),
             seed=int(data.fold_seed), workers=data.workers, exact=bool(data.get("exact", False)),
-            png_compression=int(data.get("png_compression", 1)),
+            png_compression=int(data.get("png_compression", 1)), png_strategy=str(data.get("png_strategy", "rle")),
         )
     if not 0 <= int(data.fold) < int(data.folds):
         raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
