@@ -149,7 +149,9 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
                     workers: int | None = None, progress: bool = True) -> ConvertSummary:
     """Convert raw/{train,test}/*.dicom into out/images/<size>/ and write out/manifest.csv.
 
-    `workers`: processes (None → min(cpu count, 8); 0 or 1 → in this process).
+    `workers`: processes (None → min(cpu count, 8); 0 or 1 → in this process). The workers start
+    from a fork server, which (as with spawn) imports the calling script's main module: a script
+    that calls this with workers > 1 needs the `if __name__ == "__main__":` guard.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     files = find_dicoms(raw_dir)
