@@ -60,3 +60,37 @@ def test_warm_up_compiles_every_specialisation():
     area.warm_up()
     assert len(area._shrink.signatures) >= 8  # uint8/uint16 index × read-only or not × 8/16-bit table
     assert area._fill_cells.signatures
+
+
+def test_fork_server_preloads_what_a_worker_needs():
+    """What the pool's fork server holds before it forks a worker: pydicom and its decoders (lazy in
+    harness.data.dicom), Pillow's plugins, the compiled kernels; then converting files imports nothing."""
+    import subprocess
+    import sys
+    from multiprocessing import forkserver
+    from pathlib import Path
+
+    from harness.data import prepare
+
+    prepare._pool_context()
+    assert forkserver._forkserver._preload_modules == ["harness.data.prepare_server"]
+    data = Path(__import__("pydicom").__file__).parent.parent / "data_store" / "data"
+    code = f"""
+import sys, tempfile
+from pathlib import Path
+import harness.data.prepare_server
+from harness.data import area, prepare
+from PIL import Image
+assert Image._initialized == 2 and len(area._shrink.signatures) >= 8
+before = set(sys.modules)
+out = Path(tempfile.mkdtemp())
+for name in ("RG1_UNCR", "RG3_J2KR", "MR2_J2KI"):
+    src = Path({str(data)!r}) / f"{{name}}.dcm"
+    row, _ = prepare._convert_task((src, out / f"{{name}}.png", "train", prepare.ConvertSettings(size=256), out))
+    assert row["status"] == "ok", row
+print(sorted(set(sys.modules) - before))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported on a worker's first files: {done.stdout}"
+
