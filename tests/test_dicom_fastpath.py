@@ -141,12 +141,12 @@ def test_uncompressed_view_and_unused_bits(name, tmp_path):
     """Uncompressed pixels are read as a view of the file's buffer (no copy) when the bits above
     BitsStored hold nothing; garbage there is cleared as pydicom clears it, so the output is the same."""
     clean = pydicom.dcmread(DATA / f"{name}.dcm")
-    view = dicom.decode_view(clean, name)
+    view, _ = dicom.decode_view(clean, name)
     assert not view.flags.writeable and np.shares_memory(view, np.frombuffer(clean.PixelData, np.uint8))
     assert np.array_equal(view, clean.pixel_array)
     dirty_path = _dirty_high_bits(name, tmp_path)
     dirty = pydicom.dcmread(dirty_path)
-    corrected = dicom.decode_view(dirty, dirty_path)
+    corrected, _ = dicom.decode_view(dirty, dirty_path)
     assert corrected.flags.writeable and np.array_equal(corrected, clean.pixel_array)
     for size in ("orig", 512):
         fast = render.render(dirty_path, size)

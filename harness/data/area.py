@@ -70,36 +70,35 @@ def _add(first, w0, w1, src, cell, weight):  # pragma: no cover - compiled
         w1[src] += weight
 
 
-if numba is not None:
-    @_jit(nogil=True)
-    def _shrink(index, table, x0, wx0, wx1, y0, wy0, wy1, top, out):  # pragma: no cover - compiled
-        h, w = index.shape
-        out_h, out_w = out.shape
-        acc = np.zeros((out_h, out_w), np.float32)
-        row = np.zeros(out_w + 1, np.float32)
-        for i in range(h):
-            # along the row, sums for the current cell and the next one stay in registers; a cell
-            # is stored once, when the first pixel of a later cell arrives (adding into memory
-            # pixel by pixel waits on the previous store every time)
-            cell, here, after = x0[0], np.float32(0.0), np.float32(0.0)
-            for j in range(w):
-                v = np.float32(table[index[i, j]])
-                while cell < x0[j]:
-                    row[cell] = here
-                    here, after = after, np.float32(0.0)
-                    cell += 1
-                here += wx0[j] * v
-                after += wx1[j] * v
-            row[cell], row[cell + 1] = here, after
-            a, b, yy = wy0[i], wy1[i], y0[i]
+@_jit(nogil=True)
+def _shrink(index, table, x0, wx0, wx1, y0, wy0, wy1, top, out):  # pragma: no cover - compiled
+    h, w = index.shape
+    out_h, out_w = out.shape
+    acc = np.zeros((out_h, out_w), np.float32)
+    row = np.zeros(out_w + 1, np.float32)
+    for i in range(h):
+        # along the row, sums for the current cell and the next one stay in registers; a cell
+        # is stored once, when the first pixel of a later cell arrives (adding into memory
+        # pixel by pixel waits on the previous store every time)
+        cell, here, after = x0[0], np.float32(0.0), np.float32(0.0)
+        for j in range(w):
+            v = np.float32(table[index[i, j]])
+            while cell < x0[j]:
+                row[cell] = here
+                here, after = after, np.float32(0.0)
+                cell += 1
+            here += wx0[j] * v
+            after += wx1[j] * v
+        row[cell], row[cell + 1] = here, after
+        a, b, yy = wy0[i], wy1[i], y0[i]
+        for x in range(out_w):
+            acc[yy, x] += a * row[x]
+        if b != 0.0:
             for x in range(out_w):
-                acc[yy, x] += a * row[x]
-            if b != 0.0:
-                for x in range(out_w):
-                    acc[yy + 1, x] += b * row[x]
-        for y in range(out_h):
-            for x in range(out_w):
-                out[y, x] = min(max(np.rint(acc[y, x]), np.float32(0.0)), top)
+                acc[yy + 1, x] += b * row[x]
+    for y in range(out_h):
+        for x in range(out_w):
+            out[y, x] = min(max(np.rint(acc[y, x]), np.float32(0.0)), top)
 
 
 def shrink(index: np.ndarray, table: np.ndarray, out_h: int, out_w: int) -> np.ndarray | None:

@@ -109,8 +109,9 @@ def decode(ds, path: str | os.PathLike, **options) -> np.ndarray:
     return arr
 
 
-def decode_view(ds, path: str | os.PathLike) -> np.ndarray:
-    """`decode`, but uncompressed pixel data comes as a read-only view of the file's buffer.
+def decode_view(ds, path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """`decode`, but uncompressed pixel data comes as a read-only view of the file's buffer; also the
+    stored values' (min, max) when the check below computed them (None otherwise).
 
     pydicom copies uncompressed pixel data to clear the bits above BitsStored (PS3.5 8.1.1: their
     content is undefined). When every value of the view already lies in the BitsStored range
@@ -120,13 +121,13 @@ def decode_view(ds, path: str | os.PathLike) -> np.ndarray:
     arr = decode(ds, path, view_only=True, correct_unused_bits=False)
     bits = int(ds.get("BitsStored", 0) or 0)
     if arr.flags.writeable or arr.dtype.kind not in "iu" or not 0 < bits < 8 * arr.dtype.itemsize:
-        return arr
+        return arr, None
     lo, hi = int(arr.min()), int(arr.max())
     if arr.dtype.kind == "i":
         clean = -(1 << (bits - 1)) <= lo and hi < 1 << (bits - 1)
     else:
         clean = hi < 1 << bits
-    return arr if clean else decode(ds, path)
+    return (arr, (lo, hi)) if clean else (decode(ds, path), None)
 
 
 def display_values(arr: np.ndarray, ds, voi: bool) -> np.ndarray:

@@ -51,13 +51,14 @@ def _extremes(values: np.ndarray, index: np.ndarray, stored: np.ndarray) -> tupl
     return float(used.min()), float(used.max())
 
 
-def display_table(arr: np.ndarray, ds, voi: bool, bits: int) -> np.ndarray:
+def display_table(arr: np.ndarray, ds, voi: bool, bits: int, extent: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 (bits=8) or uint16 (bits=16) table: output grey level for each stored value of `arr`.
 
-    Evaluated on the stored values from the image's minimum to its maximum only; other entries are 0
-    (no pixel indexes them)."""
+    Evaluated on the stored values from the image's minimum to its maximum only (`extent`, when the
+    caller already has them); other entries are 0 (no pixel indexes them)."""
     index = table_index(arr)
-    stored = np.arange(int(arr.min()), int(arr.max()) + 1).astype(arr.dtype)
+    lo, hi = extent if extent is not None else (int(arr.min()), int(arr.max()))
+    stored = np.arange(lo, hi + 1).astype(arr.dtype)
     values = dicom.display_values(stored, ds, voi)
     lo, hi = _extremes(values, index, stored)
     table = np.zeros(1 << (8 * arr.dtype.itemsize), np.uint8 if bits == 8 else np.uint16)

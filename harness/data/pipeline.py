@@ -81,8 +81,9 @@ def _stored(path: Path, getter) -> str | None:
 def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size: int | str = 1024, square: bool = False,
                     bits: int = 8, fusion: str = "wbf", fusion_iou: float = 0.4, readers_keep=None, readers_drop=None,
                     bad_rows: str = "error", folds: int = 5, seed: int = 0, workers: int | None = None,
-                    progress: bool = True, exact: bool = False, png_compression: int = 1,
-                    png_strategy: str = "rle") -> PrepareSummary:
+                    progress: bool = True, exact: bool = False,
+                    png_compression: int = ConvertSettings.png_compression,
+                    png_strategy: str = ConvertSettings.png_strategy) -> PrepareSummary:
     """Convert DICOMs, validate + fuse labels, write COCO labels, folds and stats. See docs/architecture.md.
 
     Raises `labels.LabelError` (policy "error") if train.csv has bad rows; DICOMs that fail are

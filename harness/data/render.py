@@ -46,16 +46,17 @@ def _exact(path: Path, out_size, square: bool, bits: int, voi: bool, method: str
     return Rendered(pixels, h, w, img.photometric, img.bits_stored, img.transfer_syntax, method)
 
 
-def _decode_fast(ds, path: Path, size, square: bool) -> tuple[np.ndarray, str]:
+def _decode_fast(ds, path: Path, size, square: bool) -> tuple[np.ndarray, tuple[int, int] | None, str]:
+    """Stored values, their (min, max) if already known, and the method name."""
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows and cols:
         try:
             levels = j2k.reduced_levels(ds, *dicom.output_shape(rows, cols, size, square))
             if levels:
-                return j2k.decode_reduced(ds, levels), f"lut+j2k-r{levels}"
+                return j2k.decode_reduced(ds, levels), None, f"lut+j2k-r{levels}"
         except Exception as err:  # noqa: BLE001 - the full decode below reports a broken file properly
             log.debug("%s: reduced JPEG 2000 decoding failed (%s); decoding in full", path, err)
-    return dicom.decode_view(ds, path), "lut"
+    return *dicom.decode_view(ds, path), "lut"
 
 
 def render(path: str | os.PathLike, size: int | str = 1024, square: bool = False, bits: int = 8,
@@ -65,13 +66,13 @@ def render(path: str | os.PathLike, size: int | str = 1024, square: bool = False
     if exact:
         return _exact(path, size, square, bits, voi, "exact")
     ds = dicom.open_dicom(path)
-    arr, method = _decode_fast(ds, path, size, square)
+    arr, extent, method = _decode_fast(ds, path, size, square)
     if not lut.supports(arr):
         return _exact(path, size, square, bits, voi, "exact-fallback")
     # the original size: the decoded pixels' (as on the exact path), the header's when decoded reduced
     h, w = arr.shape if method == "lut" else (int(ds.Rows), int(ds.Columns))
     out_h, out_w = dicom.output_shape(h, w, size, square)
-    table = lut.display_table(arr, ds, voi, bits)
+    table = lut.display_table(arr, ds, voi, bits, extent)
     pixels = area.shrink(lut.table_index(arr), table, out_h, out_w)  # look-up and shrink in one pass
     if pixels is None:  # same size or enlarging
         pixels = dicom.resize(lut.apply(arr, table), out_h, out_w)

@@ -51,6 +51,7 @@ def ensure_prepared(data: DictConfig):
     """Prepare (or find prepared) data per `data` config; returns the pipeline's PrepareSummary
     (paths of manifest, labels, folds, stats; counts converted/skipped/failed)."""
     from harness.data.pipeline import prepare_dataset
+    from harness.data.prepare import ConvertSettings
 
     prepared_dir = Path(data.prepared_dir)
     with dataset_lock(prepared_dir):
@@ -60,7 +61,8 @@ def ensure_prepared(data: DictConfig):
             fusion=data.fusion, fusion_iou=float(data.fusion_iou), readers_keep=to_plain(data.readers_keep),
             readers_drop=to_plain(data.readers_drop), bad_rows=data.bad_rows, folds=int(data.folds),
             seed=int(data.fold_seed), workers=data.workers, exact=bool(data.get("exact", False)),
-            png_compression=int(data.get("png_compression", 1)), png_strategy=str(data.get("png_strategy", "rle")),
+            png_compression=int(data.get("png_compression", ConvertSettings.png_compression)),
+            png_strategy=str(data.get("png_strategy", ConvertSettings.png_strategy)),
         )
     if not 0 <= int(data.fold) < int(data.folds):
         raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")

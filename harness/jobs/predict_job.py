@@ -61,8 +61,8 @@ def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[li
             data = run_cfg.data
             conv = convert_folders(staging, out_dir, ConvertSettings(
                 size=data.size, square=bool(data.square), bits=int(data.bits), exact=bool(data.get("exact", False)),
-                png_compression=int(data.get("png_compression", 1)),
-                png_strategy=str(data.get("png_strategy", "rle"))))
+                png_compression=int(data.get("png_compression", ConvertSettings.png_compression)),
+                png_strategy=str(data.get("png_strategy", ConvertSettings.png_strategy))))
             root, manifest = out_dir, read_manifest(conv.manifest)
         elif pngs:
             from PIL import Image
