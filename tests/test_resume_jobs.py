@@ -61,9 +61,17 @@ def train_args(sweep: str, model: str, *extra: str) -> list[str]:
 def records(run_dir: Path) -> list[dict]:
     """The resumable-checkpoint records of a run, newest epoch first, with their checkpoint paths."""
     found = []
-    for path in (run_dir / "native").rglob("*.resume.json"):
-        record = json.loads(path.read_text())
-        found.append({**record, "path": path.parent / record["checkpoint"]})
+    # os.walk, not Path.rglob: the running job creates and removes temporary folders (the adapters' atomic
+    # writes) while this polls, and rglob raises when a folder vanishes between listing and scanning it.
+    for folder, _, names in os.walk(run_dir / "native"):
+        for name in names:
+            if not name.endswith(".resume.json"):
+                continue
+            try:
+                record = json.loads((Path(folder) / name).read_text())
+            except FileNotFoundError:  # replaced by a newer checkpoint's record between listing and reading
+                continue
+            found.append({**record, "path": Path(folder) / record["checkpoint"]})
     return sorted(found, key=lambda r: r["epoch"], reverse=True)
 
 
