@@ -7,6 +7,9 @@ JPEG 2000 / RLE, sigmoid and linear-exact windows). No network; a missing data p
 """
 from __future__ import annotations
 
+import gc
+import mmap
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from harness.data import dicom, j2k, lut, manifest, render
+from harness.data import dicom, j2k, lut, manifest, pixel_map, render
 from harness.data.prepare import ConvertSettings, convert_folders
 from harness.synth import anatomy, dicomio
 
@@ -154,6 +157,73 @@ def test_uncompressed_view_and_unused_bits(name, tmp_path):
         assert np.array_equal(fast.pixels, render.render(DATA / f"{name}.dcm", size).pixels)
         exact = render.render(dirty_path, size, exact=True).pixels.astype(np.int64)
         assert np.abs(fast.pixels - exact).max() <= (0 if size == "orig" else 1)
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR", "RG1_UNCI", "MR2_UNCR"])  # explicit / implicit VR little endian
+def test_large_uncompressed_pixels_are_memory_mapped(name):
+    """The fast path reads large uncompressed pixel data as a read-only memory map of the file, not a
+    copy: the decoded view lies in the map, and equals what the ordinary read decodes."""
+    mapped = dicom.open_dicom(DATA / f"{name}.dcm", mapped=True)
+    assert isinstance(mapped.PixelData, memoryview) and isinstance(mapped.PixelData.obj, mmap.mmap)
+    view, _ = dicom.decode_view(mapped, name)
+    assert not view.flags.writeable and np.shares_memory(view, np.frombuffer(mapped.PixelData, np.uint8))
+    ordinary = dicom.open_dicom(DATA / f"{name}.dcm")
+    assert isinstance(ordinary.PixelData, bytes)
+    assert np.array_equal(view, dicom.decode_view(ordinary, name)[0])
+    assert np.array_equal(view, ordinary.pixel_array)
+
+
+def test_fast_path_renders_from_the_map(monkeypatch):
+    """`render` (the fast path) reads through the map, and its output is the same as from a copy."""
+    datasets = []
+
+    def recording(path):
+        datasets.append(pixel_map_read(path))
+        return datasets[-1]
+
+    pixel_map_read = pixel_map.read_mapped
+    monkeypatch.setattr(pixel_map, "read_mapped", recording)
+    fast = render.render(DATA / "RG3_UNCR.dcm", 512)
+    assert len(datasets) == 1 and isinstance(datasets[0].PixelData.obj, mmap.mmap)
+    monkeypatch.setattr(pixel_map, "read_mapped", lambda path: None)  # the ordinary read
+    assert np.array_equal(fast.pixels, render.render(DATA / "RG3_UNCR.dcm", 512).pixels)
+
+
+def test_what_is_not_memory_mapped(tmp_path):
+    """Small pixel data (below pixel_map.MIN_BYTES), compressed and big-endian files are read the
+    ordinary way, and give the same dataset as an ordinary read."""
+    for path in (DATA / "693_UNCR.dcm", DATA / "RG1_J2KR.dcm", TEST_FILES / "MR_small_bigendian.dcm"):
+        mapped, ordinary = dicom.open_dicom(path, mapped=True), dicom.open_dicom(path)
+        assert isinstance(mapped.PixelData, bytes) and mapped.PixelData == ordinary.PixelData, path.name
+    assert len(pydicom.dcmread(DATA / "693_UNCR.dcm").PixelData) < pixel_map.MIN_BYTES
+
+
+def test_truncated_uncompressed_file_reported_as_before(tmp_path):
+    """A file shorter than its pixel data element claims is not mapped (a map would fault past the
+    end): the ordinary read reports it, with the same reason, and the rest of the batch converts."""
+    good = (DATA / "RG1_UNCR.dcm").read_bytes()
+    (tmp_path / "train").mkdir()
+    cut = tmp_path / "train" / "cut.dicom"
+    cut.write_bytes(good[: len(good) * 2 // 3])
+    shutil.copy(DATA / "RG3_UNCR.dcm", tmp_path / "train" / "fine.dicom")
+    with pytest.raises(dicom.DicomError, match="cut.dicom") as mapped_error:
+        dicom.decode_view(dicom.open_dicom(cut, mapped=True), cut)
+    with pytest.raises(dicom.DicomError) as ordinary_error:
+        dicom.decode_view(dicom.open_dicom(cut), cut)
+    assert mapped_error.value.reason == ordinary_error.value.reason == "truncated pixel data"
+    s = convert_folders(tmp_path, tmp_path / "out", ConvertSettings(size=256), workers=0, progress=False)
+    assert (s.converted, s.failed) == (1, 1) and s.failures[0][0] == "cut"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open file descriptors through /proc")
+def test_memory_maps_are_released():
+    """Each map holds a file descriptor until the last array viewing it is gone: converting many
+    files must not accumulate them (an 18,000-file run would hit the process's limit)."""
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        assert render.render(DATA / "RG1_UNCR.dcm", 256).method == "lut"
+    assert len(os.listdir("/proc/self/fd")) <= before
 
 
 def test_fallback_for_32bit_pixels():

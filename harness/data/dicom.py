@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from harness.data import pixel_map
+
 
 class DicomError(Exception):
     """A DICOM file that cannot become an image; `reason` is a short category, str() the detail."""
@@ -44,14 +46,15 @@ class Header:
     transfer_syntax: str
 
 
-def _read_dataset(path: Path, pixels: bool):
+def _read_dataset(path: Path, pixels: bool, mapped: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not path.is_file():
         raise DicomError("missing", f"{path} does not exist")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        ds = pixel_map.read_mapped(path) if mapped else None
+        return ds if ds is not None else pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError as err:
         raise DicomError("not DICOM", f"{path}: {err}") from err
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
@@ -74,10 +77,11 @@ def read_header(path: str | os.PathLike) -> Header:
                   int(ds.get("BitsStored", 0) or 0), syntax_name(ds))
 
 
-def open_dicom(path: str | os.PathLike):
-    """The dataset of `path` with pixel data, checked to be a single-sample grayscale image."""
+def open_dicom(path: str | os.PathLike, mapped: bool = False):
+    """The dataset of `path` with pixel data, checked to be a single-sample grayscale image; with
+    `mapped`, large uncompressed pixel data is a read-only memory map of the file (`pixel_map`)."""
     path = Path(path)
-    ds = _read_dataset(path, pixels=True)
+    ds = _read_dataset(path, pixels=True, mapped=mapped)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomError("no pixel data", f"{path}: the file has no pixel data element")
     photometric = str(ds.get("PhotometricInterpretation", ""))
@@ -110,8 +114,9 @@ def decode(ds, path: str | os.PathLike, **options) -> np.ndarray:
 
 
 def decode_view(ds, path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """`decode`, but uncompressed pixel data comes as a read-only view of the file's buffer; also the
-    stored values' (min, max) when the check below computed them (None otherwise).
+    """`decode`, but uncompressed pixel data comes as a read-only view of the dataset's pixel bytes
+    (read from the file, or a memory map of it: `pixel_map`); also the stored values' (min, max) when
+    the check below computed them (None otherwise).
 
     pydicom copies uncompressed pixel data to clear the bits above BitsStored (PS3.5 8.1.1: their
     content is undefined). When every value of the view already lies in the BitsStored range

@@ -1,13 +1,13 @@
 """One DICOM → output-size grey levels, by the fast path (default) or the exact one (`exact=True`).
 
 Exact: float pipeline on the full image (`dicom.read_dicom`), resize in float32, quantize last.
-Fast: decode (uncompressed data as a view of the file's buffer, `dicom.decode_view`; JPEG 2000 at
-reduced resolution when the output is ≤ half size, see `harness.data.j2k`), map the stored values
-through one look-up table to the output grey levels (`harness.data.lut`) and shrink with area
-averaging in the same pass (`harness.data.area`; enlarging: look up, then resize). Before resizing
-the fast pixels equal the exact ones; resizing after
-quantizing moves a pixel by at most one grey level (tests/test_dicom_fastpath.py checks every file
-of the test corpus).
+Fast: decode (uncompressed data as a read-only view of a memory map of the file, `pixel_map` and
+`dicom.decode_view`; JPEG 2000 at reduced resolution when the output is ≤ half size, see
+`harness.data.j2k`), map the stored values through one look-up table to the output grey levels
+(`harness.data.lut`) and shrink with area averaging in the same pass (`harness.data.area`;
+enlarging: look up, then resize). Before resizing the fast pixels equal the exact ones; resizing
+after quantizing moves a pixel by at most one grey level (tests/test_dicom_fastpath.py checks every
+file of the test corpus).
 
 The fast path falls back to the exact one, per file, when the stored values are not 8- or 16-bit
 integers (float pixel data, 32-bit stored values) — `Rendered.method` says "exact-fallback" then.
@@ -65,7 +65,7 @@ def render(path: str | os.PathLike, size: int | str = 1024, square: bool = False
     path = Path(path)
     if exact:
         return _exact(path, size, square, bits, voi, "exact")
-    ds = dicom.open_dicom(path)
+    ds = dicom.open_dicom(path, mapped=True)
     arr, extent, method = _decode_fast(ds, path, size, square)
     if not lut.supports(arr):
         return _exact(path, size, square, bits, voi, "exact-fallback")
