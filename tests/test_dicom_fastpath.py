@@ -219,6 +219,7 @@ def test_truncated_uncompressed_file_reported_as_before(tmp_path):
 def test_memory_maps_are_released():
     """Each map holds a file descriptor until the last array viewing it is gone: converting many
     files must not accumulate them (an 18,000-file run would hit the process's limit)."""
+    render.render(DATA / "RG1_UNCR.dcm", 256)  # first use: imports and compiled kernels load here
     gc.collect()
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(40):
