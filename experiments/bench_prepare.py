@@ -42,6 +42,7 @@ from harness.data import manifest  # noqa: E402
 from harness.data.prepare import ConvertSettings, convert_folders, find_dicoms  # noqa: E402
 from harness.synth import generate  # noqa: E402
 
+REPLICA = "_x"  # marks the extra names of a replicated file (`--replicate`)
 REAL = [f"{s}_{t}" for s in ("RG1", "RG3", "MR2") for t in ("UNCR", "UNCI", "J2KR", "J2KI")] + \
        ["693_UNCR", "693_UNCI", "693_J2KR"]
 
@@ -82,7 +83,7 @@ def build_raw(work: Path, synthetic: Path | None, real: bool, replicate: int = 1
     originals = sorted((raw / "train").iterdir())
     for copy in range(1, replicate):
         for path in originals:
-            (raw / "train" / f"{path.stem}_x{copy}{path.suffix}").symlink_to(path.resolve())
+            (raw / "train" / f"{path.stem}{REPLICA}{copy}{path.suffix}").symlink_to(path.resolve())
     return raw
 
 
@@ -95,7 +96,7 @@ def per_file_groups(files: list[Path], work: Path, size: int, repeats: int) -> d
     settings, out = ConvertSettings(size=size), work / "per_file"
     groups: dict[str, dict] = {}
     for path in files:
-        if "_x" in path.stem:  # a replicate: same file, same times
+        if REPLICA in path.stem:  # a replicate: same file, same times
             continue
         ref = fast = decode = float("inf")
         for r in range(repeats):
@@ -158,9 +159,8 @@ def j2k_decoders(files: list[Path], repeats: int) -> dict:
         pass
     frames = []
     for path in files:
-        ds = dicom.open_dicom(path)
-        if "_x" not in path.stem and "JPEG 2000" in dicom.syntax_name(ds):
-            frames.append(next(generate_frames(ds.PixelData, number_of_frames=1)))
+        if REPLICA not in path.stem and "JPEG 2000" in dicom.read_header(path).transfer_syntax:
+            frames.append(next(generate_frames(dicom.open_dicom(path).PixelData, number_of_frames=1)))
     table = {"files": len(frames)}
     for name, decode in decoders.items():
         total = 0.0

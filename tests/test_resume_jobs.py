@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.resume import RECORD_SUFFIX
 from harness.report.tables import collect, markdown, summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def records(run_dir: Path) -> list[dict]:
     # writes) while this polls, and rglob raises when a folder vanishes between listing and scanning it.
     for folder, _, names in os.walk(run_dir / "native"):
         for name in names:
-            if not name.endswith(".resume.json"):
+            if not name.endswith(RECORD_SUFFIX):
                 continue
             try:
                 record = json.loads((Path(folder) / name).read_text())
