@@ -27,10 +27,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from adapters.base import TrainSpec, init_report, unreadable_reason
-from adapters.resume import discard_checkpoints, find_resume_point, training_key, write_record
+from adapters.base import Adapter, trusted_load
+from adapters.card import init_report
+from adapters.images import unreadable_reason
+from adapters.spec import TrainSpec
 from harness import atomic
-from harness.progress import PROGRESS_FILE, write_progress
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def abnormal_targets(coco_json: Path) -> dict[int, int]:
     return abnormal_labels(json.loads(Path(coco_json).read_text()))
 
 
-class TorchvisionClassifier:
+class TorchvisionClassifier(Adapter):
     """P(abnormal) per image; the classifier kind of adapter (fit / predict / versions)."""
 
     name = "classifier"
@@ -105,19 +106,7 @@ class TorchvisionClassifier:
     variants = VARIANTS
 
     def __init__(self, spec: TrainSpec):
-        self.spec = spec
-        if not spec.variant:
-            spec.variant = self.default_variant
-        if spec.variant not in VARIANTS:
-            raise ValueError(f"unknown classifier variant {spec.variant!r}; known: {', '.join(VARIANTS)}")
-        if spec.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {spec.channels}")
-        self.failed_images: list[tuple[str, str]] = []
-        self.consumed: dict[str, int] | None = None
-        self.init: dict[str, Any] | None = None
-        self.resumed: dict[str, Any] | None = None
-        self.run_key = ""
-        self.progress_path: Path | None = None
+        super().__init__(spec)
         self.recipe: dict[str, Any] = {}
 
     # -- the model ----------------------------------------------------------------------------
@@ -194,9 +183,6 @@ class TorchvisionClassifier:
                                            num_workers=int(self.spec.workers), generator=generator,
                                            pin_memory=str(self.spec.device).startswith("cuda"))
 
-    def training_key(self, split: Split) -> str:
-        return training_key(self.spec.to_dict(), split.split_hash, self.run_key)
-
     def fit(self, split: Split, workdir: Path) -> Path:
         import torch
 
@@ -207,7 +193,7 @@ class TorchvisionClassifier:
         refs = [ref for ref in split.images("train") if ref.id in targets]
         usable = []
         for ref in refs:
-            reason = unreadable_reason(ref)
+            reason = unreadable_reason(ref.path)
             if reason:
                 log.error("classifier: skipping training image %s (id %s): %s", ref.path, ref.id, reason)
             else:
@@ -242,8 +228,8 @@ class TorchvisionClassifier:
         use_amp = bool(spec.amp) and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        key = self.training_key(split)
-        start_epoch = self._resume(workdir, key, model, optimizer, scheduler)
+        key = self.training_key(split.split_hash)
+        start_epoch = self._resume(split, workdir, model, optimizer, scheduler)
         path_last = workdir / "last.pt"
         for epoch in range(start_epoch, spec.epochs):
             model.train()
@@ -263,8 +249,7 @@ class TorchvisionClassifier:
                      float(np.mean(losses)), optimizer.param_groups[0]["lr"])
             if (epoch + 1) % spec.checkpoint_interval == 0 or epoch + 1 == spec.epochs:
                 self._save(path_last, model, optimizer, scheduler, epoch + 1, key)
-            write_progress(self.progress_path or workdir.parent / PROGRESS_FILE, self.name, epoch + 1, spec.epochs,
-                           path_last if path_last.is_file() else None)
+            self.epoch_done(workdir, workdir.parent, epoch + 1, spec.epochs)
         final = workdir / "classifier.pt"
         with atomic.atomic_path(final) as tmp:
             torch.save({"model": model.state_dict(), "variant": spec.variant, "channels": spec.channels,
@@ -278,25 +263,19 @@ class TorchvisionClassifier:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(), "epoch": epoch}, tmp)
-        write_record(path, key, epoch, self.spec.epochs)
+        self.checkpoint_saved(path, key, epoch, self.spec.epochs)
 
-    def _resume(self, workdir: Path, key: str, model, optimizer, scheduler) -> int:
+    def _resume(self, split: Split, workdir: Path, model, optimizer, scheduler) -> int:
         import torch
 
-        def load(path: Path):
-            return torch.load(path, map_location="cpu", weights_only=False)
-
-        point = find_resume_point(workdir, key, load, name=self.name) if self.spec.resume else None
+        point = self.resume_point(split, workdir, trusted_load)
         if point is None:
-            discard_checkpoints(workdir, self.name)
-            self.resumed = None
             return 0
-        state = load(point.checkpoint)
+        state = trusted_load(point.checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        self.resumed = point.as_dict()
         log.info("classifier: resume: continuing from %s (epoch %d of %d)", point.checkpoint, point.epoch, point.epochs)
         return int(state["epoch"])
 
@@ -315,7 +294,7 @@ class TorchvisionClassifier:
         model.to(device).eval()
         usable = []
         for ref in images:
-            reason = unreadable_reason(ref)
+            reason = unreadable_reason(ref.path)
             if reason:
                 log.error("classifier: cannot predict image %s (id %s): %s", ref.path, ref.id, reason)
                 self.failed_images.append((str(ref.path), reason))
@@ -336,9 +315,3 @@ class TorchvisionClassifier:
         if images and not out:
             raise RuntimeError(f"the classifier could not use any of the {len(images)} images: {self.failed_images[:3]}")
         return out
-
-    def versions(self) -> dict[str, str]:
-        import torch
-        import torchvision
-
-        return {"torch": torch.__version__, "torchvision": torchvision.__version__}

@@ -95,3 +95,15 @@ def detection(image_id: int, category_id: int, xyxy, score: float) -> dict:
         "bbox": [round(v, 2) for v in xyxy_to_xywh(*xyxy)],
         "score": round(float(score), 5),
     }
+
+
+def cap_per_image(detections: list[dict], max_det: int) -> list[dict]:
+    """At most `max_det` detections per image, the highest scores (ties keep their order): for
+    outputs fused from several passes (hflip TTA), so they keep the protocol's cap."""
+    by_image: dict[int, list[dict]] = {}
+    for det in detections:
+        by_image.setdefault(det["image_id"], []).append(det)
+    out = []
+    for dets in by_image.values():
+        out.extend(sorted(dets, key=lambda d: -d["score"])[:max_det])
+    return out

@@ -42,6 +42,12 @@ class Split:
     fold: int
     split_hash: str
 
+    @property
+    def classes(self) -> list[str]:
+        """The class names in category-id order (make_split checked ids are 0..n-1)."""
+        coco = json.loads(Path(self.train_json).read_text())
+        return [c["name"] for c in coco.get("categories", [])]
+
     def images(self, which: str = "val") -> list[ImageRef]:
         coco = json.loads(Path(self.train_json if which == "train" else self.val_json).read_text())
         return [
@@ -69,10 +75,27 @@ def subset_coco(coco: dict, image_keys: set[str]) -> dict:
     }
 
 
+def check_categories(coco: dict, source: str | Path) -> list[str]:
+    """The one category rule every framework relies on: categories are listed with ids 0..n-1 in
+    that order (detectron2 maps sorted ids to label indices, mmdet the file's order: both are then
+    the identity) and every annotation names one of them. Returns the class names in id order;
+    ValueError naming `source` and the offending entry."""
+    cats = [(c.get("id"), c.get("name")) for c in coco.get("categories", [])]
+    if not cats or [cid for cid, _ in cats] != list(range(len(cats))):
+        raise ValueError(f"{source}: categories must be listed with ids 0..n-1 in order (the dataset's classes, "
+                         f"e.g. harness.classes.coco_categories()); found ids {[cid for cid, _ in cats]}")
+    for ann in coco.get("annotations", []):
+        if ann.get("category_id") not in range(len(cats)):
+            raise ValueError(f"{source}: annotation id {ann.get('id')} (image id {ann.get('image_id')}) has "
+                             f"category_id {ann.get('category_id')!r}; expected 0..{len(cats) - 1}")
+    return [name for _, name in cats]
+
+
 def make_split(labels_json: str | Path, folds_json: str | Path, fold: int, workdir: str | Path) -> Split:
     """Write `<workdir>/split/{train,val}.json` for fold `fold` (val = that fold, train = the rest)."""
     labels_json, folds_json, workdir = Path(labels_json), Path(folds_json), Path(workdir)
     coco = json.loads(labels_json.read_text())
+    check_categories(coco, labels_json)
     folds = json.loads(folds_json.read_text())
     k = len(folds["folds"])
     if not 0 <= fold < k:

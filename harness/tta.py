@@ -8,7 +8,7 @@ solutions used exactly this TTA (hflip merged by WBF).
 Steps: predict the originals; write mirrored PNGs (bit depth kept, atomically) into the workdir;
 predict them; map their boxes back (x' = W - x - w, y and size unchanged); fuse both passes with
 `harness.ensemble.fuse_predictions` (WBF by default, "avg" scores: a box found in only one pass
-keeps half its score).
+keeps half its score), then at most `max_det` per image again (the highest scores).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from harness import atomic
 from harness.ensemble import fuse_predictions
-from harness.predictions import Predictions
+from harness.predictions import Predictions, cap_per_image
 from harness.split import ImageRef
 
 
@@ -67,4 +67,5 @@ def predict_with_hflip_tta(detector, checkpoint, images: Sequence[ImageRef], wor
     fused = fuse_predictions(passes, {img.id: (img.width, img.height) for img in images}, method=method,
                              iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type,
                              names=["original pass", "hflip pass"])
-    return fused.detections
+    # the fused passes can hold up to twice the detections per image: back to the protocol's cap
+    return cap_per_image(fused.detections, int(detector.spec.max_det))

@@ -31,3 +31,11 @@ def forbid_network():
     """Any socket connection (or DNS lookup) inside the test raises NetworkAttempt."""
     with no_network() as attempts:
         yield attempts
+
+
+@pytest.fixture(scope="session")
+def split0(toy_dataset, tmp_path_factory):
+    """Fold 0 of the toy set as every adapter receives it (read-only: tests must not edit its files)."""
+    from harness.split import make_split
+
+    return make_split(toy_dataset["labels"], toy_dataset["folds"], 0, tmp_path_factory.mktemp("split0"))

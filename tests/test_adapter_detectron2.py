@@ -202,10 +202,10 @@ def test_config_mapping(tmp_path):
 
 
 def test_optimizer_mapping():
-    from adapters.detectron2_frcnn import _trainer_class, build_config
+    from adapters.detectron2_frcnn import build_config, trainer_class
     from detectron2.modeling import build_model
 
-    trainer = _trainer_class()
+    trainer = trainer_class()
     model = build_model(build_config(toy_spec()))
     for kind, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
         cfg = build_config(toy_spec(optimizer=kind, lr=3e-4, weight_decay=0.05))

@@ -21,13 +21,12 @@ from adapters.base import AugSpec, TrainSpec
 from adapters.mmdet_frcnn import (
     MMDetFasterRCNN,
     aug_transforms,
-    check_categories,
     load_trusted_checkpoint,
 )
 from harness.classes import CLASSES, coco_categories
 from harness.eval import evaluate
 from harness.predictions import Predictions
-from harness.split import make_split
+from harness.split import check_categories, make_split
 
 torch.set_num_threads(2)
 NO_VAL = {"val_cfg": None, "val_dataloader": None, "val_evaluator": None}  # skip mmengine's own eval
@@ -53,11 +52,6 @@ def map40(gt_json: Path, dets: list[dict], iou: float = 0.4) -> float:
     per_class = [precision[:, k][precision[:, k] > -1].mean() for k in range(precision.shape[1])
                  if (precision[:, k] > -1).any()]
     return float(np.mean(per_class)) if per_class else 0.0
-
-
-@pytest.fixture(scope="module")
-def split0(toy_dataset, tmp_path_factory):
-    return make_split(toy_dataset["labels"], toy_dataset["folds"], 0, tmp_path_factory.mktemp("split0"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,8 +203,8 @@ def test_coco_category_ids_map_to_labels_in_order(split0, tmp_path):
     bad["categories"] = list(reversed(coco_categories()))
     bad_path = tmp_path / "bad.json"
     bad_path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="bad.json"):
-        check_categories(bad_path)
+    with pytest.raises(ValueError, match="bad.json"):  # the one rule, applied where the split is made
+        check_categories(json.loads(bad_path.read_text()), bad_path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from adapters.yolov5 import (XRAY_AUG_DEFAULTS, YoloV5Detector, train_args, ultr
                              write_yolo_dataset)
 from harness.eval import evaluate
 from harness.predictions import Predictions
-from harness.split import ImageRef, make_split
+from harness.split import ImageRef, check_categories, make_split
 
 torch.set_num_threads(2)
 
@@ -221,10 +221,14 @@ def test_bad_input_is_named_and_the_rest_completes(toy_dataset, tmp_path, caplog
     coco["annotations"][0]["category_id"] = 14  # "No finding" is not a box class
     bad_json = tmp_path / "bad_train.json"
     bad_json.write_text(json.dumps(coco))
-    bad_split = type(split)(bad_json, split.val_json, split.image_root, 0, split.split_hash)
     with pytest.raises(ValueError, match=rf"bad_train\.json: annotation id {coco['annotations'][0]['id']}"):
-        write_yolo_dataset(bad_split, tmp_path / "yolo_bad")
-    assert not (tmp_path / "yolo_bad").exists()  # nothing half-written in place
+        check_categories(coco, bad_json)  # the one category rule, applied where the split is made
+    bad_labels = tmp_path / "labels" / "bad.json"
+    bad_labels.parent.mkdir()
+    bad_labels.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="bad.json: annotation id"):
+        make_split(bad_labels, toy_dataset["folds"], 0, tmp_path / "bad_split")
+    assert not (tmp_path / "bad_split" / "split").exists()  # nothing written
 
 
 def test_ultralytics_does_not_leave_pil_patched(tmp_path):

@@ -18,11 +18,6 @@ from harness.split import make_split
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def split0(toy_dataset, tmp_path_factory):
-    return make_split(toy_dataset["labels"], toy_dataset["folds"], 0, tmp_path_factory.mktemp("split"))
-
-
 def spec(**overrides) -> TrainSpec:
     settings = dict(variant="R18-FPN", epochs=1, batch_size=2, imgsz=64, device="cpu", workers=0, seed=0,
                     aug=AugSpec(hflip=0.5), gpus=2, batch_predict=4)

@@ -19,14 +19,15 @@ import pytest
 import torch
 
 from adapters import get_detector
-from adapters.base import (AugSpec, RawDetections, TrainSpec, UnreadableImages, count_split_training_set,
-                           postprocess, same)
-from harness.split import ImageRef, make_split
+from adapters.base import AugSpec, RawDetections, TrainSpec, UnreadableImages, count_split_training_set
+from adapters.postprocess import postprocess
+from harness.compare import same
+from harness.split import ImageRef
+from toy import SMALL_VARIANTS, tiny_spec
 
 torch.set_num_threads(2)
 
-MODELS = ("yolov5", "detectron2_frcnn", "mmdet_frcnn")
-VARIANTS = {"yolov5": "yolov5n", "detectron2_frcnn": "R18-FPN", "mmdet_frcnn": "R18-FPN"}
+MODELS = tuple(SMALL_VARIANTS)
 # the cheapest real training each framework allows: the counts, not the learning, are under test
 NATIVE_FAST = {
     "yolov5": {"warmup_epochs": 0},
@@ -36,15 +37,7 @@ NATIVE_FAST = {
 
 
 def spec_for(model: str, **overrides) -> TrainSpec:
-    settings = dict(variant=VARIANTS[model], epochs=1, batch_size=4, imgsz=64, lr=0.001, seed=0, device="cpu",
-                    aug=AugSpec(hflip=0.5), native=dict(NATIVE_FAST[model]), batch_predict=4)
-    settings.update(overrides)
-    return TrainSpec(**settings)
-
-
-@pytest.fixture(scope="module")
-def split0(toy_dataset, tmp_path_factory):
-    return make_split(toy_dataset["labels"], toy_dataset["folds"], 0, tmp_path_factory.mktemp("fair-split"))
+    return tiny_spec(model, **{"native": dict(NATIVE_FAST[model]), "batch_predict": 4, **overrides})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,15 +99,15 @@ def test_shared_postprocessing_on_hand_cases():
                [3, 3, 9, 9]],         # 8: lowest kept score, beyond max_det -> cut
         scores=[0.5, 0.9, 0.8, 0.7, 0.95, 0.0005, 0.99, 0.5, 0.2],
         labels=[3, 0, 1, 2, 4, 5, 14, 6, 7])
-    dets = postprocess(ref, raw, score_thr=0.001, max_det=3)
+    dets = postprocess(ref, raw, score_thr=0.001, max_det=3, num_classes=14)
     assert [d["score"] for d in dets] == [0.9, 0.5, 0.5]
     assert [d["category_id"] for d in dets] == [0, 3, 6]
     assert dets[0]["bbox"] == [0.0, 0.0, 30.0, 50.0]  # clipped, COCO xywh
     assert dets[1]["bbox"] == [10.0, 10.0, 10.0, 10.0] and all(d["image_id"] == 7 for d in dets)
-    assert len(postprocess(ref, raw, score_thr=0.001, max_det=100)) == 4
-    assert postprocess(ref, RawDetections(np.zeros((0, 4)), [], []), 0.001, 10) == []
+    assert len(postprocess(ref, raw, score_thr=0.001, max_det=100, num_classes=14)) == 4
+    assert postprocess(ref, RawDetections(np.zeros((0, 4)), [], []), 0.001, 10, 14) == []
     with pytest.raises(ValueError, match="x.png"):
-        postprocess(ref, RawDetections([[0, 0, 1, 1]], [0.5, 0.4], [1]), 0.001, 10)
+        postprocess(ref, RawDetections([[0, 0, 1, 1]], [0.5, 0.4], [1]), 0.001, 10, 14)
 
 
 def test_protocol_settings_are_validated():
@@ -158,11 +151,11 @@ def test_shared_nms_and_native_overrides_reach_the_predicting_models():
 def test_yolo_nms_keeps_several_classes_per_box(tmp_path):
     """ultralytics' predictor keeps one class per box; the adapter's runs its NMS as ultralytics'
     validation does (multi_label), like the Faster R-CNN heads that score every class."""
-    from adapters.yolov5 import _multi_label_predictor, ultralytics_offline
+    from adapters.yolov5 import multi_label_predictor, ultralytics_offline
     from harness.classes import CLASSES, NUM_CLASSES
 
     with ultralytics_offline(tmp_path / "cfg"):
-        predictor_cls = _multi_label_predictor()
+        predictor_cls = multi_label_predictor()
         raw = torch.zeros(1, 4 + NUM_CLASSES, 3)  # one image, 3 anchors: xywh then class scores
         raw[0, :4, 0] = torch.tensor([50.0, 40.0, 20.0, 10.0])
         raw[0, 4 + 0, 0], raw[0, 4 + 3, 0] = 0.9, 0.6  # one box, two classes above the threshold

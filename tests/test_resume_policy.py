@@ -86,7 +86,7 @@ def test_prune_discard_and_orphan_records(tmp_path):
 class Dummy(Detector):
     name = "dummy"
 
-    def fit(self, split, workdir):
+    def _fit(self, split, workdir):
         raise NotImplementedError
 
     def prediction_session(self, checkpoint, workdir):
@@ -105,11 +105,11 @@ class FakeSplit:
 
 def test_detector_key_depends_on_training_not_on_checkpoint_settings(tmp_path):
     det = Dummy(TrainSpec())
-    key = det.training_key(FakeSplit())
-    assert Dummy(TrainSpec(checkpoint_interval=3, checkpoint_keep=1, resume=False)).training_key(FakeSplit()) == key
-    assert Dummy(TrainSpec(lr=0.5)).training_key(FakeSplit()) != key
+    key = det.training_key(FakeSplit.split_hash)
+    assert Dummy(TrainSpec(checkpoint_interval=3, checkpoint_keep=1, resume=False)).training_key(FakeSplit.split_hash) == key
+    assert Dummy(TrainSpec(lr=0.5)).training_key(FakeSplit.split_hash) != key
     det.run_key = "another job config"
-    assert det.training_key(FakeSplit()) != key
+    assert det.training_key(FakeSplit.split_hash) != key
     assert training_key(TrainSpec().to_dict(), "s2") != key
 
     checkpoint(tmp_path, "e1.pt", key, 1)

@@ -26,12 +26,14 @@ def model_settings(cfg: DictConfig) -> tuple[str, str, dict]:
     if name not in REGISTRY:
         raise ConfigError(f"model={name!r} is not a known model; choose one of {', '.join(sorted(REGISTRY))}")
     per = to_plain(cfg.per_model.get(name)) or {}
-    unknown = set(per) - {"variant", "train", "native"}
+    unknown = set(per) - {"variant", "train", "native", "reasons"}
     if unknown:
-        raise ConfigError(f"per_model.{name} has unknown keys {sorted(unknown)}; allowed: variant, train, native")
+        raise ConfigError(f"per_model.{name} has unknown keys {sorted(unknown)}; allowed: variant, train, native, reasons")
     train = {**to_plain(cfg.train), **{k: v for k, v in (per.get("train") or {}).items() if v is not None}}
     variant = per.get("variant") or cfg.model.variant
-    return name, variant, {**train, "native": {**to_plain(cfg.model.native), **(per.get("native") or {})}}
+    reasons = {**(to_plain(cfg.model.get("reasons")) or {}), **(per.get("reasons") or {})}
+    return name, variant, {**train, "native": {**to_plain(cfg.model.native), **(per.get("native") or {})},
+                           "reasons": {str(k): str(v) for k, v in reasons.items()}}
 
 
 def train_spec(cfg: DictConfig) -> TrainSpec:
@@ -86,6 +88,8 @@ def config_hash(cfg: DictConfig) -> str:
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
     relevant["per_model"] = to_plain(cfg.per_model.get(cfg.model.name))
     relevant["data"].pop("workers", None)
+    for holder in (relevant["model"], relevant["per_model"] or {}):  # why a setting is overridden: same result
+        holder.pop("reasons", None)
     for key in RESUME_SETTINGS:  # how often a job checkpoints and whether it resumes: same result
         relevant["train"].pop(key, None)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -55,6 +55,14 @@ def fuse_members(ens: DictConfig | dict, members: list[ModelRun], preds: list[Pr
     )
 
 
+def max_per_image(detections: list[dict]) -> int:
+    """The most detections any one image has."""
+    counts: dict[int, int] = {}
+    for det in detections:
+        counts[det["image_id"]] = counts.get(det["image_id"], 0) + 1
+    return max(counts.values(), default=0)
+
+
 def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
     from harness.eval import evaluate
 
@@ -76,6 +84,8 @@ def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
             "source": fused.source, "model": "ensemble", "variant": str(ens.name), "fold": fold,
             "split_hash": fused.split_hash, "members": names, "val_json": str(members[0].val_json),
             "weights": member_weights(ens, members), **scores,
+            # fusion is not re-capped: the union of the members' boxes can exceed their max_det
+            "max_det_observed": max_per_image(fused.detections),
             "config": to_plain(ens),
         }
         atomic.write_json(fold_dir / "metrics.json", metrics)

@@ -13,17 +13,16 @@ so the card can be rebuilt from a sweep directory alone, like the results tables
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import atomic
+from harness.compare import same
 from harness.report.tables import _find, _fold_label, _sort_key
 
 SHARED, RECIPE = "shared", "recipe"
 ENSEMBLE_CONFIG = ("method", "iou_thr", "skip_box_thr", "conf_type")
-REL_TOL = 1e-9
 
 
 @dataclass
@@ -66,7 +65,8 @@ def _ensemble_entry(path: Path, rel: tuple[str, ...], metrics: dict) -> dict:
     config = metrics.get("config") if isinstance(metrics.get("config"), dict) else {}
     return {"name": str(metrics.get("variant") or (rel[1] if len(rel) > 1 else "ensemble")),
             "fold": _fold_label(metrics.get("fold")), "members": metrics.get("members"),
-            "weights": metrics.get("weights"), "config": config, "path": str(path.parent)}
+            "weights": metrics.get("weights"), "config": config, "path": str(path.parent),
+            "max_det_observed": metrics.get("max_det_observed")}
 
 
 def collect_protocols(sweep_dir: str | Path) -> SweepProtocols:
@@ -117,23 +117,6 @@ def _group_models(found: list[tuple], out: SweepProtocols) -> None:
 # ---------------------------------------------------------------- comparing
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def same(a: Any, b: Any) -> bool:
-    """JSON equality with a relative tolerance for numbers, so 0.0005 == 5e-4 and 24 == 24.0."""
-    if _is_number(a) and _is_number(b):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=REL_TOL)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
 def deviates(row: dict) -> bool:
     """A row deviates when the framework has a native default and the harness uses another value."""
     return row.get("native") is not None and not same(row.get("value"), row.get("native"))
@@ -143,8 +126,14 @@ def _note(row: dict | None) -> str:
     return str((row or {}).get("note") or "").strip()
 
 
+def _missing_reasons(row: dict) -> str:
+    keys = row.get("unexplained") or []
+    return f" (no reason for: {', '.join(map(str, keys))})" if keys else ""
+
+
 def _unexplained(row: dict | None) -> bool:
-    return row is not None and deviates(row) and not _note(row)
+    """A deviation with no reason: no note at all, or (dict values) keys that differ without one."""
+    return row is not None and deviates(row) and (not _note(row) or bool(row.get("unexplained")))
 
 
 def _key_order(collected: SweepProtocols) -> list[str]:
@@ -375,7 +364,9 @@ def _unexplained_section(collected: SweepProtocols) -> list[str]:
         folds = ", ".join(rows)
         value = _per_fold({f: r.get("value") for f, r in rows.items()})
         native = _per_fold({f: r.get("native") for f, r in rows.items()})
-        lines.append(f"- {entry['model']} · {_setting(collected, entry['key'])}: {value} vs native {native} ({folds})")
+        why = "".join(dict.fromkeys(_missing_reasons(r) for r in rows.values()))
+        lines.append(f"- {entry['model']} · {_setting(collected, entry['key'])}: {value} vs native {native} ({folds})"
+                     f"{why}")
     return lines + [""]
 
 
@@ -393,7 +384,8 @@ def _model_section(collected: SweepProtocols, model: str) -> list[str]:
         mark = "" if not off else "≠" if len(off) == len(folds) or len(folds) == 1 else f"≠ ({', '.join(off)})"
         notes = "; ".join(dict.fromkeys(n for r in present.values() if (n := _note(r))))
         if any(_unexplained(r) for r in present.values()):
-            notes = "; ".join(filter(None, [notes, "⚠ unexplained: no note"]))
+            missing = "".join(dict.fromkeys(_missing_reasons(r) for r in present.values()))
+            notes = "; ".join(filter(None, [notes, f"⚠ unexplained: no note{missing}"]))
         rows.append([_setting(collected, key), _scope(collected, key), _per_fold(values),
                      _per_fold(natives), mark, notes])
     return lines + _table(["setting", "scope", "value", "native default", "≠", "note"], rows) + [""]
@@ -411,9 +403,13 @@ def _ensemble_section(collected: SweepProtocols) -> list[str]:
             return _per_fold({e["fold"]: get(e) for e in entries})
         rows.append([name, ", ".join(e["fold"] for e in entries), across(lambda e: e["members"]),
                      across(lambda e: e["weights"]), *[across(lambda e, k=k: e["config"].get(k))
-                                                      for k in ENSEMBLE_CONFIG]])
-    return (["## Ensembles", "", "Fused from the model runs above; they add no training protocol of their own.", ""]
-            + _table(["ensemble", "folds", "members", "weights", *ENSEMBLE_CONFIG], rows) + [""])
+                                                      for k in ENSEMBLE_CONFIG],
+                     across(lambda e: e.get("max_det_observed"))])
+    return (["## Ensembles", "", "Fused from the model runs above; they add no training protocol of their own. Fusion "
+             "is not re-capped: an image can hold more boxes than the members' max detections (last column: the "
+             "most any image has).", ""]
+            + _table(["ensemble", "folds", "members", "weights", *ENSEMBLE_CONFIG, "max detections per image"], rows)
+            + [""])
 
 
 def _missing_section(collected: SweepProtocols) -> list[str]:

@@ -1,0 +1,141 @@
+"""Protocol-card rows: how an adapter states a setting, its framework's native default and why they
+differ. The card (`harness.report.protocol`) reads these rows from metrics.json.
+
+A row's note is a *reason for a deviation*: it is attached only when the value differs from the
+native default (rows without a native default keep their note as a description). For dict-valued
+settings (a framework's augmentation, the `native` overrides) every key that differs needs its own
+reason; keys without one are listed in the row's "unexplained" field, which the card flags.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.compare import same
+
+SHARED, RECIPE = "shared", "recipe"
+
+# one label per recipe key, for every framework
+RECIPE_LABELS = {
+    "architecture": "architecture",
+    "epochs": "epochs",
+    "iterations": "iterations (batches)",
+    "batch_size": "batch",
+    "optimizer": "optimizer",
+    "lr": "learning rate",
+    "schedule": "lr schedule",
+    "warmup": "warmup",
+    "weight_decay": "weight decay",
+    "norm_decay": "weight decay on norm layers",
+    "grad_clip": "gradient clipping",
+    "framework_aug": "framework's own augmentation",
+}
+
+
+def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: str = RECIPE, note: str = "",
+                 reasons: Mapping[str, str] | None = None) -> dict:
+    """One line of the protocol card. `note` explains a deviation from `native` (kept only when the
+    value deviates, or as a description when there is no native default); `reasons` explains a
+    dict value key by key."""
+    row = {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": ""}
+    if native is None:
+        row["note"] = note
+        return row
+    if same(value, native):
+        return row
+    if reasons is not None and isinstance(value, dict) and isinstance(native, dict):
+        off = [k for k in dict.fromkeys([*native, *value]) if not same(value.get(k), native.get(k))]
+        row["note"] = "; ".join(f"{k}: {reasons[k]}" for k in off if reasons.get(k))
+        missing = [k for k in off if not reasons.get(k)]
+        if missing:
+            row["unexplained"] = missing
+    else:
+        row["note"] = note
+    return row
+
+
+def recipe_rows(values: Mapping[str, Any], natives: Mapping[str, Any], notes: Mapping[str, str],
+                reasons: Mapping[str, Mapping[str, str]] | None = None) -> list[dict]:
+    """A framework's training recipe as rows, in RECIPE_LABELS order: `values` as read back from the
+    framework, `natives` its own defaults, `notes` the reason for each deviation."""
+    reasons = reasons or {}
+    return [protocol_row(key, label, values.get(key), natives.get(key), note=notes.get(key, ""),
+                         reasons=reasons.get(key))
+            for key, label in RECIPE_LABELS.items() if key in values]
+
+
+def size_value(train: Any, test: Any) -> Any:
+    """One value when training and prediction used the same, else {"train": .., "test": ..}; the
+    one that is known when only one is."""
+    if train is None or test is None:
+        return test if train is None else train
+    return train if same(train, test) else {"train": train, "test": test}
+
+
+def init_note(init: dict[str, Any] | None) -> str:
+    """The protocol card's note on how the pretrained weights initialised the model."""
+    if not init or not init.get("weights"):
+        return ""
+    head = ", ".join(init["reinitialised"][:4]) + (" ..." if len(init["reinitialised"]) > 4 else "")
+    return (f"{init['weights']}: {init['loaded']}/{init['total']} tensors from the checkpoint; "
+            f"re-initialised: {head or 'none'}")
+
+
+def init_report(model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None,
+                weights: str | None) -> dict[str, Any]:
+    """Which tensors of a model about to train equal the checkpoint's tensor of the same name and
+    shape (`loaded`), and which do not (`reinitialised`: absent, other shape, or other values)."""
+    import numpy as np
+    import torch
+
+    if checkpoint_state is None:
+        return {"weights": None, "loaded": 0, "total": len(model_state), "reinitialised": [], "checkpoint_unused": []}
+    loaded, reinitialised = [], []
+    for key, value in model_state.items():
+        source = checkpoint_state.get(key)
+        if source is not None and not isinstance(source, torch.Tensor):
+            source = torch.as_tensor(np.asarray(source))
+        same_tensor = (source is not None and tuple(source.shape) == tuple(value.shape)
+                       and torch.equal(value.detach().cpu().float(), source.detach().cpu().float()))
+        (loaded if same_tensor else reinitialised).append(key)
+    return {"weights": Path(str(weights)).name if weights else None, "loaded": len(loaded),
+            "total": len(model_state), "reinitialised": reinitialised,
+            "checkpoint_unused": sorted(set(checkpoint_state) - set(model_state))}
+
+
+def faster_rcnn_native_protocol(keep_switch: str) -> dict[str, tuple[Any, str]]:
+    """The shared protocol settings' defaults in both Faster R-CNN frameworks (detectron2 and mmdet
+    agree on them); `keep_switch` names the framework's switch that negatives="keep" turns off."""
+    return {
+        "negatives": ("drop", f"keep: {keep_switch} off"),
+        "score_thr": (0.05, "low, as mAP needs"),
+        "max_det": (100, "the protocol's cap for every model"),
+        "nms_iou": (0.5, "the protocol's NMS IoU for every model"),
+        "multi_label": (True, "the box head scores every class of every proposal"),
+    }
+
+
+def faster_rcnn_recipe(spec, scratch: bool, light_head: bool, native_lr: float, native_schedule: str,
+                       native_warmup: str, native_wd: float, scaled_schedule: bool, scaled_warmup: bool,
+                       keys: Mapping[str, str]) -> tuple[dict, dict]:
+    """(natives, notes) of the recipe rows both Faster R-CNN frameworks share: architecture (the
+    scratch recipe's 4conv-1fc GN head, or the 2fc head of the pretrained configs), batch 16 (8 GPUs
+    x 2), SGD momentum 0.9, no clipping, no framework augmentation. A schedule or warmup note says
+    "scaled" only when the run used the harness's scaling (`scaled_*`); otherwise the reason given
+    for the framework's own key (`keys`: recipe key -> native key) in `spec.reasons`, if any."""
+    norm = "GN" if scratch else "FrozenBN"
+    head = "4conv-1fc GN box head" if scratch else "2fc box head"
+    natives = {"architecture": f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {head}", "batch_size": 16,
+               "optimizer": "SGD(momentum 0.9)", "lr": native_lr, "schedule": native_schedule,
+               "warmup": native_warmup, "weight_decay": native_wd, "norm_decay": 0.0 if scratch else native_wd,
+               "grad_clip": "none", "framework_aug": "none"}
+    notes = {key: spec.reasons.get(native_key, "") for key, native_key in keys.items()}
+    notes.update({"batch_size": "the native value is for 8 GPUs x 2 images", "lr": "the native value is for batch 16",
+                  "iterations": "epochs x ceil(training images / batch)"})
+    if light_head:
+        notes["architecture"] = "2fc head kept for the R18 CPU variant (the 4conv head costs ~8x its FLOPs per RoI)"
+    if scaled_schedule:
+        notes["schedule"] = "the native milestones at the same fractions of training, scaled to the run's length"
+    if scaled_warmup:
+        notes["warmup"] = "the native warmup, at most 10% of the iterations for short runs"
+    return natives, notes

@@ -1,0 +1,305 @@
+"""`MMDetFasterRCNN`: the shared `Detector` interface over MMDetection (see the package docstring)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from adapters.base import DDP_RESULT, Detector
+from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe, recipe_rows
+from adapters.images import warn_size_mismatch
+from adapters.mmdet_frcnn.config import (VARIANTS, WARMUP_ITERS, model_config, native_schedule, optimizer_cfg,
+                                         test_pipeline, train_config)
+from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint,
+                                         pipeline_readback, register_trusted_loader, runner_class,
+                                         schedule_readback, training_set_counts)
+from adapters.postprocess import RawDetections
+from adapters.readback import input_channels, optimizer_settings, optimizer_text
+from adapters.schedule import scaled_milestones, warmup_length
+from adapters.spec import TrainSpec
+from adapters.trainset import count_split_training_set, iterations_per_epoch
+from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+LIGHT_HEAD_VARIANTS = ("R18-FPN",)  # keep the packaged 2-fc box head from scratch (CPU demos)
+
+
+def _ddp_fit(detector: "MMDetFasterRCNN", split: Split, workdir: Path, run_name: str, resume_from: str | None) -> None:
+    """One data-parallel process of a fit (adapters.ddp.spawn): the same Config and Runner as a
+    single-process fit, mmengine's launcher=pytorch; rank 0 reports back."""
+    from adapters.ddp import is_main_process
+
+    if detector.resumed is not None:
+        detector.resumed = dict(detector.resumed)
+    cfg = detector._config(split, workdir, run_name)
+    start_epoch = detector._train(cfg, split, workdir, resume_from)
+    if is_main_process():
+        detector.ddp_report(workdir, start_epoch=start_epoch)
+
+
+class MMDetFasterRCNN(Detector):
+    """Faster R-CNN (ResNet-FPN) trained and run with MMDetection."""
+
+    name = "mmdet_frcnn"
+    framework = "mmdet"
+    default_variant = "R50-FPN"
+    variants = tuple(VARIANTS)
+    packages = ("mmdet", "mmengine", "mmcv")
+    native_protocol = faster_rcnn_native_protocol("filter_empty_gt")
+
+    def __init__(self, spec: TrainSpec):
+        super().__init__(spec)
+        self.last_run_name: str | None = None
+        self.last_cfg = None
+
+    # -- configuration -----------------------------------------------------------------------
+    def _device(self) -> str:
+        import torch
+
+        from adapters.mmcv_cuda import require_cuda_ops
+
+        dev = self.spec.device
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+        require_cuda_ops(dev, self.name)  # a CPU-only mmcv would fail at the first RoIAlign/NMS
+        return dev
+
+    def model_config(self):
+        """The mmengine Config of the packaged variant, adapted (adapters.mmdet_frcnn.config.model_config)."""
+        return model_config(self.spec)
+
+    def build_config(self, split: Split, workdir: Path, run_name: str | None = None):
+        """The full training Config for `split`, writing under `workdir`."""
+        return train_config(self.spec, split, workdir, run_name)
+
+    # -- training --------------------------------------------------------------------------
+    def _fit(self, split: Split, workdir: Path) -> Path:
+        from adapters.ddp import check_gpus, spawn
+
+        workdir = workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        device = self._device()
+        check_gpus(self.spec.gpus, device, self.name)
+        if device.startswith("cuda:"):
+            import torch
+
+            torch.cuda.set_device(device)
+        cfg = self._config(split, workdir)
+        self.last_run_name = cfg.experiment_name
+        log.info("mmdet_frcnn %s: training %d epochs on %s -> %s%s", self.spec.variant, self.spec.epochs,
+                 split.train_json, workdir, f" ({self.spec.gpus} data-parallel processes)" if self.spec.gpus > 1 else "")
+        point = self.resume_point(split, workdir, load_trusted_checkpoint)
+        resume_from = None if point is None else str(point.checkpoint)
+        if self.spec.gpus > 1:  # mmengine's launcher=pytorch in N processes (adapters.ddp)
+            (workdir / DDP_RESULT).unlink(missing_ok=True)
+            spawn(_ddp_fit, self.spec.gpus, device.startswith("cuda"),
+                  args=(self, split, workdir, cfg.experiment_name, resume_from))
+            result = self.ddp_collect(split, workdir)
+            if self.resumed is not None:
+                self.resumed["framework_start_epoch"] = result["start_epoch"]
+        else:
+            self._train(cfg, split, workdir, resume_from)
+        self.last_cfg = cfg
+        marker = workdir / "last_checkpoint"
+        if not marker.is_file():
+            raise RuntimeError(f"mmengine finished without writing a checkpoint under {workdir}")
+        checkpoint = Path(marker.read_text().strip())
+        if not checkpoint.is_file():
+            raise RuntimeError(f"{marker} names a missing checkpoint: {checkpoint}")
+        return checkpoint
+
+    def _config(self, split: Split, workdir: Path, run_name: str | None = None):
+        """The training Config, with mmengine's distributed settings when spec.gpus > 1."""
+        from mmdet.utils import register_all_modules
+
+        register_all_modules(init_default_scope=False)
+        register_trusted_loader()
+        cfg = self.build_config(split, workdir, run_name)
+        if self.spec.gpus > 1:
+            cuda = self.spec.device.startswith("cuda")
+            cfg.launcher = "pytorch"  # the process group is joined before the Runner (adapters.ddp.spawn)
+            cfg.env_cfg.dist_cfg = {"backend": "nccl" if cuda else "gloo"}
+            cfg.train_dataloader.batch_size = self.spec.batch_size // self.spec.gpus  # per process
+            if not cuda:  # DDP of a CPU module takes no device_ids (mmengine passes LOCAL_RANK's)
+                cfg.model_wrapper_cfg = {"type": "MMDistributedDataParallel", "device_ids": None,
+                                         "broadcast_buffers": False, "find_unused_parameters": False}
+        return cfg
+
+    def _train(self, cfg, split: Split, workdir: Path, resume_from: str | None) -> int:
+        """mmengine's Runner on `cfg` in this process (one of the data-parallel ones, or the only one);
+        returns the epoch it started from."""
+        from mmengine.registry import DefaultScope
+
+        from adapters.mmdet_frcnn.config import TRUSTED_PREFIX
+
+        if resume_from is not None:  # mmengine's own resume: model, optimizer, schedulers, epoch/iter, seed
+            cfg.resume = True
+            cfg.load_from = f"{TRUSTED_PREFIX}{resume_from}"
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            runner = runner_class(self._device()).from_cfg(cfg)
+            if self.spec.weights and resume_from is None:
+                runner.register_hook(init_recorder(self), priority="LOWEST")
+            runner.register_hook(self._checkpoint_tracker(split, workdir), priority="LOWEST")
+            try:
+                runner.train()
+                dataset = runner.train_dataloader.dataset
+                self._check_consumed(split, training_set_counts(dataset))
+                self.last_parallel = {"processes": runner.world_size, "model_wrapper": type(runner.model).__name__,
+                                      "iterations": int(runner.iter)}
+                self._read_back_training(runner, dataset)
+            finally:
+                close_file_handlers(runner.logger)
+        return int((self.resumed or {}).get("framework_start_epoch", 0))
+
+    def _read_back_training(self, runner, dataset) -> None:
+        """What mmengine trained with: the built dataset's filter and pipeline, the model, the optimizer
+        wrapper and the parameter schedulers."""
+        wrapper = runner.optim_wrapper
+        clip = getattr(wrapper, "clip_grad_kwargs", None) or {}
+        size, augmentation = pipeline_readback(dataset.pipeline)
+        self.record_ran(
+            negatives="drop" if (getattr(dataset, "filter_cfg", None) or {}).get("filter_empty_gt") else "keep",
+            train_size=size, train_channels=input_channels(runner.model), augmentation=augmentation,
+            recipe={"optimizer": optimizer_settings(wrapper.optimizer, runner.model), "head": _box_head(runner.model),
+                    "batch": int(runner.train_dataloader.batch_size) * int(runner.world_size),
+                    "grad_clip": ", ".join(f"{k} {v}" for k, v in clip.items()) or "none",
+                    **schedule_readback(runner.param_schedulers)})
+
+    def _checkpoint_tracker(self, split: Split, workdir: Path):
+        """An mmengine hook, run after its CheckpointHook: records each `epoch_<k>.pth` as resumable,
+        updates the progress file, and notes the epoch mmengine (re)starts from."""
+        from mmengine.hooks import Hook
+
+        from adapters.ddp import is_main_process
+
+        detector, key = self, self.training_key(split.split_hash)
+
+        class ResumeTracker(Hook):
+            def before_train(self, runner) -> None:
+                if detector.resumed is not None:
+                    detector.resumed["framework_start_epoch"] = int(runner.epoch)
+
+            def after_train_epoch(self, runner) -> None:
+                if not is_main_process():  # rank 0 saved the checkpoint; it alone records it
+                    return
+                done, epochs = runner.epoch + 1, runner.max_epochs
+                checkpoint = workdir / f"epoch_{done}.pth"
+                if checkpoint.is_file() and (done % detector.spec.checkpoint_interval == 0 or done == epochs):
+                    detector.checkpoint_saved(checkpoint, key, done, epochs)
+                detector.epoch_done(workdir, workdir, done, epochs)
+
+        return ResumeTracker()
+
+    # -- inference -------------------------------------------------------------------------
+    def build_model(self, checkpoint: Path | None):
+        """The detector in eval mode: weights from `checkpoint`, or seeded random init when None."""
+        import torch
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        from mmengine.registry import DefaultScope
+        from mmengine.runner.checkpoint import load_state_dict
+
+        register_all_modules(init_default_scope=False)
+        cfg = self.model_config()
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            torch.manual_seed(self.spec.seed)
+            model = MODELS.build(cfg.model)
+            if checkpoint is None:
+                model.init_weights()
+            else:
+                state = load_trusted_checkpoint(checkpoint, "cpu")
+                state = state.get("state_dict", state)
+                try:
+                    load_state_dict(model, state, strict=True)
+                except RuntimeError as err:
+                    raise ValueError(f"{checkpoint}: does not match mmdet_frcnn {self.spec.variant} "
+                                     f"(channels={self.spec.channels}, weights={self.spec.weights}): {err}") from err
+        return model.to(self._device()).eval()
+
+    @contextlib.contextmanager
+    def prediction_session(self, checkpoint: Path | None, workdir: Path):
+        """mmdet's test pipeline and `model.test_step` (its multiclass NMS at spec.nms_iou)."""
+        import torch
+        from mmengine.dataset import Compose, pseudo_collate
+        from mmengine.registry import DefaultScope
+
+        model = self.build_model(None if checkpoint is None else Path(checkpoint))
+        with DefaultScope.overwrite_default_scope("mmdet"), torch.no_grad():
+            pipeline = Compose(test_pipeline(self.spec))
+            rcnn = model.roi_head.test_cfg
+            self.record_ran(score_thr=float(rcnn.score_thr), nms_iou=float(rcnn.nms.iou_threshold),
+                            max_det=int(rcnn.max_per_img), multi_label=True,  # multiclass_nms: every class
+                            test_size=pipeline_readback(pipeline)[0], test_channels=input_channels(model))
+
+            def infer(refs: list[ImageRef]) -> list[RawDetections]:
+                batch = []
+                for ref in refs:
+                    item = pipeline({"img_path": str(ref.path), "img_id": ref.id})
+                    if item is None:
+                        raise ValueError(f"{ref.path}: mmdet's test pipeline returned nothing")
+                    ori_h, ori_w = item["data_samples"].metainfo["ori_shape"][:2]
+                    warn_size_mismatch(ref, ori_w, ori_h)
+                    batch.append(item)
+                raws = []
+                for sample in model.test_step(pseudo_collate(batch)):
+                    inst = sample.pred_instances
+                    raws.append(RawDetections(inst.bboxes.detach().cpu().numpy(), inst.scores.detach().cpu().numpy(),
+                                              inst.labels.detach().cpu().numpy()))
+                return raws
+
+            yield infer
+
+    # -- the protocol card -------------------------------------------------------------------
+    def recipe(self) -> list[dict]:
+        spec = self.spec
+        scratch = spec.weights is None
+        ran = self.ran.get("recipe") or self._recipe_from_config()
+        optimizer = ran["optimizer"]
+        n_images = (self.consumed or {}).get("images")
+        iters = spec.epochs * iterations_per_epoch(n_images, ran["batch"]) if n_images else None
+        total = iters or 0
+        norm = "GN" if scratch else "BN (frozen stage 1)"
+        values = {
+            "architecture": f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {ran['head']}",
+            "epochs": spec.epochs, "iterations": iters, "batch_size": ran["batch"],
+            "optimizer": optimizer_text(optimizer), "lr": optimizer["lr"],
+            "schedule": f"x{ran['gamma']:g} at epochs {ran['milestones']} of {spec.epochs}",
+            "warmup": f"linear from {ran['warmup_from']:g}, {ran['warmup_iters']} iterations",
+            "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer["norm_decay"],
+            "grad_clip": ran["grad_clip"], "framework_aug": "none"}
+        steps, length = native_schedule(scratch)
+        natives, notes = faster_rcnn_recipe(
+            spec, scratch, spec.variant in LIGHT_HEAD_VARIANTS, 0.02, f"x0.1 at epochs {list(steps)} of {length}",
+            f"linear from 0.001, {WARMUP_ITERS} iterations", 0.0001,
+            scaled_schedule=ran["milestones"] == scaled_milestones(steps, length, spec.epochs),
+            scaled_warmup=not total or ran["warmup_iters"] == warmup_length(WARMUP_ITERS, total),
+            keys={"schedule": "param_scheduler", "warmup": "param_scheduler", "architecture": "model.roi_head.bbox_head",
+                  "grad_clip": "optim_wrapper.clip_grad", "optimizer": "optim_wrapper.optimizer"})
+        natives["architecture"] = natives["architecture"].replace("FrozenBN", norm)
+        return recipe_rows(values, natives, notes)
+
+    def _recipe_from_config(self) -> dict[str, Any]:
+        """The recipe as configured, for a card written without a fit in this process."""
+        opt = optimizer_cfg(self.spec)
+        scratch = self.spec.weights is None
+        return {"optimizer": {"type": opt["type"], "momentum": opt.get("momentum"), "lr": opt["lr"],
+                              "weight_decay": opt["weight_decay"], "norm_decay": 0.0 if scratch else opt["weight_decay"]},
+                "head": "2fc box head" if not scratch or self.spec.variant in LIGHT_HEAD_VARIANTS
+                else "4conv-1fc GN box head", "batch": self.spec.batch_size, "grad_clip": "none", "gamma": 0.1,
+                "milestones": scaled_milestones(*native_schedule(scratch), self.spec.epochs), "warmup_from": 0.001,
+                "warmup_iters": None}
+
+    def version_notes(self) -> dict[str, str]:
+        try:
+            import mmcv.ops  # noqa: F401  (compiled ops: RoIAlign, nms)
+
+            return {"mmcv_ops": "compiled"}
+        except ImportError as err:
+            return {"mmcv_ops": f"missing ({err})"}
+
+
+def _box_head(model) -> str:
+    head = type(getattr(model, "module", model).roi_head.bbox_head).__name__
+    return {"Shared2FCBBoxHead": "2fc box head", "Shared4Conv1FCBBoxHead": "4conv-1fc GN box head"}.get(head, head)

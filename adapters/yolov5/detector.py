@@ -1,0 +1,243 @@
+"""`YoloV5Detector`: the shared `Detector` interface over ultralytics (see the package docstring)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Detector, trusted_load
+from adapters.card import recipe_rows
+from adapters.images import warn_size_mismatch
+from adapters.postprocess import RawDetections
+from adapters.readback import GradClipRecorder, optimizer_text
+from adapters.spec import TrainSpec
+from adapters.trainset import count_split_training_set, iterations_per_epoch
+from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS,
+                                    aug_args, predict_kwargs, train_args, yolo_device)
+from adapters.yolov5.data import write_yolo_dataset
+from adapters.yolov5.framework import (background_images, cached_training_set_counts, describe_transforms,
+                                       multi_label_predictor, predictor_readback, trainer_readback,
+                                       training_set_counts)
+from adapters.yolov5.offline import trust_amp_in_this_process, ultralytics_offline
+from harness.split import ImageRef, Split
+
+log = logging.getLogger(__name__)
+
+# recipe row -> the ultralytics argument whose `reasons` entry explains a deviation
+RECIPE_ARGS = {"batch_size": "nbs", "optimizer": "optimizer", "lr": "lr0", "schedule": "lrf",
+               "warmup": "warmup_epochs", "weight_decay": "weight_decay", "epochs": "epochs"}
+
+
+class YoloV5Detector(Detector):
+    """YOLOv5 n/s/m/l/x (anchor-free YOLOv5u head) via ultralytics."""
+
+    name = "yolov5"
+    framework = "ultralytics"
+    default_variant = "yolov5n"
+    variants = tuple(VARIANTS)
+    packages = ("ultralytics",)
+    native_protocol = {
+        "negatives": ("keep", "ultralytics trains on background images when given; the protocol drops them, "
+                              "as the study and the public Kaggle pipelines did"),
+        "score_thr": (0.001, "ultralytics' val default (predict's is 0.25)"),
+        "max_det": (300, "the protocol keeps 100 per image for every model (COCO's maxDets)"),
+        "nms_iou": (0.7, "the protocol uses one NMS IoU for every model (the Faster R-CNNs' default 0.5)"),
+        "multi_label": (True, "one label per box, as ultralytics' predict (its validation keeps several)"),
+    }
+
+    def __init__(self, spec: TrainSpec):
+        super().__init__(spec)
+        yolo_device(spec.device)  # fail early on a bad device string
+        aug_args(spec.aug)
+        self.last_fit: dict[str, Any] = {}
+
+    # -- training -------------------------------------------------------------------------------
+    def _fit(self, split: Split, workdir: Path) -> Path:
+        from adapters.ddp import check_gpus
+
+        check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=False)
+        workdir = workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels, self.spec.negatives)
+        args = train_args(self.spec, data_yaml, workdir)
+        weights_dir = workdir / args["name"] / "weights"
+        n_train = sum(1 for _ in (workdir / "yolo_data" / "images" / "train").iterdir())
+        log.info("yolov5: training %s (%s) on %d images (negatives=%s) for %d epochs -> %s",
+                 self.spec.variant, HEAD, n_train, self.spec.negatives, self.spec.epochs, workdir / args["name"])
+        trust_amp = bool(self.spec.amp) and args["device"] != "cpu"
+        with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp), GradClipRecorder() as clip:
+            from ultralytics import YOLO
+
+            # ultralytics cannot resume a finished training: only checkpoints before the last epoch
+            point = self.resume_point(split, weights_dir, trusted_load, before_epoch=int(args["epochs"]))
+            if point is None:
+                shutil.rmtree(weights_dir, ignore_errors=True)  # no stale checkpoint
+                model = YOLO(f"{self.spec.variant}.yaml", task="detect")
+                if self.spec.weights:
+                    model.add_callback("on_pretrain_routine_end", self._record_yolo_init)
+            else:  # ultralytics' own resume: args, optimizer, EMA and epoch from the checkpoint
+                model = YOLO(str(point.checkpoint), task="detect")
+                args["resume"] = True
+            self._add_checkpoint_callbacks(model, self.training_key(split.split_hash), workdir)
+            if trust_amp and self.spec.gpus > 1:  # DDP workers are new processes: patch there too
+                model.add_callback("on_pretrain_routine_start", trust_amp_in_this_process)
+            start = time.perf_counter()
+            model.train(**args)
+            seconds = time.perf_counter() - start
+            trainer = model.trainer
+            if self.resumed is not None:
+                self.resumed["framework_start_epoch"] = int(trainer.start_epoch)
+            if self.spec.gpus > 1:  # the dataset lived in ultralytics' DDP subprocesses
+                transforms = None
+                self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"))
+            else:
+                dataset = trainer.train_loader.dataset
+                transforms = describe_transforms(getattr(dataset, "transforms", None))
+                self._check_consumed(split, training_set_counts(dataset))
+                self._read_back_training(split, trainer, dataset, clip)
+        checkpoint = Path(trainer.save_dir) / "weights" / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"ultralytics finished but wrote no checkpoint at {checkpoint}")
+        epochs, batch = int(args["epochs"]), int(trainer.batch_size)
+        self.last_fit = {"seconds": seconds, "train_images": self.consumed["images"], "epochs": epochs,
+                         "iterations": epochs * iterations_per_epoch(self.consumed["images"], batch),
+                         "accumulate": int(getattr(trainer, "accumulate", 1)),
+                         "args": {k: v for k, v in args.items() if k not in ("data", "project", "name", "resume")},
+                         "train_images_per_s": self.consumed["images"] * epochs / seconds if seconds > 0 else float("nan"),
+                         "save_dir": str(trainer.save_dir), "checkpoint": str(checkpoint),
+                         "train_transforms": transforms}
+        log.info("yolov5: trained on %d images / %d boxes in %.1f s (%.2f images/s); checkpoint %s",
+                 self.consumed["images"], self.consumed["boxes"], seconds, self.last_fit["train_images_per_s"],
+                 checkpoint)
+        return checkpoint
+
+    def _read_back_training(self, split: Split, trainer, dataset, clip: GradClipRecorder) -> None:
+        """What ultralytics trained with: its resolved args, model, optimizer, and whether background
+        images were in its dataset (the protocol's negatives)."""
+        readback = trainer_readback(trainer, NATIVE_AUG)
+        has_negatives = (count_split_training_set(split.train_json, "keep")["images"]
+                         > count_split_training_set(split.train_json, "drop")["images"])
+        negatives = ("keep" if background_images(dataset) else "drop") if has_negatives else self.spec.negatives
+        self.record_ran(negatives=negatives, train_size=readback.pop("train_size"),
+                        train_channels=readback.pop("train_channels"), augmentation=readback.pop("augmentation"),
+                        recipe={**readback, "grad_clip": clip.text()})
+
+    def _record_yolo_init(self, trainer) -> None:
+        """ultralytics callback: the model about to train vs the checkpoint it was loaded from."""
+        from ultralytics.nn.tasks import load_checkpoint
+
+        source, _ = load_checkpoint(self.spec.weights)
+        self._record_init(trainer.model.state_dict(), source.float().state_dict())
+
+    def _add_checkpoint_callbacks(self, model, key: str, workdir: Path) -> None:
+        """Record each `epoch{N}.pt` ultralytics saves (save_period) as resumable (the shared
+        bookkeeping keeps the newest spec.checkpoint_keep; ultralytics keeps all) and update the
+        progress file after each epoch."""
+
+        def on_model_save(trainer) -> None:
+            checkpoint = Path(trainer.wdir) / f"epoch{trainer.epoch}.pt"  # ultralytics counts epochs from 0
+            if trainer.save_period > 0 and trainer.epoch % trainer.save_period == 0 and checkpoint.is_file():
+                self.checkpoint_saved(checkpoint, key, trainer.epoch + 1, trainer.epochs)
+
+        def on_fit_epoch_end(trainer) -> None:
+            self.epoch_done(Path(trainer.wdir), workdir, trainer.epoch + 1, trainer.epochs)
+
+        model.add_callback("on_model_save", on_model_save)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+
+    # -- prediction -----------------------------------------------------------------------------
+    def _untrained(self):
+        """A seeded, randomly initialised model of the variant for the spec's classes and channels."""
+        import torch
+        from ultralytics import YOLO
+        from ultralytics.nn.tasks import DetectionModel
+
+        yolo = YOLO(f"{self.spec.variant}.yaml", task="detect")
+        torch.manual_seed(self.spec.seed)
+        model = DetectionModel(dict(yolo.model.yaml), ch=self.spec.channels, nc=self.spec.num_classes, verbose=False)
+        model.names = dict(enumerate(self.spec.classes))
+        model.args, model.task = yolo.model.args, "detect"
+        yolo.model = model
+        return yolo
+
+    def predict_kwargs(self, workdir: Path) -> dict[str, Any]:
+        """What `model.predict` receives (adapters.yolov5.config.predict_kwargs)."""
+        return predict_kwargs(self.spec, workdir)
+
+    @contextlib.contextmanager
+    def prediction_session(self, checkpoint: Path | None, workdir: Path):
+        workdir = Path(workdir).resolve()
+        kwargs = self.predict_kwargs(workdir)
+        with ultralytics_offline(workdir / "ultralytics_config"):
+            from ultralytics import YOLO
+
+            if checkpoint is None:
+                model = self._untrained()
+            else:
+                if not Path(checkpoint).is_file():
+                    raise FileNotFoundError(f"yolov5 checkpoint not found: {checkpoint}")
+                model = YOLO(str(checkpoint), task="detect")
+            predictor = multi_label_predictor()
+            native = {k: v for k, v in self.spec.native.items() if k in PREDICT_ONLY_KEYS}
+            predictor.multi_label = bool(native.get("multi_label", self.spec.multi_label))
+
+            def infer(refs: list[ImageRef]) -> list[RawDetections]:
+                paths = [str(Path(ref.path).resolve()) for ref in refs]
+                results = model.predict(paths, predictor=predictor, **kwargs)  # built once, then reused
+                self.record_ran(**predictor_readback(model.predictor))
+                outputs = {str(Path(res.path).resolve()): res for res in results}
+                return [self._raw(ref, outputs.get(path)) for ref, path in zip(refs, paths)]
+
+            yield infer
+
+    @staticmethod
+    def _raw(ref: ImageRef, res) -> RawDetections:
+        if res is None:
+            raise RuntimeError("ultralytics could not decode the image")
+        h, w = res.orig_shape[:2]
+        warn_size_mismatch(ref, w, h)
+        boxes = res.boxes
+        return RawDetections(boxes.xyxy.detach().cpu().numpy(), boxes.conf.detach().cpu().numpy(),
+                             boxes.cls.detach().cpu().numpy().astype(int))
+
+    # -- the protocol card ----------------------------------------------------------------------
+    def recipe(self) -> list[dict]:
+        spec, fit = self.spec, self.last_fit
+        ran = self.ran.get("recipe") or {}
+        args = {**(fit.get("args") or train_args(spec, Path("data.yaml"), Path("."))), **(ran.get("args") or {})}
+        get = args.get
+        optimizer = ran.get("optimizer") or {"type": get("optimizer", "SGD"), "momentum": get("momentum", 0.937),
+                                             "lr": get("lr0", spec.lr), "weight_decay": get("weight_decay"),
+                                             "norm_decay": None}
+        batch = int(ran.get("batch", get("batch", spec.batch_size)))
+        nbs = get("nbs", NATIVE["nbs"])
+        values = {
+            "architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
+            "epochs": int(get("epochs", spec.epochs)), "iterations": fit.get("iterations"),
+            "batch_size": f"{batch} (nbs {nbs})", "optimizer": optimizer_text(optimizer),
+            "lr": float(optimizer["lr"]), "schedule": f"{'cosine' if get('cos_lr') else 'linear'} to lrf={get('lrf', NATIVE['lrf'])}",
+            "warmup": f"{get('warmup_epochs', NATIVE['warmup_epochs'])} epochs",
+            "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer.get("norm_decay"),
+            "grad_clip": ran.get("grad_clip", "not read back"),
+            "framework_aug": ran.get("framework_aug") or {k: get(k, v) for k, v in NATIVE_AUG.items()},
+        }
+        natives = {"architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
+                   "batch_size": f"{batch} (nbs {NATIVE['nbs']})",
+                   "optimizer": f"{NATIVE['optimizer']}(momentum {NATIVE['momentum']:g})", "lr": NATIVE["lr0"],
+                   "schedule": f"linear to lrf={NATIVE['lrf']}", "warmup": f"{NATIVE['warmup_epochs']} epochs",
+                   "weight_decay": NATIVE["weight_decay"],
+                   "norm_decay": 0.0, "grad_clip": "max norm 10", "framework_aug": NATIVE_AUG}
+        # a deviation is explained by the reason given for the ultralytics argument behind it
+        notes = {key: spec.reasons.get(arg, "") for key, arg in RECIPE_ARGS.items()}
+        notes["weight_decay"] = notes["weight_decay"] or "ultralytics scales it by batch x accumulate / nbs"
+        if not ran:
+            notes["grad_clip"] = "not read back (trained in DDP worker processes)"
+        return recipe_rows(values, natives, notes, reasons={"framework_aug": {**HARNESS_REASONS, **spec.reasons}})
+
+    # -- provenance -----------------------------------------------------------------------------
+    def version_notes(self) -> dict[str, str]:
+        return {"architecture": f"ultralytics {self.spec.variant}.yaml (YOLOv5 backbone + PANet neck)",
+                "head": HEAD, "licence": "AGPL-3.0"}

@@ -1,0 +1,96 @@
+"""ultralytics-side helpers: the multi-label predictor, and what ultralytics built, read back
+(training set counts, transforms, the trainer's and predictor's resolved arguments)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adapters.trainset import consumed_counts
+
+_TRANSFORM_ATTRS = ("p", "direction", "degrees", "translate", "scale", "shear", "perspective", "hgain",
+                    "sgain", "vgain")
+
+
+def describe_transforms(transform) -> list[dict[str, Any]]:
+    """The training transforms ultralytics actually built, flattened to [{"type", <settings>}]:
+    recorded after each fit (`last_fit["train_transforms"]`) as proof of the augmentation mapping."""
+    if transform is None:
+        return []
+    children = getattr(transform, "transforms", None)
+    if type(transform).__name__ == "Compose" and isinstance(children, list):
+        return [entry for child in children for entry in describe_transforms(child)]
+    entry: dict[str, Any] = {"type": type(transform).__name__}
+    for attr in _TRANSFORM_ATTRS:
+        value = getattr(transform, attr, None)
+        if isinstance(value, (int, float, str)):
+            entry[attr] = value
+    return [entry]
+
+
+
+def multi_label_predictor():
+    """ultralytics' DetectionPredictor whose NMS runs as its DetectionValidator runs it
+    (multi_label=True), unless the predictor's args say multi_label=False."""
+    from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.utils import nms, ops
+
+    class MultiLabelPredictor(DetectionPredictor):
+        multi_label = True
+
+        def postprocess(self, preds, img, orig_imgs, **kwargs):
+            preds = nms.non_max_suppression(
+                preds, self.args.conf, self.args.iou, self.args.classes, self.args.agnostic_nms,
+                multi_label=self.multi_label, max_det=self.args.max_det,
+                end2end=getattr(self.model, "end2end", False))
+            if not isinstance(orig_imgs, list):
+                orig_imgs = ops.convert_torch2numpy_batch(orig_imgs)[..., ::-1]
+            return self.construct_results(preds, img, orig_imgs)
+
+    return MultiLabelPredictor
+
+
+def training_set_counts(dataset) -> dict[str, int]:
+    """Images and boxes of ultralytics' built training dataset (YOLODataset.labels)."""
+    return consumed_counts([len(label["cls"]) for label in dataset.labels])
+
+
+def cached_training_set_counts(labels_dir: Path) -> dict[str, int]:
+    """The same counts from the label cache ultralytics' training dataset wrote (`<labels_dir>.cache`):
+    what a DDP training, whose dataset lives in its worker processes, consumed."""
+    from ultralytics.data.utils import load_dataset_cache_file
+
+    cache = Path(labels_dir).with_suffix(".cache")
+    if not cache.is_file():
+        raise FileNotFoundError(f"ultralytics wrote no label cache at {cache}")
+    return consumed_counts([len(label["cls"]) for label in load_dataset_cache_file(cache)["labels"]])
+
+def background_images(dataset) -> int:
+    """Training images without a box in ultralytics' built dataset (its background images)."""
+    return sum(1 for label in dataset.labels if len(label["cls"]) == 0)
+
+
+def trainer_readback(trainer, aug_keys) -> dict[str, Any]:
+    """The training settings ultralytics resolved (`trainer.args`, its built model and optimizer)."""
+    from adapters.readback import input_channels, optimizer_settings
+
+    args = trainer.args
+    return {"train_size": int(args.imgsz), "train_channels": input_channels(trainer.model),
+            "augmentation": {"rotate_deg": float(args.degrees), "hflip": float(args.fliplr),
+                             "vflip": float(args.flipud)},
+            "framework_aug": {key: getattr(args, key) for key in aug_keys},
+            "optimizer": optimizer_settings(trainer.optimizer, trainer.model),
+            "args": {key: getattr(args, key) for key in ("epochs", "batch", "nbs", "lrf", "cos_lr", "warmup_epochs",
+                                                          "optimizer", "lr0", "momentum", "weight_decay")},
+            "batch": int(trainer.batch_size), "accumulate": int(getattr(trainer, "accumulate", 1))}
+
+
+def predictor_readback(predictor) -> dict[str, Any]:
+    """The prediction settings ultralytics' predictor really used (its resolved args and model)."""
+    from adapters.readback import input_channels
+
+    args = predictor.args
+    imgsz = args.imgsz
+    return {"score_thr": float(args.conf), "nms_iou": float(args.iou), "max_det": int(args.max_det),
+            "test_size": int(max(imgsz)) if isinstance(imgsz, (list, tuple)) else int(imgsz),
+            "test_channels": input_channels(predictor.model), "multi_label": bool(predictor.multi_label),
+            "tta": bool(getattr(args, "augment", False))}
