@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 from adapters.card import SHARED, init_note, init_report, protocol_row, size_value
 from adapters.images import UnreadableImages, screen_training_images, unreadable_reason
 from adapters.postprocess import RawDetections, postprocess
-from adapters.resume import ResumePoint, discard_checkpoints, find_resume_point, prune, records, training_key, write_record
+from adapters.resume import (ResumePoint, discard_checkpoints, find_resume_point, prune, records, training_key,
+                             write_record)
 from adapters.spec import AugSpec, TrainSpec
 from adapters.trainset import count_split_training_set
 from harness import atomic

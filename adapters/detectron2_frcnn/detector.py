@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Detector, trusted_load
+from adapters.base import DDP_RESULT, Detector, trusted_load
 from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe, recipe_rows
-from adapters.detectron2_frcnn.config import (LIGHT_HEAD_VARIANTS, NATIVE, READABLE_MODES, VARIANTS, ZOO_ITERS, ZOO_STEPS,
-                                              build_config,
-                                              checkpoint_tensors, predict_resize, train_augmentations)
+from adapters.ddp import check_gpus
+from adapters.detectron2_frcnn.config import (LIGHT_HEAD_VARIANTS, NATIVE, READABLE_MODES, VARIANTS, ZOO_ITERS,
+                                              ZOO_STEPS, build_config, checkpoint_tensors, predict_resize,
+                                              train_augmentations)
 from adapters.detectron2_frcnn.data import registered_split
 from adapters.detectron2_frcnn.trainer import log_to, trainer_class
 from adapters.postprocess import RawDetections
@@ -76,8 +77,6 @@ class Detectron2FasterRCNN(Detector):
         With spec.gpus > 1, detectron2's own `launch` runs the training in that many processes."""
         import torch
 
-        from adapters.ddp import check_gpus
-
         workdir.mkdir(parents=True, exist_ok=True)
         # detectron2's launch picks NCCL whenever it sees a GPU: CPU processes only on a CPU-only machine
         check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=not torch.cuda.is_available())
@@ -90,8 +89,6 @@ class Detectron2FasterRCNN(Detector):
             atomic.write_text(workdir / "last_checkpoint", point.checkpoint.name)
         if self.spec.gpus > 1:
             from detectron2.engine import launch
-
-            from adapters.base import DDP_RESULT
 
             (workdir / DDP_RESULT).unlink(missing_ok=True)
             launch(_ddp_fit, self.spec.gpus, dist_url="auto", args=(self, split, workdir, n_train, point is not None))

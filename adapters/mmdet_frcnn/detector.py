@@ -8,12 +8,13 @@ from typing import Any
 
 from adapters.base import DDP_RESULT, Detector
 from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe, recipe_rows
+from adapters.ddp import check_gpus, is_main_process, spawn
 from adapters.images import warn_size_mismatch
-from adapters.mmdet_frcnn.config import (VARIANTS, WARMUP_ITERS, model_config, native_schedule, optimizer_cfg,
-                                         test_pipeline, train_config)
-from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint,
-                                         pipeline_readback, register_trusted_loader, runner_class,
-                                         schedule_readback, training_set_counts)
+from adapters.mmcv_cuda import require_cuda_ops
+from adapters.mmdet_frcnn.config import (TRUSTED_PREFIX, VARIANTS, WARMUP_ITERS, model_config, native_schedule,
+                                         optimizer_cfg, test_pipeline, train_config)
+from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint, pipeline_readback,
+                                         register_trusted_loader, runner_class, schedule_readback, training_set_counts)
 from adapters.postprocess import RawDetections
 from adapters.readback import input_channels, optimizer_settings, optimizer_text
 from adapters.schedule import scaled_milestones, warmup_length
@@ -29,8 +30,6 @@ LIGHT_HEAD_VARIANTS = ("R18-FPN",)  # keep the packaged 2-fc box head from scrat
 def _ddp_fit(detector: "MMDetFasterRCNN", split: Split, workdir: Path, run_name: str, resume_from: str | None) -> None:
     """One data-parallel process of a fit (adapters.ddp.spawn): the same Config and Runner as a
     single-process fit, mmengine's launcher=pytorch; rank 0 reports back."""
-    from adapters.ddp import is_main_process
-
     if detector.resumed is not None:
         detector.resumed = dict(detector.resumed)
     cfg = detector._config(split, workdir, run_name)
@@ -58,8 +57,6 @@ class MMDetFasterRCNN(Detector):
     def _device(self) -> str:
         import torch
 
-        from adapters.mmcv_cuda import require_cuda_ops
-
         dev = self.spec.device
         if dev.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
@@ -76,8 +73,6 @@ class MMDetFasterRCNN(Detector):
 
     # -- training --------------------------------------------------------------------------
     def _fit(self, split: Split, workdir: Path) -> Path:
-        from adapters.ddp import check_gpus, spawn
-
         workdir = workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         device = self._device()
@@ -132,8 +127,6 @@ class MMDetFasterRCNN(Detector):
         returns the epoch it started from."""
         from mmengine.registry import DefaultScope
 
-        from adapters.mmdet_frcnn.config import TRUSTED_PREFIX
-
         if resume_from is not None:  # mmengine's own resume: model, optimizer, schedulers, epoch/iter, seed
             cfg.resume = True
             cfg.load_from = f"{TRUSTED_PREFIX}{resume_from}"
@@ -171,8 +164,6 @@ class MMDetFasterRCNN(Detector):
         """An mmengine hook, run after its CheckpointHook: records each `epoch_<k>.pth` as resumable,
         updates the progress file, and notes the epoch mmengine (re)starts from."""
         from mmengine.hooks import Hook
-
-        from adapters.ddp import is_main_process
 
         detector, key = self, self.training_key(split.split_hash)
 

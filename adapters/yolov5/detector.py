@@ -10,17 +10,17 @@ from typing import Any
 
 from adapters.base import Detector, trusted_load
 from adapters.card import recipe_rows
+from adapters.ddp import check_gpus
 from adapters.images import warn_size_mismatch
 from adapters.postprocess import RawDetections
 from adapters.readback import GradClipRecorder, optimizer_text
 from adapters.spec import TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
-from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS,
-                                    aug_args, predict_kwargs, train_args, yolo_device)
+from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
+                                    predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
 from adapters.yolov5.framework import (background_images, cached_training_set_counts, describe_transforms,
-                                       multi_label_predictor, predictor_readback, trainer_readback,
-                                       training_set_counts)
+                                       multi_label_predictor, predictor_readback, trainer_readback, training_set_counts)
 from adapters.yolov5.offline import trust_amp_in_this_process, ultralytics_offline
 from harness.split import ImageRef, Split
 
@@ -56,8 +56,6 @@ class YoloV5Detector(Detector):
 
     # -- training -------------------------------------------------------------------------------
     def _fit(self, split: Split, workdir: Path) -> Path:
-        from adapters.ddp import check_gpus
-
         check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=False)
         workdir = workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from adapters.readback import input_channels, optimizer_settings
 from adapters.trainset import consumed_counts
 
 _TRANSFORM_ATTRS = ("p", "direction", "degrees", "translate", "scale", "shear", "perspective", "hgain",
@@ -71,8 +72,6 @@ def background_images(dataset) -> int:
 
 def trainer_readback(trainer, aug_keys) -> dict[str, Any]:
     """The training settings ultralytics resolved (`trainer.args`, its built model and optimizer)."""
-    from adapters.readback import input_channels, optimizer_settings
-
     args = trainer.args
     return {"train_size": int(args.imgsz), "train_channels": input_channels(trainer.model),
             "augmentation": {"rotate_deg": float(args.degrees), "hflip": float(args.fliplr),
@@ -86,8 +85,6 @@ def trainer_readback(trainer, aug_keys) -> dict[str, Any]:
 
 def predictor_readback(predictor) -> dict[str, Any]:
     """The prediction settings ultralytics' predictor really used (its resolved args and model)."""
-    from adapters.readback import input_channels
-
     args = predictor.args
     imgsz = args.imgsz
     return {"score_thr": float(args.conf), "nms_iou": float(args.iou), "max_det": int(args.max_det),
