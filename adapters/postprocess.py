@@ -38,4 +38,3 @@ def postprocess(ref: ImageRef, raw: RawDetections, score_thr: float, max_det: in
     keep = np.flatnonzero(ok)
     keep = keep[np.argsort(-scores[keep], kind="stable")][:max_det]
     return [detection(ref.id, int(labels[k]), boxes[k].tolist(), float(scores[k])) for k in keep]
-

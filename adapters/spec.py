@@ -75,7 +75,8 @@ class TrainSpec:
         self.classes = [str(name) for name in self.classes]
         checks = [
             (self.weights and "://" in str(self.weights), f"weights must be a local file, not a URL: {self.weights}"),
-            (self.optimizer not in ("sgd", "adam", "adamw"), f"optimizer must be sgd, adam or adamw, not {self.optimizer!r}"),
+            (self.optimizer not in ("sgd", "adam", "adamw"),
+             f"optimizer must be sgd, adam or adamw, not {self.optimizer!r}"),
             (self.negatives not in NEGATIVES, f"negatives must be drop or keep, not {self.negatives!r}"),
             (not 0.0 < self.nms_iou <= 1.0, f"nms_iou must be in (0, 1], not {self.nms_iou}"),
             (self.max_det < 1, f"max_det must be >= 1, not {self.max_det}"),

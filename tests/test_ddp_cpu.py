@@ -13,7 +13,6 @@ import torch
 
 from adapters.base import AugSpec, TrainSpec
 from harness.predictions import Predictions
-from harness.split import make_split
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from adapters import get_detector
-from adapters.base import AugSpec, RawDetections, TrainSpec, UnreadableImages, count_split_training_set
+from adapters.base import RawDetections, TrainSpec, UnreadableImages, count_split_training_set
 from adapters.postprocess import postprocess
 from harness.compare import same
 from harness.split import ImageRef

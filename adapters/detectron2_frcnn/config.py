@@ -48,6 +48,7 @@ NATIVE = {"BASE_LR": 0.02, "IMS_PER_BATCH": 16, "WEIGHT_DECAY": 0.0001, "WEIGHT_
 ZOO_STEPS, ZOO_ITERS = (210000, 250000), 270000
 READABLE_MODES = ("L", "RGB")  # PIL modes detectron2's BGR reader converts faithfully
 
+
 def zoo_config_path(config_name: str) -> Path:
     """The model-zoo YAML shipped inside the detectron2 package (read from disk; no pkg_resources,
     no download)."""
@@ -156,7 +157,6 @@ def checkpoint_tensors(path: str | Path) -> dict[str, Any]:
     else:
         data = trusted_load(path)
     return data.get("model", data)
-
 
 
 def train_augmentations(aug: AugSpec, imgsz: int) -> list:

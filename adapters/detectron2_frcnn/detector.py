@@ -238,7 +238,8 @@ class Detectron2FasterRCNN(Detector):
         scratch = not spec.weights
         optimizer = ran["optimizer"]
         values = {
-            "architecture": f"Faster R-CNN {spec.variant}, {ran['backbone_norm'] or 'FrozenBN'} backbone+FPN, {ran['head']}",
+            "architecture": f"Faster R-CNN {spec.variant}, {ran['backbone_norm'] or 'FrozenBN'} backbone+FPN, "
+                            f"{ran['head']}",
             "epochs": spec.epochs, "iterations": ran["max_iter"], "batch_size": ran["batch"],
             "optimizer": optimizer_text(optimizer), "lr": optimizer["lr"],
             "schedule": f"x{ran['gamma']:g} at iterations {ran['steps']} of {ran['max_iter']}",
@@ -247,7 +248,8 @@ class Detectron2FasterRCNN(Detector):
         natives, notes = faster_rcnn_recipe(
             spec, scratch, spec.variant in LIGHT_HEAD_VARIANTS, NATIVE["BASE_LR"],
             "3x: x0.1 at 78% and 93% of training", f"linear from 0.001, {NATIVE['WARMUP_ITERS']} iterations",
-            NATIVE["WEIGHT_DECAY"], scaled_schedule=ran["steps"] == scaled_milestones(ZOO_STEPS, ZOO_ITERS, ran["max_iter"]),
+            NATIVE["WEIGHT_DECAY"],
+            scaled_schedule=ran["steps"] == scaled_milestones(ZOO_STEPS, ZOO_ITERS, ran["max_iter"]),
             scaled_warmup=ran["warmup_iters"] == warmup_length(NATIVE["WARMUP_ITERS"], ran["max_iter"]),
             keys={"schedule": "SOLVER.STEPS", "warmup": "SOLVER.WARMUP_ITERS", "architecture": "MODEL.ROI_BOX_HEAD",
                   "grad_clip": "SOLVER.CLIP_GRADIENTS.ENABLED"})

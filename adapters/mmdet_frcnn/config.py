@@ -109,7 +109,6 @@ def schedule_cfg(epochs: int, iters_per_epoch: int, scratch: bool = False) -> li
     ]
 
 
-
 def model_native(native: dict[str, Any]) -> dict[str, Any]:
     """The `native` overrides that change the model (keys under "model."): merged into the model
     config for training AND prediction, so an anchor or NMS setting is the same in both."""
@@ -119,6 +118,8 @@ def model_native(native: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Framework side (imports inside functions).
 # ---------------------------------------------------------------------------------------------
+
+
 def packaged_config_dir() -> Path:
     """mmdet's packaged configs, located without importing mmdet (which needs mmcv's ops)."""
     import importlib.util
@@ -163,6 +164,7 @@ def model_config(spec: TrainSpec):
     if overrides:
         cfg.merge_from_dict(copy.deepcopy(overrides))
     return cfg
+
 
 def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | None = None):
     """The full training Config for `split`, writing under `workdir`."""

@@ -19,7 +19,7 @@ from adapters.postprocess import RawDetections
 from adapters.readback import input_channels, optimizer_settings, optimizer_text
 from adapters.schedule import scaled_milestones, warmup_length
 from adapters.spec import TrainSpec
-from adapters.trainset import count_split_training_set, iterations_per_epoch
+from adapters.trainset import iterations_per_epoch
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,11 @@ from adapters.trainset import consumed_counts
 log = logging.getLogger(__name__)
 
 
-
 def training_set_counts(dataset) -> dict[str, int]:
     """Images and boxes of mmdet's built, filtered training dataset (ignored/crowd boxes excluded)."""
     return consumed_counts([
         sum(1 for inst in dataset.get_data_info(i)["instances"] if not inst.get("ignore_flag", 0))
         for i in range(len(dataset))])
-
 
 
 def init_recorder(detector):

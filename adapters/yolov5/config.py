@@ -56,7 +56,6 @@ def aug_args(aug: AugSpec) -> dict[str, float]:
             "flipud": float(aug.vflip)}
 
 
-
 def train_args(spec: TrainSpec, data_yaml: Path, workdir: Path) -> dict[str, Any]:
     """Every keyword `YOLO.train` receives for this spec (spec.native last, overriding)."""
     args: dict[str, Any] = {

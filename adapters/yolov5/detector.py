@@ -104,7 +104,8 @@ class YoloV5Detector(Detector):
                          "iterations": epochs * iterations_per_epoch(self.consumed["images"], batch),
                          "accumulate": int(getattr(trainer, "accumulate", 1)),
                          "args": {k: v for k, v in args.items() if k not in ("data", "project", "name", "resume")},
-                         "train_images_per_s": self.consumed["images"] * epochs / seconds if seconds > 0 else float("nan"),
+                         "train_images_per_s":
+                             self.consumed["images"] * epochs / seconds if seconds > 0 else float("nan"),
                          "save_dir": str(trainer.save_dir), "checkpoint": str(checkpoint),
                          "train_transforms": transforms}
         log.info("yolov5: trained on %d images / %d boxes in %.1f s (%.2f images/s); checkpoint %s",
@@ -216,7 +217,8 @@ class YoloV5Detector(Detector):
             "architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
             "epochs": int(get("epochs", spec.epochs)), "iterations": fit.get("iterations"),
             "batch_size": f"{batch} (nbs {nbs})", "optimizer": optimizer_text(optimizer),
-            "lr": float(optimizer["lr"]), "schedule": f"{'cosine' if get('cos_lr') else 'linear'} to lrf={get('lrf', NATIVE['lrf'])}",
+            "lr": float(optimizer["lr"]),
+            "schedule": f"{'cosine' if get('cos_lr') else 'linear'} to lrf={get('lrf', NATIVE['lrf'])}",
             "warmup": f"{get('warmup_epochs', NATIVE['warmup_epochs'])} epochs",
             "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer.get("norm_decay"),
             "grad_clip": ran.get("grad_clip", "not read back"),

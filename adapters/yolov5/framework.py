@@ -8,6 +8,9 @@ from typing import Any
 from adapters.readback import input_channels, optimizer_settings
 from adapters.trainset import consumed_counts
 
+# the trainer arguments the recipe rows read back
+RECIPE_ARG_NAMES = ("epochs", "batch", "nbs", "lrf", "cos_lr", "warmup_epochs", "optimizer", "lr0", "momentum",
+                    "weight_decay")
 _TRANSFORM_ATTRS = ("p", "direction", "degrees", "translate", "scale", "shear", "perspective", "hgain",
                     "sgain", "vgain")
 
@@ -26,7 +29,6 @@ def describe_transforms(transform) -> list[dict[str, Any]]:
         if isinstance(value, (int, float, str)):
             entry[attr] = value
     return [entry]
-
 
 
 def multi_label_predictor():
@@ -65,6 +67,7 @@ def cached_training_set_counts(labels_dir: Path) -> dict[str, int]:
         raise FileNotFoundError(f"ultralytics wrote no label cache at {cache}")
     return consumed_counts([len(label["cls"]) for label in load_dataset_cache_file(cache)["labels"]])
 
+
 def background_images(dataset) -> int:
     """Training images without a box in ultralytics' built dataset (its background images)."""
     return sum(1 for label in dataset.labels if len(label["cls"]) == 0)
@@ -78,8 +81,7 @@ def trainer_readback(trainer, aug_keys) -> dict[str, Any]:
                              "vflip": float(args.flipud)},
             "framework_aug": {key: getattr(args, key) for key in aug_keys},
             "optimizer": optimizer_settings(trainer.optimizer, trainer.model),
-            "args": {key: getattr(args, key) for key in ("epochs", "batch", "nbs", "lrf", "cos_lr", "warmup_epochs",
-                                                          "optimizer", "lr0", "momentum", "weight_decay")},
+            "args": {key: getattr(args, key) for key in RECIPE_ARG_NAMES},
             "batch": int(trainer.batch_size), "accumulate": int(getattr(trainer, "accumulate", 1))}
 
 

@@ -24,7 +24,6 @@ def trust_amp_in_this_process(trainer) -> None:
     utrainer.check_amp = lambda model: True
 
 
-
 def _install_fonts(settings_dir: Path) -> None:
     """Place a local TTF where ultralytics looks for Arial, so it never downloads one."""
     import matplotlib
