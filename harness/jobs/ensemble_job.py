@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from harness import atomic
 from harness.jobs.config import ConfigError, to_plain
-from harness.jobs.sweep import ModelRun, model_runs
+from harness.sweep import ModelRun, model_runs
 from harness.predictions import Predictions
 
 log = logging.getLogger(__name__)

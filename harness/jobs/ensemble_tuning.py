@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import atomic
 from harness.jobs.config import ConfigError, to_plain
 from harness.jobs.ensemble_job import fold_members, fuse_members, member_weights
-from harness.jobs.sweep import ModelRun
+from harness.sweep import ModelRun
 from harness.predictions import Predictions
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,7 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import NO_FINDING_NAME
-from harness.nofinding import (DEFAULT_HIGH, DEFAULT_LOW, POLICIES, AbnormalScores, ThresholdGrid, check_thresholds,
-                               policy_thresholds)
+from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, POLICIES, AbnormalScores, ThresholdGrid, policy_thresholds
 from harness.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -37,16 +36,6 @@ class NoFindingSettings:
     grid_low: tuple = DEFAULT_GRID_LOW
     grid_high: tuple = DEFAULT_GRID_HIGH
 
-    @classmethod
-    def from_config(cls, node) -> "NoFindingSettings":
-        node = node or {}
-        grid = node.get("grid") or {}
-        out = cls(float(node.get("low", DEFAULT_LOW)), float(node.get("high", DEFAULT_HIGH)),
-                  tuple(float(v) for v in (grid.get("low") or DEFAULT_GRID_LOW)),
-                  tuple(float(v) for v in (grid.get("high") or DEFAULT_GRID_HIGH)))
-        check_thresholds(out.low, out.high)
-        return out
-
 
 @dataclass
 class NoFindingReport:
@@ -58,7 +47,7 @@ class NoFindingReport:
 
 
 def _classifier_scores(sweep_dir: Path) -> tuple[dict[int, AbnormalScores], pd.DataFrame]:
-    from harness.jobs.sweep import classifier_runs
+    from harness.sweep import classifier_runs
 
     scores, rows = {}, []
     for run in classifier_runs(sweep_dir):

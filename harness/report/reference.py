@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from harness.jobs.sweep import model_runs
+from harness.sweep import model_runs
 
 log = logging.getLogger(__name__)
 
