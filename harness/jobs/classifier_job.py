@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from harness import atomic
-from harness.jobs.config import train_spec
+from harness.jobs.config import job_config, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.nofinding import AbnormalScores, abnormal_labels, classifier_metrics
@@ -41,7 +41,6 @@ def nofinding_thresholds(cfg: DictConfig) -> tuple[float, float]:
 
 def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     from adapters import get_detector
-    from harness.jobs.train_job import job_config
 
     spec = train_spec(cfg)
     name, fold = cfg.model.name, int(cfg.data.fold)

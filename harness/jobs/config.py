@@ -91,6 +91,14 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def job_config(cfg: DictConfig) -> dict:
+    """The resolved settings that define a job (what `predict` needs to rebuild its detector)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {key: resolved[key] for key in ("data", "model", "train", "aug", "per_model", "tta_hflip",
+                                           "offline_guard", "fail_fast", "skip_finished", "nofinding")
+            if key in resolved}
+
+
 def pipeline_jobs(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(models the pipeline trains, extra overrides for the train step): `pipeline.models`, plus the
     "No finding" classifier when `pipeline.classifier` names a variant (per_model.classifier.variant)."""

@@ -15,10 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness import atomic
-from harness.jobs.config import config_hash, model_settings, train_spec
+from harness.jobs.classifier_job import run_classifier
+from harness.jobs.config import config_hash, job_config, model_settings, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
@@ -36,14 +37,6 @@ def finished(run_dir: Path, cfg_hash: str) -> bool:
         return json.loads(metrics.read_text()).get("config_hash") == cfg_hash
     except (OSError, json.JSONDecodeError):
         return False
-
-
-def job_config(cfg: DictConfig) -> dict:
-    """The resolved settings that define a job (what `predict` needs to rebuild its detector)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return {key: resolved[key] for key in ("data", "model", "train", "aug", "per_model", "tta_hflip",
-                                           "offline_guard", "fail_fast", "skip_finished", "nofinding")
-            if key in resolved}
 
 
 def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -77,8 +70,6 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     from harness.eval import evaluate
 
     if is_classifier(cfg.model.name):  # the "No finding" stage's classifier: P(abnormal), not boxes
-        from harness.jobs.classifier_job import run_classifier
-
         return run_classifier(cfg, run_dir, cfg_hash)
     spec = train_spec(cfg)
     name = cfg.model.name
