@@ -41,11 +41,24 @@ from harness import atomic
 from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME
 from harness.predictions import Predictions, xywh_to_xyxy
 
+# The stage's defaults, here and nowhere else (conf/base.yaml leaves `nofinding.*` null = these).
 DEFAULT_LOW = 0.08
 DEFAULT_HIGH = 0.95
+DEFAULT_GRID_LOW = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # the report's threshold sweep
+DEFAULT_GRID_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
 POLICIES = ("none", "append", "replace", "keep_add_replace")
 SCORES_FORMAT = "cxr-bench-abnormal/1"
 REPLACE, ADD, KEEP = "replace", "add", "keep"
+
+
+@dataclass
+class NoFindingSettings:
+    """The stage's settings: thresholds (low, high) and the report's threshold grid (grid_low x grid_high)."""
+
+    low: float = DEFAULT_LOW
+    high: float = DEFAULT_HIGH
+    grid_low: tuple = DEFAULT_GRID_LOW
+    grid_high: tuple = DEFAULT_GRID_HIGH
 
 
 def policy_thresholds(policy: str, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH) -> tuple[float, float]:

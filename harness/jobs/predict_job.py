@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from harness.jobs.config import ConfigError, to_plain, train_spec
+from harness.jobs.settings import nofinding_settings
 from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.split import ImageRef
@@ -114,7 +115,6 @@ def classifier_p_abnormal(cfg: DictConfig, images: list[ImageRef], out_dir: Path
 
 def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     from adapters import get_detector, is_classifier
-    from harness.jobs.classifier_job import nofinding_thresholds
     from harness.ensemble import fuse_predictions
     from harness.report import write_overlays
     from harness.submission import write_submission
@@ -148,9 +148,9 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
         preds.source = f"ensemble:{ens.name}"
     preds.save(out_dir / "predictions.json")
     p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
-    low, high = nofinding_thresholds(cfg)
+    stage = nofinding_settings(cfg.get("nofinding"))
     submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
-                                  p_abnormal=p_abnormal, low=low, high=high)
+                                  p_abnormal=p_abnormal, low=stage.low, high=stage.high)
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
                    score_thr=float(cfg.report.overlay_score_thr), images=images)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,

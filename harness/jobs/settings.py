@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.nofinding import check_thresholds
-from harness.report.nofinding import NoFindingSettings
+from harness.nofinding import NoFindingSettings, check_thresholds
 from harness.report.uncertainty import BootstrapSettings
 
 

@@ -19,22 +19,12 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import NO_FINDING_NAME
-from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, POLICIES, AbnormalScores, ThresholdGrid, policy_thresholds
+from harness.nofinding import POLICIES, AbnormalScores, NoFindingSettings, ThresholdGrid, policy_thresholds
 from harness.predictions import Predictions
 
 log = logging.getLogger(__name__)
 
 POLICY_TITLES = {"none": "no stage", "append": "append", "replace": "replace", "keep_add_replace": "keep/add/replace"}
-DEFAULT_GRID_LOW = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-DEFAULT_GRID_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
-
-
-@dataclass
-class NoFindingSettings:
-    low: float = DEFAULT_LOW
-    high: float = DEFAULT_HIGH
-    grid_low: tuple = DEFAULT_GRID_LOW
-    grid_high: tuple = DEFAULT_GRID_HIGH
 
 
 @dataclass
