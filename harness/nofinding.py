@@ -39,6 +39,8 @@ import numpy as np
 
 from harness import atomic
 from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME
+from harness.eval.coco_map import check_images, load_gt
+from harness.eval.voc_map import ap_from_flags, match_flags, voc_map
 from harness.predictions import Predictions, xywh_to_xyxy
 
 # The stage's defaults, here and nowhere else (conf/base.yaml leaves `nofinding.*` null = these).
@@ -157,8 +159,6 @@ def apply_policy(preds: Predictions, p_abnormal: Mapping[int, float] | None, pol
 def score_policy(gt_coco, preds: Predictions, p_abnormal: Mapping[int, float] | None, policy: str = "keep_add_replace",
                  low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, iou_thr: float = 0.4) -> dict:
     """The 15-class Kaggle metric of `preds` after the policy: {"map", "per_class", "actions"}."""
-    from harness.eval.voc_map import voc_map
-
     out = apply_policy(preds, p_abnormal, policy, low, high)
     scores = voc_map(gt_coco, out.predictions, iou_thr, with_no_finding=True, no_finding=out.no_finding)
     return {**scores, "actions": out.counts()}
@@ -172,9 +172,6 @@ class ThresholdGrid:
     images. Equal to score_policy at every pair (a test checks it)."""
 
     def __init__(self, gt_coco, preds: Predictions, p_abnormal: Mapping[int, float] | None, iou_thr: float = 0.4):
-        from harness.eval.coco_map import check_images, load_gt
-        from harness.eval.voc_map import match_flags
-
         gt = load_gt(gt_coco)
         check_images(gt, preds, "<ground truth>")
         p_abnormal = detector_p_abnormal(preds) if p_abnormal is None else p_abnormal
@@ -224,8 +221,6 @@ class ThresholdGrid:
 
     def score(self, low: float, high: float) -> dict:
         """{"map", "per_class"} of the rule with these thresholds (as score_policy gives)."""
-        from harness.eval.voc_map import ap_from_flags
-
         kept = self.p >= low
         per_class = {}
         for name, (n_gt, image_idx, scores, flags) in zip(CLASSES, self.classes):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from adapters import get_detector
 from harness import atomic
 from harness.jobs.config import job_config, train_spec
 from harness.jobs.data_step import ensure_prepared
@@ -32,8 +33,6 @@ SCORES_FILE = "abnormal.json"
 
 
 def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
-    from adapters import get_detector
-
     spec = train_spec(cfg)
     name, fold = cfg.model.name, int(cfg.data.fold)
     stage = nofinding_settings(cfg.get("nofinding"))

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from adapters import get_detector, is_classifier
+from adapters.base import protocol_row
 from harness import atomic
+from harness.eval import evaluate
 from harness.jobs.classifier_job import run_classifier
 from harness.jobs.config import config_hash, job_config, model_settings, train_spec
 from harness.jobs.data_step import ensure_prepared
@@ -25,6 +28,7 @@ from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.progress import PROGRESS_FILE
 from harness.split import make_split
+from harness.tta import predict_with_hflip_tta
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +69,6 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
-    from adapters import get_detector, is_classifier
-    from adapters.base import protocol_row
-    from harness.eval import evaluate
-
     if is_classifier(cfg.model.name):  # the "No finding" stage's classifier: P(abnormal), not boxes
         return run_classifier(cfg, run_dir, cfg_hash)
     spec = train_spec(cfg)
@@ -90,8 +90,6 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         train_time = time.perf_counter() - started
         started = time.perf_counter()
         if cfg.tta_hflip:
-            from harness.tta import predict_with_hflip_tta
-
             detections = predict_with_hflip_tta(detector, checkpoint, val_images, native / "tta")
         else:
             detections = detector.predict(checkpoint, val_images, native)

@@ -19,8 +19,12 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import NO_FINDING_NAME
+from harness.eval.coco_map import load_gt
 from harness.nofinding import POLICIES, AbnormalScores, NoFindingSettings, ThresholdGrid, policy_thresholds
 from harness.predictions import Predictions
+from harness.report.charts import _pyplot, save_figure
+from harness.report.uncertainty import ground_truth_for
+from harness.sweep import classifier_runs
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,6 @@ class NoFindingReport:
 
 
 def _classifier_scores(sweep_dir: Path) -> tuple[dict[int, AbnormalScores], pd.DataFrame]:
-    from harness.sweep import classifier_runs
-
     scores, rows = {}, []
     for run in classifier_runs(sweep_dir):
         try:
@@ -77,9 +79,6 @@ def _sources(run_row, classifier: dict[int, AbnormalScores], preds: Predictions)
 
 def compute(runs: pd.DataFrame, sweep_dir: str | Path, settings: NoFindingSettings | None = None) -> NoFindingReport:
     """Score every finished run with a predictions.json under each p source and policy."""
-    from harness.eval.coco_map import load_gt
-    from harness.report.uncertainty import ground_truth_for
-
     sweep_dir = Path(sweep_dir)
     settings = settings or NoFindingSettings()
     classifier, clf_frame = _classifier_scores(sweep_dir)
@@ -224,8 +223,6 @@ def sweep_frame(report: NoFindingReport) -> pd.DataFrame:
 def sweep_chart(report: NoFindingReport, path: str | Path) -> Path:
     """One heatmap per model/ensemble and p source: 15-class score over low (rows) x high (columns);
     the best cell outlined, the configured pair marked with a dot."""
-    from harness.report.charts import _pyplot, save_figure
-
     plt = _pyplot()
     grids = report.grids
     n = max(1, len(grids))
