@@ -10,24 +10,17 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_spec
 
 from adapters.base import AugSpec, TrainSpec
 from harness.predictions import Predictions
-from harness.split import make_split
 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def split0(toy_dataset, tmp_path_factory):
-    return make_split(toy_dataset["labels"], toy_dataset["folds"], 0, tmp_path_factory.mktemp("split"))
-
-
 def spec(**overrides) -> TrainSpec:
-    settings = dict(variant="R18-FPN", epochs=1, batch_size=2, imgsz=64, device="cpu", workers=0, seed=0,
-                    aug=AugSpec(hflip=0.5), gpus=2, batch_predict=4)
-    settings.update(overrides)
-    return TrainSpec(**settings)
+    """Two processes of R18-FPN on CPU (the rest: conftest.tiny_spec)."""
+    return tiny_spec(**{"variant": "R18-FPN", "aug": AugSpec(hflip=0.5), "gpus": 2, **overrides})
 
 
 def check_predictions(detector_cls, checkpoint, split, workdir) -> None:
