@@ -1,5 +1,10 @@
-"""One notion of "the same value" for every comparison of settings (the adapters' protocol rows and
-the protocol card): JSON equality, numbers with a relative tolerance so 0.0005 == 5e-4 and 24 == 24.0."""
+"""When two recorded settings are the same: the one comparison the protocol card and the adapters share.
+
+Values are JSON-like (numbers, strings, bools, None, lists, dicts) as a metrics.json row holds them.
+Numbers compare with a relative tolerance, so 0.0005 == 5e-4 and 24 == 24.0; NaN equals only NaN; a bool
+is not a number (True != 1); lists and dicts compare element by element with the same rule; anything else
+compares as its JSON text.
+"""
 from __future__ import annotations
 
 import json
@@ -14,7 +19,7 @@ def _is_number(value: Any) -> bool:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Whether two setting values are equal (recursively for dicts and lists; NaN equals NaN)."""
+    """JSON equality with a relative tolerance for numbers (see the module doc)."""
     if _is_number(a) and _is_number(b):
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)

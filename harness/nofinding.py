@@ -39,13 +39,28 @@ import numpy as np
 
 from harness import atomic
 from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME
+from harness.eval.coco_map import check_images, load_gt
+from harness.eval.voc_map import ap_from_flags, match_flags, voc_map
 from harness.predictions import Predictions, xywh_to_xyxy
 
+# The stage's defaults, here and nowhere else (conf/base.yaml leaves `nofinding.*` null = these).
 DEFAULT_LOW = 0.08
 DEFAULT_HIGH = 0.95
+DEFAULT_GRID_LOW = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # the report's threshold sweep
+DEFAULT_GRID_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
 POLICIES = ("none", "append", "replace", "keep_add_replace")
 SCORES_FORMAT = "cxr-bench-abnormal/1"
 REPLACE, ADD, KEEP = "replace", "add", "keep"
+
+
+@dataclass
+class NoFindingSettings:
+    """The stage's settings: thresholds (low, high) and the report's threshold grid (grid_low x grid_high)."""
+
+    low: float = DEFAULT_LOW
+    high: float = DEFAULT_HIGH
+    grid_low: tuple = DEFAULT_GRID_LOW
+    grid_high: tuple = DEFAULT_GRID_HIGH
 
 
 def policy_thresholds(policy: str, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH) -> tuple[float, float]:
@@ -144,8 +159,6 @@ def apply_policy(preds: Predictions, p_abnormal: Mapping[int, float] | None, pol
 def score_policy(gt_coco, preds: Predictions, p_abnormal: Mapping[int, float] | None, policy: str = "keep_add_replace",
                  low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, iou_thr: float = 0.4) -> dict:
     """The 15-class Kaggle metric of `preds` after the policy: {"map", "per_class", "actions"}."""
-    from harness.eval.voc_map import voc_map
-
     out = apply_policy(preds, p_abnormal, policy, low, high)
     scores = voc_map(gt_coco, out.predictions, iou_thr, with_no_finding=True, no_finding=out.no_finding)
     return {**scores, "actions": out.counts()}
@@ -159,9 +172,6 @@ class ThresholdGrid:
     images. Equal to score_policy at every pair (a test checks it)."""
 
     def __init__(self, gt_coco, preds: Predictions, p_abnormal: Mapping[int, float] | None, iou_thr: float = 0.4):
-        from harness.eval.coco_map import check_images, load_gt
-        from harness.eval.voc_map import match_flags
-
         gt = load_gt(gt_coco)
         check_images(gt, preds, "<ground truth>")
         p_abnormal = detector_p_abnormal(preds) if p_abnormal is None else p_abnormal
@@ -211,8 +221,6 @@ class ThresholdGrid:
 
     def score(self, low: float, high: float) -> dict:
         """{"map", "per_class"} of the rule with these thresholds (as score_policy gives)."""
-        from harness.eval.voc_map import ap_from_flags
-
         kept = self.p >= low
         per_class = {}
         for name, (n_gt, image_idx, scores, flags) in zip(CLASSES, self.classes):

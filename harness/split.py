@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness import atomic
 from harness.data.folds import folds_hash
+from harness.digest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,6 @@ class Split:
             ImageRef(img["id"], self.image_root / img["file_name"], img["width"], img["height"])
             for img in coco["images"]
         ]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def subset_coco(coco: dict, image_keys: set[str]) -> dict:

@@ -26,6 +26,8 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import NO_FINDING_ID
+from harness.data.manifest import read_manifest
+from harness.eval.coco_map import load_gt
 from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, image_policy, policy_thresholds
 from harness.nofinding import POLICIES as STAGE_POLICIES
 from harness.predictions import PredictionFileError, Predictions
@@ -75,15 +77,12 @@ def _manifest_by_coco_id(manifest: pd.DataFrame | str | Path, coco_json: str | P
     """{COCO image id: manifest row}. The manifest either has a `coco_id` column (predict step) or
     the COCO file's images give the id -> `image_key` (VinBigData image_id) link."""
     if not isinstance(manifest, pd.DataFrame):
-        from harness.data.manifest import read_manifest
-
         manifest = read_manifest(manifest)
     rows = manifest.to_dict("records")
     if "coco_id" in manifest.columns:
         return {int(r["coco_id"]): r for r in rows}
     if coco_json is None:
         raise ValueError("the manifest has no coco_id column: pass coco_json to link COCO ids to image_ids")
-    from harness.eval.coco_map import load_gt
 
     by_key = {str(r["image_id"]): r for r in rows}
     out = {}

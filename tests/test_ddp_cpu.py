@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_spec
 
 from adapters.base import AugSpec, TrainSpec
 from harness.predictions import Predictions
@@ -18,10 +19,8 @@ torch.set_num_threads(1)
 
 
 def spec(**overrides) -> TrainSpec:
-    settings = dict(variant="R18-FPN", epochs=1, batch_size=2, imgsz=64, device="cpu", workers=0, seed=0,
-                    aug=AugSpec(hflip=0.5), gpus=2, batch_predict=4)
-    settings.update(overrides)
-    return TrainSpec(**settings)
+    """Two processes of R18-FPN on CPU (the rest: conftest.tiny_spec)."""
+    return tiny_spec(**{"variant": "R18-FPN", "aug": AugSpec(hflip=0.5), "gpus": 2, **overrides})
 
 
 def check_predictions(detector_cls, checkpoint, split, workdir) -> None:

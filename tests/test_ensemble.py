@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import coco_gt
 
-from harness.classes import coco_categories
 from harness.ensemble import fuse_files, fuse_predictions, image_sizes_from_coco
 from harness.eval import evaluate
 from harness.predictions import PredictionFileError, Predictions
@@ -19,12 +19,9 @@ SIZES = {1: (200, 160), 2: (200, 160), 3: (120, 240)}
 
 
 def gt_coco() -> dict:
-    images = [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in SIZES.items()]
-    boxes = [(1, 0, [10, 10, 40, 30]), (1, 3, [90, 60, 80, 70]), (2, 0, [120, 20, 30, 30]),
-             (2, 3, [40, 70, 100, 60]), (3, 0, [10, 30, 50, 40]), (3, 3, [20, 120, 80, 90])]
-    anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
-            for k, (i, c, b) in enumerate(boxes)]
-    return {"images": images, "annotations": anns, "categories": coco_categories()}
+    return coco_gt({1: [(0, [10, 10, 40, 30]), (3, [90, 60, 80, 70])],
+                    2: [(0, [120, 20, 30, 30]), (3, [40, 70, 100, 60])],
+                    3: [(0, [10, 30, 50, 40]), (3, [20, 120, 80, 90])]}, SIZES)
 
 
 def as_preds(source, dets, split_hash="abc", ids=(1, 2, 3)) -> Predictions:

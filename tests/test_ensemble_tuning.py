@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_app
 from hydra import compose, initialize_config_dir
 
 from harness import atomic
@@ -23,7 +21,6 @@ from harness.jobs.ensemble_tuning import TRIAL_FILE, trial_objective, tuning_fol
 from harness.predictions import Predictions
 from harness.report import build_report
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"yolov5": 0.05, "mmdet_frcnn": 0.15}  # model -> box jitter (share of the box size)
 FOLDS = 3
 SIZE = 256
@@ -71,15 +68,6 @@ def make_sweep(root: Path, seed: int = 0) -> dict[int, list[int]]:
             atomic.write_json(run / "metrics.json", {"model": model, "variant": "toy", "fold": fold,
                                                      "split_hash": f"split{fold}", **evaluate(gt, preds)})
     return ids_by_fold
-
-
-def run_app(module: str, args: list[str], root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CXR_BENCH_ROOT": str(root)}
-    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} exited {out.returncode}\n{out.stdout[-3000:]}\n"
-                             f"{out.stderr[-5000:]}")
-    return out
 
 
 def test_tuning_folds_are_the_other_folds():

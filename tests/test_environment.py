@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 FRAMEWORKS = ("ultralytics", "detectron2", "mmdet", "mmcv", "mmengine", "torch", "torchvision")
 
 

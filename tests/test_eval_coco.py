@@ -4,22 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import coco_gt
 
-from harness.classes import CLASSES, coco_categories
+from harness.classes import CLASSES
 from harness.eval import CocoMapEval, evaluate
 from harness.predictions import PredictionFileError, Predictions, detection, xywh_to_xyxy, xyxy_to_xywh
-
-
-def make_gt(boxes_by_image: dict[int, list[tuple[int, list[float]]]], size: int = 200) -> dict:
-    """COCO GT from {image_id: [(category, [x, y, w, h]), ...]}."""
-    images, anns = [], []
-    for image_id, boxes in boxes_by_image.items():
-        images.append({"id": image_id, "file_name": f"images/{image_id}.png", "width": size, "height": size,
-                       "image_key": f"img{image_id}"})
-        for cat, bbox in boxes:
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": list(bbox),
-                         "area": bbox[2] * bbox[3], "iscrowd": 0})
-    return {"images": images, "annotations": anns, "categories": coco_categories()}
 
 
 GT_BOXES = {
@@ -36,7 +25,7 @@ def perfect_predictions(gt: dict) -> Predictions:
 
 
 def test_perfect_predictions_score_one(tmp_path):
-    gt = make_gt(GT_BOXES)
+    gt = coco_gt(GT_BOXES)
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     scores = evaluate(path, perfect_predictions(gt))
@@ -52,7 +41,7 @@ def test_perfect_predictions_score_one(tmp_path):
 
 
 def test_wrong_classes_score_zero():
-    gt = make_gt(GT_BOXES)
+    gt = coco_gt(GT_BOXES)
     preds = perfect_predictions(gt)
     for det in preds.detections:
         det["category_id"] = 8  # right place, wrong class
@@ -66,7 +55,7 @@ def test_known_precision_recall_curve():
     """4 GT boxes of one class; 5 detections by descending score: TP FP TP FP TP (one GT missed).
     recall    .25 .25  .50 .50 .75
     precision 1   1/2  2/3 1/2 3/5"""
-    gt = make_gt({1: [(0, [10, 10, 30, 30]), (0, [100, 100, 40, 40])],
+    gt = coco_gt({1: [(0, [10, 10, 30, 30]), (0, [100, 100, 40, 40])],
                   2: [(0, [20, 20, 50, 50]), (0, [120, 120, 30, 30])]})
     far = [170, 170, 20, 20]
     dets = [(1, [10, 10, 30, 30], 0.9), (1, far, 0.8), (2, [20, 20, 50, 50], 0.7), (2, far, 0.6),
@@ -90,7 +79,7 @@ def test_box_conversion_both_ways_and_xyxy_in_bbox_slot_is_wrong():
     assert xywh_to_xyxy(60, 70, 20, 30) == [60.0, 70.0, 80.0, 100.0]
     assert xywh_to_xyxy(*xyxy_to_xywh(1.5, 2.5, 9.25, 7.75)) == [1.5, 2.5, 9.25, 7.75]
     assert detection(1, 0, (60, 70, 80, 100), 0.5)["bbox"] == [60.0, 70.0, 20.0, 30.0]
-    gt = make_gt({1: [(0, [60, 70, 20, 30])]})
+    gt = coco_gt({1: [(0, [60, 70, 20, 30])]})
     right = Predictions("ok", None, [1], [detection(1, 0, (60, 70, 80, 100), 0.9)])
     wrong = Predictions("xyxy", None, [1], [{"image_id": 1, "category_id": 0, "bbox": [60, 70, 80, 100],
                                               "score": 0.9}])
@@ -100,7 +89,7 @@ def test_box_conversion_both_ways_and_xyxy_in_bbox_slot_is_wrong():
 
 
 def test_only_listed_images_are_scored_and_unknown_images_are_an_error():
-    gt = make_gt(GT_BOXES)
+    gt = coco_gt(GT_BOXES)
     # image 2's GT box is not counted as missed: only image 1 was predicted on
     preds = Predictions("part", None, [1], [{"image_id": 1, "category_id": 0, "bbox": [10, 10, 40, 30], "score": 1.0},
                                             {"image_id": 1, "category_id": 3, "bbox": [60, 80, 90, 70], "score": 1.0}])
@@ -112,7 +101,7 @@ def test_only_listed_images_are_scored_and_unknown_images_are_an_error():
 
 
 def test_no_detections_scores_zero_for_classes_with_gt():
-    scores = evaluate(make_gt(GT_BOXES), Predictions("empty", None, [1, 2, 3], []))
+    scores = evaluate(coco_gt(GT_BOXES), Predictions("empty", None, [1, 2, 3], []))
     assert scores["map40"] == 0.0 and scores["voc_map40"] == 0.0
     assert scores["per_class"]["Cardiomegaly"] == 0.0 and scores["per_class"]["ILD"] is None
     # normal image 3 still gets its "No finding" right (score 1 - 0 = 1 everywhere, so AP = 1/3 precision
@@ -123,7 +112,7 @@ def test_no_detections_scores_zero_for_classes_with_gt():
 def test_max_dets_is_raised_so_no_detection_is_cut():
     """150 confident false positives, then the one true positive: COCO's default maxDets=100 would
     drop the TP and score 0."""
-    gt = make_gt({1: [(0, [10, 10, 20, 20])]}, size=2000)
+    gt = coco_gt({1: [(0, [10, 10, 20, 20])]}, 2000)
     dets = [{"image_id": 1, "category_id": 0, "bbox": [100 + 10 * i, 500, 8, 8], "score": 0.9 - i * 1e-4}
             for i in range(150)]
     dets.append({"image_id": 1, "category_id": 0, "bbox": [10, 10, 20, 20], "score": 0.1})
@@ -137,7 +126,7 @@ def test_max_dets_is_raised_so_no_detection_is_cut():
 
 
 def test_staged_api_exposes_cocoeval():
-    gt = make_gt(GT_BOXES)
+    gt = coco_gt(GT_BOXES)
     ev = CocoMapEval(gt, perfect_predictions(gt))
     assert ev.cocoeval.params.iouThrs[0] == pytest.approx(0.4)
     assert list(ev.cocoeval.params.maxDets) == [1, 10, 100]
@@ -149,7 +138,7 @@ def test_staged_api_exposes_cocoeval():
 
 
 def test_fifteen_class_variant_normal_score_sources():
-    gt = make_gt(GT_BOXES)
+    gt = coco_gt(GT_BOXES)
     preds = perfect_predictions(gt)  # every abnormal image has a 0.9 box: "1-max" gives them 0.1
     default = evaluate(gt, preds)
     assert default["voc_per_class_15"]["No finding"] == pytest.approx(1.0)

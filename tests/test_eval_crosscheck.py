@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_eval_voc import mmdet_inputs, random_case
+from conftest import random_case
+from test_eval_voc import mmdet_inputs
 
 from harness.classes import coco_categories
 from harness.eval import coco_map, voc_map

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.classes import NUM_CLASSES, coco_categories
+from harness.classes import NUM_CLASSES
 from harness.eval import class_ap, evaluate, iou_matrix, voc_ap, voc_map
 from harness.predictions import Predictions, xywh_to_xyxy
+
+from conftest import random_case  # test_bootstrap, test_nofinding and test_report import it from here too
 
 
 def test_voc_ap_all_point_by_hand():
@@ -28,33 +30,6 @@ def test_iou_and_devkit_matching_rules():
     assert class_ap([(1, 0.9, (5, 0, 15, 10))], gts)[0] == 0.0
     # no GT of the class -> None (excluded from the mean)
     assert class_ap([(1, 0.9, (0, 0, 1, 1))], {})[0] is None
-
-
-def random_case(seed: int, n_images: int = 12):
-    """Random GT and detections (distinct scores), some near-misses, all 14 classes possible."""
-    rng = np.random.default_rng(seed)
-    images, anns, dets = [], [], []
-    for image_id in range(1, n_images + 1):
-        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 256, "height": 256})
-        for _ in range(rng.integers(0, 5)):
-            x, y = rng.uniform(0, 180, 2)
-            w, h = rng.uniform(8, 70, 2)
-            cat = int(rng.integers(0, 5))
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h],
-                         "area": w * h, "iscrowd": 0})
-            for _ in range(rng.integers(0, 3)):  # noisy copies: some match, some do not
-                jitter = rng.normal(0, 0.25, 4) * [w, h, w, h]
-                dets.append({"image_id": image_id, "category_id": cat if rng.random() < 0.85 else int(rng.integers(0, 14)),
-                             "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])]})
-        for _ in range(rng.integers(0, 4)):  # pure false positives
-            x, y = rng.uniform(0, 200, 2)
-            dets.append({"image_id": image_id, "category_id": int(rng.integers(0, 14)),
-                         "bbox": [x, y, float(rng.uniform(5, 50)), float(rng.uniform(5, 50))]})
-    scores = rng.permutation(len(dets)) / len(dets) * 0.98 + 0.01  # distinct
-    for det, score in zip(dets, scores):
-        det["score"] = float(score)
-    gt = {"images": images, "annotations": anns, "categories": coco_categories()}
-    return gt, Predictions("random", None, [img["id"] for img in images], dets)
 
 
 def mmdet_inputs(gt: dict, preds: Predictions):

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from adapters import get_detector
-from adapters.base import RawDetections, TrainSpec, UnreadableImages, count_split_training_set
+from adapters.base import AugSpec, RawDetections, TrainSpec, UnreadableImages, count_split_training_set
 from adapters.postprocess import postprocess
 from harness.compare import same
 from harness.split import ImageRef
-from toy import SMALL_VARIANTS, tiny_spec
+from conftest import SMALL_VARIANTS, tiny_spec
 
 torch.set_num_threads(2)
 
@@ -37,7 +37,8 @@ NATIVE_FAST = {
 
 
 def spec_for(model: str, **overrides) -> TrainSpec:
-    return tiny_spec(model, **{"native": dict(NATIVE_FAST[model]), "batch_predict": 4, **overrides})
+    return tiny_spec(model, **{"batch_size": 4, "lr": 0.001, "aug": AugSpec(hflip=0.5),
+                               "native": dict(NATIVE_FAST[model]), **overrides})
 
 
 # ---------------------------------------------------------------------------------------------

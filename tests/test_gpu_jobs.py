@@ -7,13 +7,11 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from harness.jobs.gpus import NoGpus, claim, gpu_pool_resolver, visible_gpus
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_visible_gpus_from_cuda_visible_devices():

@@ -5,34 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAST, run_app  # test_classifier imports them from here too
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from harness.cli.common import CONF_DIR
 from harness.jobs.config import ConfigError, train_spec
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# Small, fast settings shared by the end-to-end tests (tiny synthetic data at 128 px, 1-2 epochs).
-FAST = [
-    "data.size=128", "data.folds=2", "train.imgsz=128", "train.batch_size=4",
-    "per_model.yolov5.variant=yolov5n", "per_model.detectron2_frcnn.variant=R18-FPN",
-    "per_model.mmdet_frcnn.variant=R18-FPN", "report.overlays=2",
-]
-
-
-def run_app(module: str, args: list[str], root: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CXR_BENCH_ROOT": str(root)}
-    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} exited {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
-    return out
 
 
 def compose_train(overrides: list[str]):

@@ -18,7 +18,9 @@ import torch
 from PIL import Image
 
 from adapters import get_detector
-from toy import SMALL_VARIANTS as VARIANTS, tiny_spec
+from adapters.spec import AugSpec
+from conftest import SMALL_VARIANTS as VARIANTS
+from conftest import tiny_spec as base_spec
 from harness import atomic
 from harness.report.protocol import collect_protocols, differences, fairness_summary, unexplained
 from harness.split import ImageRef
@@ -29,6 +31,12 @@ torch.set_num_threads(2)
 MODELS = tuple(VARIANTS)
 NMS_OVERRIDE = {"yolov5": {"iou": 0.45}, "detectron2_frcnn": {"MODEL.ROI_HEADS.NMS_THRESH_TEST": 0.45},
                 "mmdet_frcnn": {"model.test_cfg.rcnn.nms.iou_threshold": 0.45}}
+
+
+def tiny_spec(model: str, **overrides):
+    """64 px, batch 4, hflip 0.5, predicting 2 images a batch (the rest: conftest.tiny_spec)."""
+    return base_spec(model, **{"batch_size": 4, "lr": 0.001, "aug": AugSpec(hflip=0.5), "batch_predict": 2,
+                               **overrides})
 
 
 def predicted_rows(model: str, refs: list[ImageRef], workdir: Path, **overrides) -> list[dict]:

@@ -63,16 +63,3 @@ def make_toy_dataset(root: Path, n_images: int = 24, size: int = 128, seed: int 
     folds_path.write_text(json.dumps(folds_doc))
     return {"labels": labels, "folds": folds_path, "root": root}
 
-
-# the smallest variant of each detector: what adapter tests train
-SMALL_VARIANTS = {"yolov5": "yolov5n", "detectron2_frcnn": "R18-FPN", "mmdet_frcnn": "R18-FPN"}
-
-
-def tiny_spec(model: str, **overrides):
-    """A TrainSpec for a seconds-long CPU run of `model` on the toy set (64 px, one epoch)."""
-    from adapters.spec import AugSpec, TrainSpec
-
-    settings = dict(variant=SMALL_VARIANTS[model], epochs=1, batch_size=4, imgsz=64, lr=0.001, seed=0, device="cpu",
-                    aug=AugSpec(hflip=0.5), batch_predict=2)
-    settings.update(overrides)
-    return TrainSpec(**settings)

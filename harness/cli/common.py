@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness.jobs.gpus import gpu_pool_resolver
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 # `${cwd:}` in conf/paths: the launch directory, resolvable before Hydra's runtime config exists
@@ -15,8 +17,6 @@ if not OmegaConf.has_resolver("cwd"):
 
 
 def _gpu_pool() -> list[str]:
-    from harness.jobs.gpus import gpu_pool_resolver
-
     return gpu_pool_resolver()
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
+from adapters.probe import run_all
+
 
 def report() -> int:
-    from adapters.probe import run_all
-
     probes = run_all()
     width = max(len(p.name) for p in probes)
     for probe in probes:

@@ -13,15 +13,13 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli.common import CONF_DIR, output_dir
+from harness.jobs.ensemble_job import run_ensemble
+from harness.jobs.ensemble_tuning import trial_objective
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ensemble")
 def main(cfg: DictConfig) -> list | float:
-    from harness.jobs.ensemble_job import run_ensemble
-
     if cfg.tune.scored_fold is not None:
-        from harness.jobs.ensemble_tuning import trial_objective
-
         return trial_objective(cfg, output_dir())
 
     return run_ensemble(cfg, output_dir())

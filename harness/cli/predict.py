@@ -10,14 +10,13 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli.common import CONF_DIR, output_dir, quiet_frameworks
+from harness.jobs.predict_job import run_predict
 
 quiet_frameworks()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> dict:
-    from harness.jobs.predict_job import run_predict
-
     paths = run_predict(cfg, output_dir())
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")

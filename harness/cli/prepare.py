@@ -15,12 +15,11 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli.common import CONF_DIR
+from harness.jobs.data_step import ensure_prepared
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    from harness.jobs.data_step import ensure_prepared
-
     summary = ensure_prepared(cfg.data)
     print(f"prepared {summary.train_images} train images into {summary.out_dir}: "
           f"{summary.converted} converted, {summary.skipped} already done, {summary.failed} failed")

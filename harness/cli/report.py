@@ -9,12 +9,11 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli.common import CONF_DIR, output_dir
+from harness.jobs.report_job import run_report
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> dict:
-    from harness.jobs.report_job import run_report
-
     paths = run_report(cfg, output_dir())
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")

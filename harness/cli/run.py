@@ -23,7 +23,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from adapters import is_classifier
 from harness.cli.common import CONF_DIR
+from harness.jobs.config import pipeline_jobs
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,6 @@ def step(title: str, module: str, args: list[str], tolerated: range = range(0)) 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
-
-    from adapters import is_classifier
-    from harness.jobs.config import pipeline_jobs
 
     overrides = list(HydraConfig.get().overrides.task)
     models, extra = pipeline_jobs(cfg, overrides)

@@ -10,6 +10,8 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli.common import CONF_DIR, output_dir, quiet_frameworks
+from harness.jobs.gpus import assign_gpu
+from harness.jobs.train_job import run_train_job
 
 quiet_frameworks()
 
@@ -18,9 +20,6 @@ quiet_frameworks()
 def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-
-    from harness.jobs.gpus import assign_gpu
-    from harness.jobs.train_job import run_train_job
 
     assign_gpu(cfg)  # launcher=gpus: this worker's own GPU, before anything touches CUDA
     result = run_train_job(cfg, output_dir())

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 from harness.cli.common import CONF_DIR
+from harness.jobs.config import model_settings, pipeline_jobs
+from harness.weights import fetch, registry
+from harness.weights.registry import entries
 
 
 def compose(overrides: list[str]):
@@ -29,8 +32,6 @@ def compose(overrides: list[str]):
 
 def requests_of(overrides: list[str]) -> list[tuple[str, str, object]]:
     """(model, variant, train.weights) for every model the config's pipeline runs."""
-    from harness.jobs.config import model_settings, pipeline_jobs
-
     cfg = compose(overrides)
     models, extra = pipeline_jobs(cfg, overrides)
     out = []
@@ -41,8 +42,6 @@ def requests_of(overrides: list[str]) -> list[tuple[str, str, object]]:
 
 
 def listing(registry: dict, cache_dir: Path) -> str:
-    from harness.weights.registry import entries
-
     lines = [f"weights registry (conf/pretrained), cache {cache_dir}:"]
     for e in entries(registry):
         state = "cached" if e.path_in(cache_dir).is_file() else "not fetched"
@@ -66,8 +65,6 @@ def parser(epilog: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
-
-    from harness.weights import fetch, registry
 
     argv = sys.argv[1:] if argv is None else argv
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]

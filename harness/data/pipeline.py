@@ -24,7 +24,7 @@ from harness.data import labels as labels_mod
 from harness.data import manifest as manifest_mod
 from harness.data import stats as stats_mod
 from harness.data.prepare import ConvertSettings, convert_folders
-from harness.split import file_sha256
+from harness.digest import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.eval.coco_map import CocoMapEval
 from harness.predictions import Predictions
 
 #: pycocotools' recall sampling points (Params.recThrs).
@@ -55,8 +56,6 @@ class ImageMatches:
     @classmethod
     def from_coco(cls, gt_coco, preds: Predictions, max_dets: int | None = None) -> "ImageMatches":
         """Run pycocotools' matching once (IoU 0.4, area "all", the same maxDets as coco_map)."""
-        from harness.eval.coco_map import CocoMapEval
-
         ev = CocoMapEval(gt_coco, preds, max_dets)
         image_ids = sorted(set(preds.image_ids))
         index = {image_id: i for i, image_id in enumerate(image_ids)}

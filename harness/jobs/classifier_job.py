@@ -17,9 +17,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from adapters import get_detector
 from harness import atomic
-from harness.jobs.config import train_spec
+from harness.jobs.config import job_config, train_spec
 from harness.jobs.data_step import ensure_prepared
+from harness.jobs.settings import nofinding_settings
 from harness.netguard import no_network
 from harness.nofinding import AbnormalScores, abnormal_labels, classifier_metrics
 from harness.progress import PROGRESS_FILE
@@ -30,22 +32,10 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "abnormal.json"
 
 
-def nofinding_thresholds(cfg: DictConfig) -> tuple[float, float]:
-    from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, check_thresholds
-
-    node = cfg.get("nofinding") or {}
-    low, high = float(node.get("low", DEFAULT_LOW)), float(node.get("high", DEFAULT_HIGH))
-    check_thresholds(low, high)
-    return low, high
-
-
 def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
-    from adapters import get_detector
-    from harness.jobs.train_job import job_config
-
     spec = train_spec(cfg)
     name, fold = cfg.model.name, int(cfg.data.fold)
-    low, high = nofinding_thresholds(cfg)
+    stage = nofinding_settings(cfg.get("nofinding"))
     dataset = ensure_prepared(cfg.data)
     split = make_split(dataset.labels, dataset.folds, fold, run_dir)
     val_images = split.images("val")
@@ -68,7 +58,7 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     metrics = {
         "kind": "classifier", "source": source, "model": name, "variant": spec.variant, "fold": fold,
         "split_hash": split.split_hash, "config_hash": cfg_hash,
-        **classifier_metrics(labels, p_abnormal, low, high),
+        **classifier_metrics(labels, p_abnormal, stage.low, stage.high),
         "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
         "checkpoint": str(Path(checkpoint).resolve()), "scores": SCORES_FILE,
         "device": spec.device, "host": platform.node(), "versions": classifier.versions(),

@@ -7,9 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from adapters import REGISTRY
+from adapters import REGISTRY, WEIGHTS_FORMATS
 from adapters.base import AugSpec, TrainSpec
+from adapters.classifier import VARIANTS
 from adapters.resume import RESUME_SETTINGS
+from harness.weights import formats, registry
 
 
 class ConfigError(ValueError):
@@ -67,9 +69,6 @@ def resolve_weights(cfg: DictConfig, name: str, variant: str, value):
     """`train.weights` (a registry name such as `coco`, a local file, or null) -> a local file or
     None, offline; a registry file not fetched yet, or a file in another framework's format, is a
     ConfigError that says what to do."""
-    from adapters import WEIGHTS_FORMATS
-    from harness.weights import formats, registry
-
     pretrained = to_plain(cfg.get("pretrained")) or {}
     reg = pretrained.get("registry") or {}
     try:
@@ -95,6 +94,14 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def job_config(cfg: DictConfig) -> dict:
+    """The resolved settings that define a job (what `predict` needs to rebuild its detector)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {key: resolved[key] for key in ("data", "model", "train", "aug", "per_model", "tta_hflip",
+                                           "offline_guard", "fail_fast", "skip_finished", "nofinding")
+            if key in resolved}
+
+
 def pipeline_jobs(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(models the pipeline trains, extra overrides for the train step): `pipeline.models`, plus the
     "No finding" classifier when `pipeline.classifier` names a variant (per_model.classifier.variant)."""
@@ -102,8 +109,6 @@ def pipeline_jobs(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[
     extra: list[str] = []
     variant = cfg.pipeline.get("classifier")
     if variant:
-        from adapters.classifier import VARIANTS
-
         if str(variant) not in VARIANTS:
             raise ConfigError(f"pipeline.classifier={variant!r}; choose one of {', '.join(VARIANTS)} (or null)")
         if "classifier" not in models:

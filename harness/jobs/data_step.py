@@ -13,7 +13,10 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
+from harness.data.pipeline import prepare_dataset
+from harness.data.prepare import ConvertSettings
 from harness.jobs.config import ConfigError, to_plain
+from harness.synth import generate
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ def ensure_raw(data: DictConfig) -> Path:
     raw_dir = Path(data.raw_dir)
     if data.synthetic:
         if not (raw_dir / "train.csv").is_file():
-            from harness.synth import generate
-
             log.info("generating synthetic dataset (preset %s, seed %s) in %s", data.synthetic.preset,
                      data.synthetic.seed, raw_dir)
             generate(raw_dir, preset=data.synthetic.preset, seed=int(data.synthetic.seed))
@@ -50,9 +51,6 @@ def ensure_raw(data: DictConfig) -> Path:
 def ensure_prepared(data: DictConfig):
     """Prepare (or find prepared) data per `data` config; returns the pipeline's PrepareSummary
     (paths of manifest, labels, folds, stats; counts converted/skipped/failed)."""
-    from harness.data.pipeline import prepare_dataset
-    from harness.data.prepare import ConvertSettings
-
     prepared_dir = Path(data.prepared_dir)
     with dataset_lock(prepared_dir):
         raw_dir = ensure_raw(data)

@@ -9,9 +9,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from harness import atomic
+from harness.ensemble import fuse_predictions
+from harness.eval import evaluate
 from harness.jobs.config import ConfigError, to_plain
-from harness.jobs.sweep import ModelRun, model_runs
 from harness.predictions import Predictions
+from harness.sweep import ModelRun, model_runs
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ def member_weights(ens: DictConfig | dict, members: list[ModelRun]) -> list[floa
 def fuse_members(ens: DictConfig | dict, members: list[ModelRun], preds: list[Predictions],
                  sizes: dict[int, tuple[int, int]], progress: bool = True) -> Predictions:
     """The members' predictions of one fold fused with the `ensemble` settings `ens`."""
-    from harness.ensemble import fuse_predictions
-
     return fuse_predictions(
         preds, sizes, method=ens["method"], iou_thr=float(ens["iou_thr"]), skip_box_thr=float(ens["skip_box_thr"]),
         weights=member_weights(ens, members), conf_type=ens["conf_type"],
@@ -64,8 +64,6 @@ def max_per_image(detections: list[dict]) -> int:
 
 
 def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
-    from harness.eval import evaluate
-
     ens = cfg.ensemble
     out_dir = Path(out_dir)
     results = []

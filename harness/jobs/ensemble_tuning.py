@@ -27,10 +27,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness import atomic
+from harness.ensemble import image_sizes_from_coco
+from harness.eval import coco_map, evaluate, voc_map
+from harness.eval.coco_map import load_gt
 from harness.jobs.config import ConfigError, to_plain
 from harness.jobs.ensemble_job import fold_members, fuse_members, member_weights
-from harness.jobs.sweep import ModelRun
 from harness.predictions import Predictions
+from harness.sweep import ModelRun
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,6 @@ def _read(path: Path, loader) -> Any:
 
 
 def _load_gt(path: Path) -> dict:
-    from harness.eval.coco_map import load_gt
-
     return load_gt(path)
 
 
@@ -84,9 +85,6 @@ def settings(ens: DictConfig | dict, members: list[ModelRun]) -> dict:
 
 def score_fold(ens: DictConfig | dict, members: list[ModelRun], metric: str) -> tuple[float, Predictions, dict]:
     """(score, fused predictions, ground truth) of one fold's members fused with `ens`."""
-    from harness.ensemble import image_sizes_from_coco
-    from harness.eval import coco_map, voc_map
-
     preds = [_read(run.predictions, Predictions.load) for run in members]
     gt = _read(members[0].val_json, _load_gt)
     fused = fuse_members(ens, members, preds, image_sizes_from_coco(gt), progress=False)
@@ -145,8 +143,6 @@ def tuned_config(cfg: DictConfig, best_params: dict) -> DictConfig:
 def apply_tuned(cfg: DictConfig, study_dir: str | Path) -> dict:
     """After the study: score `tune.scored_fold` with the best trial's settings and with the defaults,
     write <sweep>/ensemble/<method>-tuned/fold<k>/ and return its metrics."""
-    from harness.eval import evaluate
-
     study_dir = Path(study_dir)
     metric = _check_metric(str(cfg.tune.metric))
     scored = int(cfg.tune.scored_fold)

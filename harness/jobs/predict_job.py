@@ -16,10 +16,19 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from adapters import get_detector, is_classifier
+from harness.data.manifest import read_manifest
+from harness.data.prepare import ConvertSettings, convert_folders
+from harness.ensemble import fuse_predictions
 from harness.jobs.config import ConfigError, to_plain, train_spec
+from harness.jobs.data_step import ensure_prepared
+from harness.jobs.settings import nofinding_settings
 from harness.netguard import no_network
+from harness.nofinding import AbnormalScores
 from harness.predictions import Predictions
+from harness.report import write_overlays
 from harness.split import ImageRef
+from harness.submission import write_submission
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +45,7 @@ def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
 
 def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[list[ImageRef], pd.DataFrame]:
     """ImageRefs (ids 1..N) and the manifest rows that map their PNG pixels to original pixels."""
-    from harness.data.manifest import read_manifest
-    from harness.data.prepare import ConvertSettings, convert_folders
-
     if cfg_input == "test":
-        from harness.jobs.data_step import ensure_prepared
-
         summary = ensure_prepared(run_cfg.data)
         root = summary.out_dir
         manifest = read_manifest(summary.manifest)
@@ -92,9 +96,6 @@ def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[li
 def classifier_p_abnormal(cfg: DictConfig, images: list[ImageRef], out_dir: Path) -> dict[int, float] | None:
     """P(abnormal) of the images from the classifier run `predict.classifier` (None when unset);
     written to <out_dir>/abnormal.json."""
-    from adapters import get_detector, is_classifier
-    from harness.nofinding import AbnormalScores
-
     if not cfg.predict.get("classifier"):
         return None
     run_dir = Path(str(cfg.predict.classifier))
@@ -113,12 +114,6 @@ def classifier_p_abnormal(cfg: DictConfig, images: list[ImageRef], out_dir: Path
 
 
 def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
-    from adapters import get_detector, is_classifier
-    from harness.jobs.classifier_job import nofinding_thresholds
-    from harness.ensemble import fuse_predictions
-    from harness.report import write_overlays
-    from harness.submission import write_submission
-
     out_dir = Path(out_dir)
     run_dirs = [Path(p) for p in to_plain(cfg.predict.runs) or []]
     if not run_dirs:
@@ -148,9 +143,9 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
         preds.source = f"ensemble:{ens.name}"
     preds.save(out_dir / "predictions.json")
     p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
-    low, high = nofinding_thresholds(cfg)
+    stage = nofinding_settings(cfg.get("nofinding"))
     submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
-                                  p_abnormal=p_abnormal, low=low, high=high)
+                                  p_abnormal=p_abnormal, low=stage.low, high=stage.high)
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
                    score_thr=float(cfg.report.overlay_score_thr), images=images)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,

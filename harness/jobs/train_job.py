@@ -15,15 +15,20 @@ import time
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from adapters import get_detector, is_classifier
+from adapters.card import protocol_row
 from harness import atomic
-from harness.jobs.config import config_hash, model_settings, train_spec
+from harness.eval import evaluate
+from harness.jobs.classifier_job import run_classifier
+from harness.jobs.config import config_hash, job_config, model_settings, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.progress import PROGRESS_FILE
 from harness.split import make_split
+from harness.tta import predict_with_hflip_tta
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +41,6 @@ def finished(run_dir: Path, cfg_hash: str) -> bool:
         return json.loads(metrics.read_text()).get("config_hash") == cfg_hash
     except (OSError, json.JSONDecodeError):
         return False
-
-
-def job_config(cfg: DictConfig) -> dict:
-    """The resolved settings that define a job (what `predict` needs to rebuild its detector)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return {key: resolved[key] for key in ("data", "model", "train", "aug", "per_model", "tta_hflip",
-                                           "offline_guard", "fail_fast", "skip_finished", "nofinding")
-            if key in resolved}
 
 
 def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -72,13 +69,7 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
-    from adapters import get_detector, is_classifier
-    from adapters.card import protocol_row
-    from harness.eval import evaluate
-
     if is_classifier(cfg.model.name):  # the "No finding" stage's classifier: P(abnormal), not boxes
-        from harness.jobs.classifier_job import run_classifier
-
         return run_classifier(cfg, run_dir, cfg_hash)
     spec = train_spec(cfg)
     name = cfg.model.name
@@ -100,8 +91,6 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         train_time = time.perf_counter() - started
         started = time.perf_counter()
         if cfg.tta_hflip:
-            from harness.tta import predict_with_hflip_tta
-
             detections = predict_with_hflip_tta(detector, checkpoint, val_images, native / "tta")
         else:
             detections = detector.predict(checkpoint, val_images, native)

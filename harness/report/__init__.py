@@ -5,69 +5,19 @@
                                           #                      protocol.md (when the runs recorded a protocol)}
 
 Everything is rebuilt from the files in the sweep directory (metrics.json / failed.json), so a
-report can be regenerated at any time, also for a partially failed sweep.
+report can be regenerated at any time, also for a partially failed sweep. `build_report` lives in
+harness.report.build; each section has its own module.
 """
-from __future__ import annotations
-
-from pathlib import Path
-
-from harness.report import nofinding as nofinding_section
-from harness.report import uncertainty
+from harness.report.build import build_report
 from harness.report.charts import per_class_heatmap, results_chart
+from harness.report.nofinding import NoFindingSettings
 from harness.report.overlays import draw_overlay, write_overlays
 from harness.report.protocol import (SweepProtocols, collect_protocols, fairness_summary, protocol_markdown,
                                      write_protocol)
 from harness.report.reference import sweep_reference
 from harness.report.tables import SweepResults, collect, long_table, markdown, summary, write_tables
-from harness.report.nofinding import NoFindingSettings
 from harness.report.tuning import collect_tuning
 from harness.report.uncertainty import BootstrapSettings
-
-
-def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
-                 bootstrap: BootstrapSettings | None = None, reader_reference: bool = True,
-                 nofinding: NoFindingSettings | None = None) -> dict[str, Path]:
-    """Write results.md, results.csv, results.png and per_class.png into out_dir (default
-    <sweep_dir>/report); returns {"results_md", "results_csv", "results_png", "per_class_png"}, plus
-    "protocol_md" when at least one run recorded a protocol (a sweep from before the protocol card
-    would get a card with nothing in it, so it gets none, and results.md no link to one).
-
-    `bootstrap` (default: 1000 resamples, seed 0, 95%): CIs of mAP@0.4 over the val images for every
-    run with a predictions.json, and paired comparisons (harness.report.uncertainty).
-    `reader_reference`: add the "one radiologist vs two" row when the dataset has per-reader labels.
-    `nofinding`: thresholds and grid of the "No finding" stage section (harness.report.nofinding):
-    results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written.
-    Ensembles tuned on out-of-fold data (hparams_search=wbf_optuna) add a "tuned vs default" table
-    (harness.report.tuning)."""
-    sweep_dir = Path(sweep_dir)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
-    settings = bootstrap if bootstrap is not None else BootstrapSettings()
-    results = collect(sweep_dir)
-    summ = summary(results.runs)
-    unc = uncertainty.compute(results.runs, sweep_dir, settings)
-    uncertainty.add_ci_columns(results.runs, summ, unc)
-    reference = sweep_reference(sweep_dir) if reader_reference else None
-    protocols = collect_protocols(sweep_dir)
-    protocol_md = write_protocol(sweep_dir, out_dir, protocols) if protocols.recorded else None
-    ci_note = (f"CI: {settings.ci:.0%} bootstrap interval of the mean over folds ({settings.resamples} resamples of "
-               f"each fold's val images, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4)."
-               if unc.runs else None)
-    stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
-    paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
-                         protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
-                         reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
-                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None)
-    if not stage.rows.empty:
-        paths.update(nofinding_section.write(stage, out_dir))
-    if protocol_md is not None:
-        paths["protocol_md"] = protocol_md
-    what = f"{settings.ci:.0%} bootstrap CI" if unc.runs else "std over folds"
-    paths["results_png"] = results_chart(results.runs, summ, out_dir / "results.png",
-                                         title=f"{sweep_dir.name}: mAP@0.4 per model (mean over folds, {what})",
-                                         reference=reference)
-    paths["per_class_png"] = per_class_heatmap(summ, out_dir / "per_class.png")
-    return paths
-
 
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",

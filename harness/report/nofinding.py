@@ -19,33 +19,16 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import NO_FINDING_NAME
-from harness.nofinding import (DEFAULT_HIGH, DEFAULT_LOW, POLICIES, AbnormalScores, ThresholdGrid, check_thresholds,
-                               policy_thresholds)
+from harness.eval.coco_map import load_gt
+from harness.nofinding import POLICIES, AbnormalScores, NoFindingSettings, ThresholdGrid, policy_thresholds
 from harness.predictions import Predictions
+from harness.report.charts import _pyplot, save_figure
+from harness.report.uncertainty import ground_truth_for
+from harness.sweep import classifier_runs
 
 log = logging.getLogger(__name__)
 
 POLICY_TITLES = {"none": "no stage", "append": "append", "replace": "replace", "keep_add_replace": "keep/add/replace"}
-DEFAULT_GRID_LOW = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-DEFAULT_GRID_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
-
-
-@dataclass
-class NoFindingSettings:
-    low: float = DEFAULT_LOW
-    high: float = DEFAULT_HIGH
-    grid_low: tuple = DEFAULT_GRID_LOW
-    grid_high: tuple = DEFAULT_GRID_HIGH
-
-    @classmethod
-    def from_config(cls, node) -> "NoFindingSettings":
-        node = node or {}
-        grid = node.get("grid") or {}
-        out = cls(float(node.get("low", DEFAULT_LOW)), float(node.get("high", DEFAULT_HIGH)),
-                  tuple(float(v) for v in (grid.get("low") or DEFAULT_GRID_LOW)),
-                  tuple(float(v) for v in (grid.get("high") or DEFAULT_GRID_HIGH)))
-        check_thresholds(out.low, out.high)
-        return out
 
 
 @dataclass
@@ -58,8 +41,6 @@ class NoFindingReport:
 
 
 def _classifier_scores(sweep_dir: Path) -> tuple[dict[int, AbnormalScores], pd.DataFrame]:
-    from harness.jobs.sweep import classifier_runs
-
     scores, rows = {}, []
     for run in classifier_runs(sweep_dir):
         try:
@@ -98,9 +79,6 @@ def _sources(run_row, classifier: dict[int, AbnormalScores], preds: Predictions)
 
 def compute(runs: pd.DataFrame, sweep_dir: str | Path, settings: NoFindingSettings | None = None) -> NoFindingReport:
     """Score every finished run with a predictions.json under each p source and policy."""
-    from harness.eval.coco_map import load_gt
-    from harness.report.uncertainty import ground_truth_for
-
     sweep_dir = Path(sweep_dir)
     settings = settings or NoFindingSettings()
     classifier, clf_frame = _classifier_scores(sweep_dir)
@@ -245,8 +223,6 @@ def sweep_frame(report: NoFindingReport) -> pd.DataFrame:
 def sweep_chart(report: NoFindingReport, path: str | Path) -> Path:
     """One heatmap per model/ensemble and p source: 15-class score over low (rows) x high (columns);
     the best cell outlined, the configured pair marked with a dot."""
-    from harness.report.charts import _pyplot, save_figure
-
     plt = _pyplot()
     grids = report.grids
     n = max(1, len(grids))

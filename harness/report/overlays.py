@@ -10,6 +10,7 @@ are what a reader checks), then images with the most confident predictions.
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.classes import CLASSES
+from harness.eval.coco_map import load_gt
 from harness.predictions import Predictions
 from harness.report.charts import _pyplot, save_figure
 from harness.split import ImageRef
@@ -92,10 +94,6 @@ def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_
     and at least the image's `top_k` best ones whatever their score (weakly trained models and
     score-averaging ensembles rarely pass a fixed threshold, and an empty picture tells nothing).
     An unreadable image is reported in the log and skipped; the others are still drawn."""
-    import logging
-
-    from harness.eval.coco_map import load_gt
-
     log = logging.getLogger(__name__)
     out_dir = Path(out_dir)
     gt = load_gt(gt_coco) if gt_coco is not None else {"images": [], "annotations": []}

@@ -10,7 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-from harness.jobs.sweep import model_runs
+from harness.data.labels import parse_train_csv
+from harness.eval.reader_reference import reader_reference
+from harness.sweep import model_runs
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,6 @@ def sweep_dataset(sweep_dir: Path) -> tuple[Path | None, set[str]]:
 def sweep_reference(sweep_dir: str | Path) -> dict | None:
     """The reader-reference dict (harness.eval.reader_reference) for the sweep's scored images, or
     None when the dataset has no per-reader labels (or cannot be found)."""
-    from harness.data.labels import parse_train_csv
-    from harness.eval.reader_reference import reader_reference
-
     csv_path, keys = sweep_dataset(Path(sweep_dir))
     if csv_path is None or not keys:
         return None

@@ -18,6 +18,7 @@ import pandas as pd
 from harness import atomic
 from harness.classes import CLASSES
 from harness.progress import PROGRESS_FILE, describe, read_progress
+from harness.report.tuning import tuning_markdown, tuning_rows
 
 METRICS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
 METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15": "VOC 15-cls",
@@ -212,8 +213,6 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
                                     "fold": "std", "map40": reference["map40_std"],
                                     "voc_map40": reference["voc_map40_std"]}], columns=cols))
     if tuning:
-        from harness.report.tuning import tuning_rows
-
         parts.append(pd.DataFrame(tuning_rows(tuning), columns=cols))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
@@ -293,8 +292,6 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
                 values.append(_number(reference["per_class"].get(cls)))
             lines.append(f"| {cls} | " + " | ".join(_fmt(v, 3) for v in values) + " |")
     if tuning:
-        from harness.report.tuning import tuning_markdown
-
         lines += tuning_markdown(tuning)
     if extra:
         lines += ["", extra.rstrip("\n")]

@@ -31,14 +31,6 @@ class BootstrapSettings:
     ci: float = 0.95
     enabled: bool = True
 
-    @classmethod
-    def from_config(cls, cfg) -> "BootstrapSettings":
-        if cfg is None:
-            return cls()
-        get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
-        return cls(int(get("resamples", 1000)), int(get("seed", 0)), float(get("ci", 0.95)),
-                   bool(get("enabled", True)))
-
 
 @dataclass
 class Uncertainty:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.classes import NO_FINDING_ID, NUM_CLASSES
+from harness.data.fusion import fuse_readers
 from harness.synth.lesions import sample_box
 
 ALL_READERS = tuple(f"R{i}" for i in range(1, 18))
@@ -59,8 +60,6 @@ class RealTemplates:
     """Per-image reader box sets from the real train.csv."""
 
     def __init__(self, path: Path, classes: set[int] | None = None):
-        from harness.data.fusion import fuse_readers
-
         df = pd.read_csv(path)
         findings = df[df["class_id"] != NO_FINDING_ID]
         frame = findings.groupby("image_id")[["x_max", "y_max"]].max()

@@ -1,0 +1,35 @@
+"""Config → settings: the report's and the "No finding" stage's settings objects, read once from the
+composed Hydra config. The layers below (harness.report, harness.nofinding) take these plain objects
+and never see a config node. A key left out (or null) takes the settings object's own default.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from harness.nofinding import NoFindingSettings, check_thresholds
+from harness.report.uncertainty import BootstrapSettings
+
+
+def _get(node: Any, key: str) -> Any:
+    if node is None:
+        return None
+    return node.get(key) if hasattr(node, "get") else getattr(node, key, None)
+
+
+def bootstrap_settings(node: Any) -> BootstrapSettings:
+    """`report.bootstrap` ({enabled, resamples, seed, ci}) -> BootstrapSettings."""
+    casts = {"resamples": int, "seed": int, "ci": float, "enabled": bool}
+    return BootstrapSettings(**{key: cast(_get(node, key)) for key, cast in casts.items()
+                                if _get(node, key) is not None})
+
+
+def nofinding_settings(node: Any) -> NoFindingSettings:
+    """`nofinding` ({low, high, grid: {low, high}}) -> NoFindingSettings (thresholds checked)."""
+    values: dict[str, Any] = {key: float(_get(node, key)) for key in ("low", "high") if _get(node, key) is not None}
+    grid = _get(node, "grid")
+    for key in ("low", "high"):
+        if _get(grid, key):  # an empty grid takes the default one
+            values[f"grid_{key}"] = tuple(float(v) for v in _get(grid, key))
+    settings = NoFindingSettings(**values)
+    check_thresholds(settings.low, settings.high)
+    return settings

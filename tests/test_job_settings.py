@@ -1,0 +1,38 @@
+"""Config -> settings, once, in the jobs layer (harness.jobs.settings): the composed config's null keys
+take the settings objects' own defaults (their one home), overrides reach them, bad thresholds are errors."""
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.cli.common import CONF_DIR
+from harness.jobs.settings import bootstrap_settings, nofinding_settings
+from harness.nofinding import NoFindingSettings
+from harness.report import BootstrapSettings
+
+
+def report_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="report", overrides=overrides)
+
+
+def test_the_default_config_gives_the_settings_objects_defaults():
+    cfg = report_config([])
+    assert bootstrap_settings(cfg.report.bootstrap) == BootstrapSettings()
+    assert nofinding_settings(cfg.nofinding) == NoFindingSettings()
+    assert (NoFindingSettings().low, NoFindingSettings().high) == (0.08, 0.95)
+    assert bootstrap_settings(None) == BootstrapSettings() and nofinding_settings(None) == NoFindingSettings()
+
+
+def test_overrides_and_presets_reach_the_settings():
+    cfg = report_config(["report.bootstrap.resamples=300", "report.bootstrap.enabled=false", "nofinding.low=0.1",
+                         "nofinding.grid.low=[0.0,0.5]"])
+    assert bootstrap_settings(cfg.report.bootstrap) == BootstrapSettings(resamples=300, enabled=False)
+    stage = nofinding_settings(cfg.nofinding)
+    assert (stage.low, stage.high, stage.grid_low) == (0.1, 0.95, (0.0, 0.5))
+    assert stage.grid_high == NoFindingSettings().grid_high
+    study = nofinding_settings(report_config(["experiment=original_study"]).nofinding)
+    assert (study.low, study.high) == (0.0, 0.99)
+
+
+def test_bad_thresholds_are_an_error_naming_them():
+    with pytest.raises(ValueError, match="low <= high"):
+        nofinding_settings(report_config(["nofinding.low=0.9", "nofinding.high=0.5"]).nofinding)
