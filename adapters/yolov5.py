@@ -91,6 +91,7 @@ from typing import Any, Iterator
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts,
                            protocol_row)
 from adapters.resume import prune, records, write_record
+from adapters.ultralytics_compat import offline_patches, survive_missing_polars
 from harness import atomic
 from harness.classes import CLASSES, NUM_CLASSES
 from harness.split import ImageRef, Split
@@ -366,6 +367,8 @@ def ultralytics_offline(config_root: Path, trust_amp: bool = False) -> Iterator[
             if attr in vars(module):
                 patch(module, attr, value)
     patch(uevents.events, "enabled", False)
+    for obj, attr, value in offline_patches():  # ultralytics without polars (adapters.ultralytics_compat)
+        patch(obj, attr, value)
     if trust_amp:
         import ultralytics.engine.trainer as utrainer
 
@@ -512,6 +515,7 @@ class YoloV5Detector(Detector):
                 model = YOLO(str(point.checkpoint), task="detect")
                 args["resume"] = True
             self._add_checkpoint_callbacks(model, self.training_key(split), workdir)
+            model.add_callback("on_pretrain_routine_start", survive_missing_polars)  # DDP workers too
             if trust_amp and self.spec.gpus > 1:  # DDP workers are new processes: patch there too
                 model.add_callback("on_pretrain_routine_start", _trust_amp_in_this_process)
             start = time.perf_counter()
