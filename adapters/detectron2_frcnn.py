@@ -517,7 +517,7 @@ class Detectron2FasterRCNN(Detector):
         """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).
         Writes config.yaml, log.txt, metrics.json (detectron2's JSON writer) under workdir.
         With spec.gpus > 1, detectron2's own `launch` runs the training in that many processes."""
-        from adapters.ddp import check_gpus
+        from adapters.ddp import check_gpus, free_port
 
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -541,7 +541,7 @@ class Detectron2FasterRCNN(Detector):
             from detectron2.engine import launch
 
             (workdir / DDP_RESULT).unlink(missing_ok=True)
-            launch(_ddp_fit, self.spec.gpus, dist_url="auto",
+            launch(_ddp_fit, self.spec.gpus, dist_url=f"tcp://127.0.0.1:{free_port()}",
                    args=(self, split, workdir, n_train, point is not None))
             result = json.loads((workdir / DDP_RESULT).read_text())
             self._check_consumed(split, result["consumed"])
