@@ -11,6 +11,7 @@ by the mmdet adapter (which refuses `train.device=cuda` when it fails) and by sc
 from __future__ import annotations
 
 import functools
+import os
 
 FIX = ("rebuild mmcv with CUDA ops on this machine: `make setup` (it detects the GPU and builds "
        "them for its architecture; or `FORCE_CUDA=1 CUDA_HOME=/usr/local/cuda make setup`)")
@@ -80,11 +81,31 @@ def _check(device: str) -> str | None:
     return None
 
 
+def own_index(local_rank: str | None, visible: int, current: int) -> int:
+    """The index of this process's own GPU: LOCAL_RANK's in a data-parallel worker (torchrun and
+    adapters.ddp.spawn set it) when that many GPUs are visible, else torch's current device (a
+    worker given one GPU by CUDA_VISIBLE_DEVICES, or a single process)."""
+    rank = (local_rank or "").strip()
+    if rank.isdigit() and int(rank) < visible:
+        return int(rank)
+    return current
+
+
+def own_device(device: str = "cuda") -> str:
+    """`device` with its index: a bare "cuda" is this process's own GPU (`own_index`), not always cuda:0."""
+    if device != "cuda":
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cuda:0"
+    return f"cuda:{own_index(os.environ.get('LOCAL_RANK'), torch.cuda.device_count(), torch.cuda.current_device())}"
+
+
 def cuda_ops_problem(device: str = "cuda") -> str | None:
-    """None when mmcv's nms and RoIAlign run correctly on `device` (cuda or cuda:N), else why not,
-    naming the fix. The tiny ops run once per device and process."""
-    device = "cuda:0" if device == "cuda" else device
-    return _check(device)
+    """None when mmcv's nms and RoIAlign run correctly on `device` (cuda: this process's own GPU,
+    `own_device`; or cuda:N), else why not, naming the fix. The tiny ops run once per device and process."""
+    return _check(own_device(device))
 
 
 def require_cuda_ops(device: str, who: str = "mmdet_frcnn") -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from adapters.base import DDP_RESULT, Detector, trusted_load
 from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe, recipe_rows
-from adapters.ddp import check_gpus
+from adapters.ddp import check_gpus, free_port
 from adapters.detectron2_frcnn.config import (LIGHT_HEAD_VARIANTS, NATIVE, READABLE_MODES, VARIANTS, ZOO_ITERS,
                                               ZOO_STEPS, build_config, checkpoint_tensors, predict_resize,
                                               train_augmentations)
@@ -91,7 +91,8 @@ class Detectron2FasterRCNN(Detector):
             from detectron2.engine import launch
 
             (workdir / DDP_RESULT).unlink(missing_ok=True)
-            launch(_ddp_fit, self.spec.gpus, dist_url="auto", args=(self, split, workdir, n_train, point is not None))
+            launch(_ddp_fit, self.spec.gpus, dist_url=f"tcp://127.0.0.1:{free_port()}",
+                   args=(self, split, workdir, n_train, point is not None))
             result = self.ddp_collect(split, workdir)
             if self.resumed is not None:
                 self.resumed["framework_start_iter"] = result["start_iter"]

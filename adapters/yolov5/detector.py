@@ -16,6 +16,7 @@ from adapters.postprocess import RawDetections
 from adapters.readback import GradClipRecorder, optimizer_text
 from adapters.spec import TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
+from adapters.yolov5.compat import survive_missing_polars
 from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
                                     predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
@@ -80,6 +81,7 @@ class YoloV5Detector(Detector):
                 model = YOLO(str(point.checkpoint), task="detect")
                 args["resume"] = True
             self._add_checkpoint_callbacks(model, self.training_key(split.split_hash), workdir)
+            model.add_callback("on_pretrain_routine_start", survive_missing_polars)  # DDP workers too
             if trust_amp and self.spec.gpus > 1:  # DDP workers are new processes: patch there too
                 model.add_callback("on_pretrain_routine_start", trust_amp_in_this_process)
             start = time.perf_counter()

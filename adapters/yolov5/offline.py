@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from adapters.yolov5.compat import offline_patches
+
 log = logging.getLogger(__name__)
 
 _INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
@@ -80,6 +82,8 @@ def ultralytics_offline(config_root: Path, trust_amp: bool = False) -> Iterator[
             if attr in vars(module):
                 patch(module, attr, value)
     patch(uevents.events, "enabled", False)
+    for obj, attr, value in offline_patches():  # ultralytics without polars (adapters.yolov5.compat)
+        patch(obj, attr, value)
     if trust_amp:
         import ultralytics.engine.trainer as utrainer
 

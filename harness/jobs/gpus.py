@@ -5,9 +5,10 @@ each worker for several jobs. CUDA fixes the visible devices when a process firs
 GPU belongs to the worker process, not to the job: the first job a worker runs claims one GPU of
 `gpu_pool` (preferring pool[job.num % len(pool)]) by taking an exclusive lock file under the sweep
 folder (`.gpu-locks/gpu<id>.lock`, held until the process exits, released by the OS even if it is
-killed) and sets CUDA_VISIBLE_DEVICES to it; later jobs in that worker keep it. Two workers never
-hold the same GPU; a worker that finds every GPU taken waits for its preferred one. Inside the job
-`train.device=cuda` is then that GPU (cuda:0 of the one visible device).
+killed) and sets CUDA_VISIBLE_DEVICES to it, with CUDA_DEVICE_ORDER=PCI_BUS_ID (ids count the GPUs as
+nvidia-smi and the driver do, not in CUDA's fastest-first order); later jobs in that worker keep it.
+Two workers never hold the same GPU; a worker that finds every GPU taken waits for its preferred
+one. Inside the job `train.device=cuda` is then that GPU (cuda:0 of the one visible device).
 
 Slurm jobs get their GPUs from the scheduler instead (conf/launcher/slurm.yaml: gpus_per_node),
 which sets CUDA_VISIBLE_DEVICES itself; nothing here runs then (`gpu_pool` is unset).
@@ -32,14 +33,21 @@ class NoGpus(RuntimeError):
     pass
 
 
+def driver_gpu_count(proc_dir: str | Path = "/proc/driver/nvidia/gpus", dev_dir: str | Path = "/dev") -> int:
+    """GPUs the NVIDIA driver shows, without CUDA: one folder per GPU under /proc/driver/nvidia/gpus,
+    else (gVisor-style sandboxes have no /proc/driver/nvidia) the /dev/nvidia<N> device files
+    (nvidiactl, nvidia-uvm, ... are not GPUs)."""
+    return len(glob.glob(f"{proc_dir}/*")) or len(glob.glob(f"{dev_dir}/nvidia[0-9]*"))
+
+
 def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
     """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else 0..N-1 for the N GPUs the
-    NVIDIA driver lists (/proc/driver/nvidia/gpus)."""
+    NVIDIA driver shows (`driver_gpu_count`), numbered as nvidia-smi does (PCI bus order)."""
     env = os.environ if env is None else env
     listed = env.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [gpu.strip() for gpu in listed.split(",") if gpu.strip() and gpu.strip() != "-1"]
-    return [str(i) for i in range(len(glob.glob("/proc/driver/nvidia/gpus/*")))]
+    return [str(i) for i in range(driver_gpu_count())]
 
 
 def gpu_pool_resolver() -> list[str]:
@@ -92,6 +100,8 @@ def assign_gpu(cfg) -> str | None:
         lock_dir = Path(hydra_cfg.sweep.dir) / ".gpu-locks"
         _claimed = claim(list(pool), lock_dir, int(num))
         log.info("job %s: worker process %d holds GPU %s (of %s)", num, os.getpid(), _claimed[0], list(pool))
+    # the pool's ids are the driver's (nvidia-smi's) numbering: PCI bus order, not CUDA's fastest-first
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     os.environ["CUDA_VISIBLE_DEVICES"] = _claimed[0]
     use_standard_processes()
     return _claimed[0]
