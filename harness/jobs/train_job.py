@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import atomic
 from harness.jobs.config import config_hash, model_settings, train_spec
+from harness.jobs import run_settings
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
@@ -92,6 +93,8 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     detector.run_key = cfg_hash  # checkpoints of another config are never resumed
     detector.progress_path = run_dir / PROGRESS_FILE
     native = run_dir / "native"
+    settings = run_settings.current(cfg)
+    previous_settings = run_settings.swap(run_dir, settings)
     guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
     with guard:
         started = time.perf_counter()
@@ -119,6 +122,9 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "train_consumed": detector.consumed,
         "init": detector.init,
         "resumed": detector.resumed,
+        "run_settings": settings,
+        "resumed_with_other_run_settings": run_settings.resumed_elsewhere(previous_settings, settings,
+                                                                          detector.resumed, f"{name} fold {fold}"),
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
                      protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],

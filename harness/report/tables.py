@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from adapters.resume import superseded_folders
 from harness import atomic
 from harness.classes import CLASSES
 from harness.progress import PROGRESS_FILE, describe, read_progress
@@ -33,6 +34,7 @@ class SweepResults:
     failed: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     unfinished: list[dict] = field(default_factory=list)  # jobs running or interrupted (progress.json)
+    superseded: list[str] = field(default_factory=list)  # checkpoint folders a fresh start moved aside
 
 
 def _fold_label(fold) -> str:
@@ -116,6 +118,7 @@ def collect(sweep_dir: str | Path) -> SweepResults:
                        "error": error.splitlines()[0] if error else "(no error message)",
                        "path": str(path)})
     unfinished = _unfinished(sweep_dir)
+    superseded = [str(path) for path in superseded_folders(sweep_dir)]
     columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "path", *METRICS,
                *[f"AP {c}" for c in CLASSES]]
     frame = pd.DataFrame(rows, columns=columns)
@@ -124,7 +127,8 @@ def collect(sweep_dir: str | Path) -> SweepResults:
         mixed = frame.groupby("name")["variant"].transform("nunique") > 1
         frame.loc[mixed, "name"] = frame.loc[mixed, "name"] + " (" + frame.loc[mixed, "variant"] + ")"
         frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
-    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished)
+    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished,
+                        superseded)
 
 
 def _newer(path: Path, than: Path) -> bool:
@@ -313,6 +317,11 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         for job in results.unfinished:
             checkpoint = f"`{job['checkpoint']}`" if job["checkpoint"] else "–"
             lines.append(f"| {job['model']} | {job['fold']} | {job['status']} | {checkpoint} |")
+    if results.superseded:
+        lines += ["", "## Superseded checkpoints", "",
+                  "Checkpoints of an earlier config that a fresh start moved aside (kept; delete them with "
+                  "`cxr-checkpoints --delete FOLDER`):", ""]
+        lines += [f"- `{folder}`" for folder in results.superseded]
     if results.unreadable:
         lines += ["", "## Unreadable result files", ""] + [f"- `{item}`" for item in results.unreadable]
     return "\n".join(lines) + "\n"
