@@ -1,8 +1,6 @@
 """Bootstrap CIs and paired comparisons of mAP@0.4 from per-image match data."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from test_eval_voc import random_case
@@ -105,11 +103,3 @@ def test_resample_counts_are_multinomial_draws():
     assert np.array_equal(counts, resample_counts(list(reversed(range(40))), 300, seed=0))
     assert 0.3 < (counts == 0).mean() < 0.43  # (1 - 1/n)^n ~ 0.36 of images left out per draw
 
-
-def test_thousand_resamples_of_a_large_set_are_fast():
-    gt, preds = random_case(10, n_images=1500)
-    matches = ImageMatches.from_coco(gt, preds)
-    started = time.perf_counter()
-    boot = matches.bootstrap(resamples=1000, seed=0)
-    assert time.perf_counter() - started < 20
-    assert boot.samples.shape == (1000,)

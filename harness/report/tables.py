@@ -215,6 +215,11 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
                                    {"kind": "reference", "name": reference["name"], "variant": reference["variant"],
                                     "fold": "std", "map40": reference["map40_std"],
                                     "voc_map40": reference["voc_map40_std"]}], columns=cols))
+        ties = reference.get("map40_tie_orders")
+        if ties:  # the spread over random tie orders (all reader boxes score 1.0)
+            parts.append(pd.DataFrame([{"kind": "reference", "name": reference["name"], "variant": reference["variant"],
+                                        "fold": f"tie orders {stat}", "map40": ties[stat]}
+                                       for stat in ("mean", "std", "min", "max")], columns=cols))
     if tuning:
         from harness.report.tuning import tuning_rows
 
@@ -274,11 +279,14 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
                      _fmt(srow["train_time_s mean"], 0), _fmt(srow["predict_time_s mean"], 1)]
             lines.append("| " + " | ".join(cells) + " |")
         if reference is not None:
-            cells = [f"*{reference['name']}*", reference["variant"], *["–" for _ in folds],
-                     f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}", "–",
+            ties = reference.get("map40_tie_orders")
+            cells = [f"*{reference['name']}*", reference["variant"] + "; GT: the other two readers",
+                     *["–" for _ in folds], f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}",
+                     f"tie orders {_ci(ties['min'], ties['max'])}" if ties else "–",
                      f"{reference['voc_map40']:.4f} ± {reference['voc_map40_std']:.4f}", "–", "–", "–", "–", "–"]
             lines.append("| " + " | ".join(cells) + " |")
-            lines += ["", f"*{reference['name']}* (human-reader reference): {reference['note']}"]
+            lines += ["", f"*{reference['name']}* (human-reader reference; its CI cell: the range of mAP@0.4 over "
+                          f"random tie orders): {reference['note']}"]
         if pairs is not None and not pairs.empty:
             lines += ["", "## Paired comparisons (bootstrap over the same val images)", "",
                       "Δ = mAP@0.4(A) − mAP@0.4(B), mean over the folds both ran on the same images; CI and "
