@@ -193,3 +193,23 @@ def test_report_gives_bootstrap_cis_paired_comparisons_and_reader_reference(scor
     md_off = off["results_md"].read_text()
     assert "Paired comparisons" not in md_off and "one radiologist" not in md_off
 
+
+def test_paired_comparison_says_when_image_sets_differ(scored_sweep):
+    """A model scored on other images on one fold: that fold is left out of its paired comparisons,
+    with a warning in results.md (not dropped silently); the intervals' scope is stated."""
+    from harness.report import BootstrapSettings
+
+    run = scored_sweep / "bad" / "fold1"
+    preds = Predictions.load(run / "predictions.json")
+    keep = preds.image_ids[:-5]
+    Predictions(preds.source, None, keep, [d for d in preds.detections if d["image_id"] in set(keep)]).save(
+        run / "predictions.json")
+    paths = build_report(scored_sweep, bootstrap=BootstrapSettings(resamples=200, seed=0), reader_reference=False)
+    frame = pd.read_csv(paths["results_csv"])
+    pairs = frame[frame["kind"] == "paired"].set_index("name")
+    assert pairs.loc["bad vs good", "fold"] == "fold0" and pairs.loc["good vs ensemble:wbf", "fold"] == "fold0 fold1"
+    md = paths["results_md"].read_text()
+    assert "**Not compared** (scored on different image sets):" in md
+    assert "- bad vs good, fold1: scored on different image sets (35 vs 40 images, 0 only in bad, 5 only in good)" in md
+    assert "the share of resamples in which A scored higher than B" in md
+    assert "cover the choice of validation images only" in md and "of resamples were)" in md

@@ -245,7 +245,8 @@ def _ci(low: float, high: float, digits: int = 3) -> str:
 
 def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
              pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None,
-             extra: str | None = None, tuning: list[dict] | None = None) -> str:
+             extra: str | None = None, tuning: list[dict] | None = None,
+             pair_warnings: list[str] | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
@@ -289,13 +290,18 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
                           f"random tie orders): {reference['note']}"]
         if pairs is not None and not pairs.empty:
             lines += ["", "## Paired comparisons (bootstrap over the same val images)", "",
-                      "Δ = mAP@0.4(A) − mAP@0.4(B), mean over the folds both ran on the same images; CI and "
-                      "P(A > B) from the paired bootstrap. A CI that contains 0: **not distinguishable**.", "",
+                      "Δ = mAP@0.4(A) − mAP@0.4(B), mean over the folds both ran on the same images; its CI from "
+                      "the paired bootstrap; P(A > B) = the share of resamples in which A scored higher than B "
+                      "(not the probability that A is the better model). A CI that contains 0: "
+                      "**not distinguishable**.", "",
                       "| A | B | folds | Δ | CI of Δ | P(A > B) | verdict |", "|---|---|---|---|---|---|---|"]
             for _, p in pairs.iterrows():
                 v = p["verdict"] if p["verdict"] != "not distinguishable" else "**not distinguishable**"
                 lines.append(f"| {p['a']} | {p['b']} | {p['folds']} | {p['delta']:+.4f} | "
                              f"{_ci(p['delta_ci_low'], p['delta_ci_high'], 4)} | {p['p_a_gt_b']:.3f} | {v} |")
+        if pair_warnings:  # folds two models ran on different images: left out of their comparison, said here
+            lines += ["", "**Not compared** (scored on different image sets):", ""]
+            lines += [f"- {w}" for w in pair_warnings]
         lines += ["", "## Per-class AP@0.4 (mean over folds; – = no ground truth in the val images)", ""]
         names = list(summ["name"]) + ([reference["name"]] if reference is not None else [])
         lines += ["| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -338,7 +344,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
                  protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
                  ci_note: str | None = None, extra: str | None = None,
-                 tuning: list[dict] | None = None) -> dict[str, Path]:
+                 tuning: list[dict] | None = None, pair_warnings: list[str] | None = None) -> dict[str, Path]:
     """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table().
     `extra`: a Markdown section added before the failed jobs (the "No finding" stage)."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
@@ -346,5 +352,5 @@ def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title
     with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ, pairs, reference, tuning).to_csv(tmp, index=False, float_format="%.6g")
     atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
-                                        ci_note=ci_note, extra=extra, tuning=tuning))
+                                        ci_note=ci_note, extra=extra, tuning=tuning, pair_warnings=pair_warnings))
     return {"results_csv": csv_path, "results_md": md_path}
