@@ -115,6 +115,7 @@ def classifier_p_abnormal(cfg: DictConfig, images: list[ImageRef], out_dir: Path
 def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     from adapters import get_detector, is_classifier
     from harness.jobs.classifier_job import nofinding_thresholds
+    from harness.nofinding import DEFAULT_SCORING
     from harness.ensemble import fuse_predictions
     from harness.report import write_overlays
     from harness.submission import write_submission
@@ -150,7 +151,8 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
     low, high = nofinding_thresholds(cfg)
     submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
-                                  p_abnormal=p_abnormal, low=low, high=high)
+                                  p_abnormal=p_abnormal, low=low, high=high,
+                                  scoring=str((cfg.get("nofinding") or {}).get("scoring") or DEFAULT_SCORING))
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
                    score_thr=float(cfg.report.overlay_score_thr), images=images)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,
