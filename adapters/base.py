@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 from adapters.card import SHARED, init_note, init_report, protocol_row, size_value
 from adapters.images import UnreadableImages, screen_training_images, unreadable_reason
 from adapters.postprocess import RawDetections, postprocess
-from adapters.resume import (ResumePoint, discard_checkpoints, find_resume_point, prune, records, training_key,
+from adapters.resume import (ResumePoint, find_resume_point, prune, records, set_aside_checkpoints, training_key,
                              write_record)
 from adapters.spec import AugSpec, TrainSpec
 from adapters.trainset import count_split_training_set
@@ -92,7 +92,7 @@ class Adapter:
         else:
             log.info("%s: resume: train.resume is false: starting from epoch 0", self.name)
         if point is None:
-            discard_checkpoints(folder, self.name)
+            set_aside_checkpoints(folder, self.name)
         self.resumed = None if point is None else point.as_dict()
         return point
 

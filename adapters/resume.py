@@ -12,42 +12,66 @@ has the recorded size and loads; a checkpoint of another config is skipped, a co
 skipped and the previous one tried, and when none is left training starts from epoch 0. Every
 case has a log line. The adapter then resumes with its framework's own resume (optimizer,
 scheduler, iteration/epoch counters, and RNG where the framework restores it).
+
+The key holds what the job computes, not how it runs: the worker count, device, number of GPUs and
+prediction batch (`RUN_SETTINGS`) are left out, so a rerun on other hardware (more workers, two GPUs
+instead of one) resumes; the job notes that in its log and metrics.json (harness.jobs.train_job).
+
+Nothing here deletes a checkpoint a rerun could want: a fresh start moves the recorded checkpoints of
+an earlier run aside into `<job>/superseded/<time>/` (`set_aside_checkpoints`, named in the log,
+listed by cxr-report); they are deleted only on request (`cxr-checkpoints --delete`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from harness import atomic
+from harness.sweep import JOB_WORKDIR, SUPERSEDED_DIR
 
 log = logging.getLogger(__name__)
 
 RECORD_SUFFIX = ".resume.json"
 # TrainSpec fields that say how to checkpoint, not what to train: not part of the training key
 RESUME_SETTINGS = ("checkpoint_interval", "checkpoint_keep", "resume")
-
+# TrainSpec fields that say how the job runs (hardware, parallelism), not what it computes: not part of
+# the training key or the job's config hash, so a rerun on other hardware resumes and skips finished jobs
+RUN_SETTINGS = ("workers", "device", "gpus", "batch_predict")
+NOT_IN_KEY = RESUME_SETTINGS + RUN_SETTINGS + ("reasons",)  # reasons explain settings, change nothing
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """The checkpoint a rerun resumes from: it holds `epoch` finished epochs of `epochs`."""
+    """The checkpoint a rerun resumes from: it holds `epoch` finished epochs of `epochs`; `sha256`
+    is the file's digest when it was chosen (metrics.json: which exact file the framework resumed)."""
 
     checkpoint: Path
     epoch: int
     epochs: int
+    sha256: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint), "epoch": self.epoch, "epochs": self.epochs}
+        return {"checkpoint": str(self.checkpoint), "epoch": self.epoch, "epochs": self.epochs,
+                "sha256": self.sha256}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def training_key(spec_settings: dict[str, Any], split_hash: str, run_key: str = "") -> str:
     """What a checkpoint must have been trained with to be resumed: the job's config hash
-    (`run_key`), the TrainSpec (less the checkpoint settings) and the split."""
-    settings = {k: v for k, v in spec_settings.items() if k not in RESUME_SETTINGS}
+    (`run_key`), the TrainSpec (less the checkpoint and run settings) and the split."""
+    settings = {k: v for k, v in spec_settings.items() if k not in NOT_IN_KEY}
     payload = json.dumps({"job": run_key, "spec": settings, "split": split_hash}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -125,23 +149,50 @@ def find_resume_point(folder: str | Path, key: str, load: Callable[[Path], Any],
             path.unlink(missing_ok=True)  # never tried again; the framework overwrites the file later
             continue
         log.info("%sresume: resuming from %s (epoch %d of %d)", prefix, checkpoint, epoch, int(record["epochs"]))
-        return ResumePoint(checkpoint, epoch, int(record["epochs"]))
+        return ResumePoint(checkpoint, epoch, int(record["epochs"]), file_sha256(checkpoint))
     log.info("%sresume: no valid checkpoint of this config in %s: starting from epoch 0", prefix, folder)
     return None
 
 
-def discard_checkpoints(folder: str | Path, name: str = "") -> int:
-    """A fresh start: delete the recorded checkpoints an earlier run left in `folder` (another
-    config's, or unusable ones), so none of them is mistaken for this run's; returns how many."""
-    removed = 0
-    for path, record in records(folder):
-        (path.parent / record["checkpoint"]).unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-        removed += 1
-    if removed:
-        log.info("%sresume: removed %d checkpoint(s) of an earlier run from %s", f"{name}: " if name else "",
-                 removed, folder)
-    return removed
+def superseded_root(folder: str | Path) -> tuple[Path, Path]:
+    """(the job folder whose `superseded/` receives `folder`'s checkpoints, `folder` relative to it).
+    For a job's framework workdir (`<run_dir>/native/...`) that is the run dir, outside anything the
+    framework or adapter clears on a fresh start; for any other folder, the folder itself."""
+    folder = Path(folder).resolve()
+    parts = folder.parts
+    if JOB_WORKDIR in parts:
+        at = len(parts) - 1 - parts[::-1].index(JOB_WORKDIR)
+        return Path(*parts[:at]), Path(*parts[at:])
+    return folder, Path(".")
+
+
+def set_aside_checkpoints(folder: str | Path, name: str = "") -> Path | None:
+    """A fresh start: move the recorded checkpoints (and their records) an earlier run left in
+    `folder` (another config's, or unusable ones) into `<job>/superseded/<time>/<folder>`, so none
+    of them is mistaken for this run's and none is lost; returns that folder (None: nothing to move).
+    Deleting them is a separate, explicit step (`cxr-checkpoints --delete`)."""
+    found = records(folder)
+    if not found:
+        return None
+    root, relative = superseded_root(folder)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = root / SUPERSEDED_DIR / stamp, 1
+    while target.exists():  # two fresh starts within a second
+        n += 1
+        target = root / SUPERSEDED_DIR / f"{stamp}-{n}"
+    dest = target / relative
+    dest.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for path, record in found:
+        checkpoint = path.parent / record["checkpoint"]
+        if checkpoint.exists():
+            os.replace(checkpoint, dest / checkpoint.name)
+            moved += 1
+        os.replace(path, dest / path.name)
+    log.warning("%sresume: fresh start: moved %d checkpoint(s) of an earlier run from %s aside to %s (kept; delete "
+                "with `cxr-checkpoints --delete %s`)", f"{name}: " if name else "", moved, folder,
+                target, target)
+    return target
 
 
 def prune(folder: str | Path, keep: int) -> None:

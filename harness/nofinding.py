@@ -9,15 +9,26 @@ With p = P(abnormal) and thresholds ``low <= high`` (``nofinding.low/high``):
 
 The named policies are that rule with fixed thresholds, so one function implements them all:
 
-* ``keep_add_replace``: (low, high) as configured (the public "2-class filter" notebook's rule);
+* ``keep_add_replace``: (low, high) as configured (the public "2-class filter" notebook's three
+  bands; see the scorings below for how its added entry differs);
 * ``replace``: (low, low): replace below low, otherwise keep unchanged (a hard filter, no add);
 * ``append``: (0, inf): never replace, always add ``14 (1-p)`` (the 2nd-place Kaggle team's rule;
   with p from the detections it is the harness's old default, ``1 - max score``);
 * ``none``: (0, 0): detections as they are, no class-14 entry (the detector without the stage).
 
-Default thresholds 0.08 / 0.95: the public VinBigData "2-class filter" notebook (EfficientNet-B6
-classifier, AUC 0.98), which raised a YOLOv5's Kaggle score from 0.154 to 0.201 with them. The
-original study's notebooks used 0.00 / 0.99 (``experiment=original_study``).
+The added entry's score (``nofinding.scoring``), two named variants:
+
+* ``one_minus_p`` (default): ``14 (1-p) 0 0 1 1``, the "No finding" confidence falls as P(abnormal)
+  rises - the sensible score, and this harness's own rule;
+* ``notebook``: ``14 p 0 0 1 1``, the score the public VinBigData "2-class filter" notebook appends
+  (its middle band adds the row with P(abnormal) itself, not 1 - P(abnormal)).
+
+Default thresholds 0.08 / 0.95 are that notebook's (EfficientNet-B6 classifier, AUC 0.98). Its
+reported gain on a YOLOv5 (Kaggle 0.154 -> 0.201) was measured with its own scoring, ``notebook``,
+not with this harness's default ``one_minus_p``; the report's threshold sweep scores both on the
+out-of-fold predictions. The original study's notebooks used 0.00 / 0.99
+(``experiment=original_study``, which says which scoring it uses: with low 0.00 almost every image
+falls in the middle band, so the scoring decides the class-14 AP).
 
 The detector-only baseline takes p from the detections: p = the image's highest detection score
 (0 for an image without detections), i.e. ``1 - p`` is the old "1 - max" normal score.
@@ -49,18 +60,26 @@ DEFAULT_HIGH = 0.95
 DEFAULT_GRID_LOW = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # the report's threshold sweep
 DEFAULT_GRID_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
 POLICIES = ("none", "append", "replace", "keep_add_replace")
+# the score of the class-14 entry the middle band adds (see the module doc)
+SCORINGS = ("one_minus_p", "notebook")
+DEFAULT_SCORING = "one_minus_p"
 SCORES_FORMAT = "cxr-bench-abnormal/1"
 REPLACE, ADD, KEEP = "replace", "add", "keep"
 
 
 @dataclass
 class NoFindingSettings:
-    """The stage's settings: thresholds (low, high) and the report's threshold grid (grid_low x grid_high)."""
+    """The stage's settings: thresholds (low, high), the added entry's scoring, and the report's
+    threshold grid (grid_low x grid_high)."""
 
     low: float = DEFAULT_LOW
     high: float = DEFAULT_HIGH
     grid_low: tuple = DEFAULT_GRID_LOW
     grid_high: tuple = DEFAULT_GRID_HIGH
+    scoring: str = DEFAULT_SCORING
+
+    def __post_init__(self) -> None:
+        check_scoring(self.scoring)
 
 
 def policy_thresholds(policy: str, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH) -> tuple[float, float]:
@@ -94,13 +113,26 @@ def decide(p: float, low: float, high: float) -> str:
     return KEEP
 
 
-def image_policy(dets: list[dict], p: float, low: float, high: float) -> tuple[list[dict], float | None]:
+def check_scoring(scoring: str) -> str:
+    if scoring not in SCORINGS:
+        raise ValueError(f"nofinding.scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
+    return scoring
+
+
+def added_score(p, scoring: str = DEFAULT_SCORING):
+    """The added class-14 entry's score for P(abnormal) p (a float or an array): 1 - p, or the
+    notebook's p."""
+    return p if check_scoring(scoring) == "notebook" else 1.0 - p
+
+
+def image_policy(dets: list[dict], p: float, low: float, high: float,
+                 scoring: str = DEFAULT_SCORING) -> tuple[list[dict], float | None]:
     """One image: (the detections kept, the class-14 score or None for no class-14 entry)."""
     action = decide(p, low, high)
     if action == REPLACE:
         return [], 1.0
     if action == ADD:
-        return list(dets), 1.0 - p
+        return list(dets), float(added_score(p, scoring))
     return list(dets), None
 
 
@@ -138,8 +170,10 @@ class PolicyOutput:
 
 
 def apply_policy(preds: Predictions, p_abnormal: Mapping[int, float] | None, policy: str = "keep_add_replace",
-                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, where: str = "P(abnormal)") -> PolicyOutput:
-    """Apply a named policy to every image of `preds`; p_abnormal None = the detector-only score."""
+                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, where: str = "P(abnormal)",
+                 scoring: str = DEFAULT_SCORING) -> PolicyOutput:
+    """Apply a named policy to every image of `preds`; p_abnormal None = the detector-only score;
+    `scoring`: the added entry's score (one_minus_p | notebook)."""
     lo, hi = policy_thresholds(policy, low, high)
     p_abnormal = detector_p_abnormal(preds) if p_abnormal is None else p_abnormal
     check_p(preds, p_abnormal, where)
@@ -147,7 +181,7 @@ def apply_policy(preds: Predictions, p_abnormal: Mapping[int, float] | None, pol
     for image_id in dict.fromkeys(preds.image_ids):
         p = float(p_abnormal[image_id])
         actions[image_id] = decide(p, lo, hi)
-        _, score = image_policy([], p, lo, hi)
+        _, score = image_policy([], p, lo, hi, scoring)
         if score is not None:
             no_finding[image_id] = score
     # the kept detections in their original order (the metric breaks score ties by order)
@@ -157,9 +191,10 @@ def apply_policy(preds: Predictions, p_abnormal: Mapping[int, float] | None, pol
 
 
 def score_policy(gt_coco, preds: Predictions, p_abnormal: Mapping[int, float] | None, policy: str = "keep_add_replace",
-                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, iou_thr: float = 0.4) -> dict:
+                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, iou_thr: float = 0.4,
+                 scoring: str = DEFAULT_SCORING) -> dict:
     """The 15-class Kaggle metric of `preds` after the policy: {"map", "per_class", "actions"}."""
-    out = apply_policy(preds, p_abnormal, policy, low, high)
+    out = apply_policy(preds, p_abnormal, policy, low, high, scoring=scoring)
     scores = voc_map(gt_coco, out.predictions, iou_thr, with_no_finding=True, no_finding=out.no_finding)
     return {**scores, "actions": out.counts()}
 
@@ -219,26 +254,27 @@ class ThresholdGrid:
         keep = int((self.p >= max(low, high)).sum())
         return {REPLACE: replace, ADD: len(self.p) - replace - keep, KEEP: keep}
 
-    def score(self, low: float, high: float) -> dict:
-        """{"map", "per_class"} of the rule with these thresholds (as score_policy gives)."""
+    def score(self, low: float, high: float, scoring: str = DEFAULT_SCORING) -> dict:
+        """{"map", "per_class"} of the rule with these thresholds and added-entry scoring (as
+        score_policy gives)."""
         kept = self.p >= low
         per_class = {}
         for name, (n_gt, image_idx, scores, flags) in zip(CLASSES, self.classes):
             keep = kept[image_idx]
             per_class[name] = ap_from_flags(scores[keep], flags[keep], n_gt)[0]
         entry = (self.p < high)  # replaced or added: one class-14 entry, in image order
-        nf_scores = np.where(self.p < low, 1.0, 1.0 - self.p)[entry]
+        nf_scores = np.where(self.p < low, 1.0, added_score(self.p, scoring))[entry]
         per_class[NO_FINDING_NAME] = ap_from_flags(nf_scores, self.normal[entry], int(self.normal.sum()))[0]
         present = [ap for ap in per_class.values() if ap is not None]
         return {"map": float(np.mean(present)) if present else 0.0, "per_class": per_class}
 
-    def table(self, lows, highs) -> np.ndarray:
+    def table(self, lows, highs, scoring: str = DEFAULT_SCORING) -> np.ndarray:
         """len(lows) x len(highs) 15-class scores; NaN where high < low."""
         out = np.full((len(lows), len(highs)), np.nan)
         for a, low in enumerate(lows):
             for b, high in enumerate(highs):
                 if high >= low:
-                    out[a, b] = self.score(float(low), float(high))["map"]
+                    out[a, b] = self.score(float(low), float(high), scoring)["map"]
         return out
 
 

@@ -11,7 +11,8 @@ right for both preparations (aspect kept: scale_x == scale_y; stretched square: 
 
 * ``append`` (default): every image gets ``14 (1-p) 0 0 1 1`` after its boxes (p from the detector:
   1 - the image's highest box score, 1 for an image with no box);
-* ``keep_add_replace``: p < low -> only ``14 1 0 0 1 1``; low <= p < high -> boxes + ``14 (1-p)``;
+* ``keep_add_replace``: p < low -> only ``14 1 0 0 1 1``; low <= p < high -> boxes + ``14 (1-p)``
+  (``nofinding.scoring=notebook``: ``14 p``, the public 2-class filter notebook's entry);
   p >= high -> boxes only (``nofinding.low/high``);
 * ``replace``: p < low -> only ``14 1 0 0 1 1``, else boxes only; ``none``: boxes only;
 * ``empty_only``: ``14 1 0 0 1 1`` only for images with no predicted box.
@@ -28,7 +29,7 @@ from harness import atomic
 from harness.classes import NO_FINDING_ID
 from harness.data.manifest import read_manifest
 from harness.eval.coco_map import load_gt
-from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, image_policy, policy_thresholds
+from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, DEFAULT_SCORING, image_policy, policy_thresholds
 from harness.nofinding import POLICIES as STAGE_POLICIES
 from harness.predictions import PredictionFileError, Predictions
 
@@ -44,7 +45,7 @@ def to_original_xyxy(bbox_xywh, scale_x: float, scale_y: float) -> tuple[float, 
 def prediction_string(dets: list[dict], scale_x: float, scale_y: float, orig_width: int | None = None,
                       orig_height: int | None = None, no_finding: str = "append", normal_score: float | None = None,
                       score_thr: float = 0.0, p_abnormal: float | None = None, low: float = DEFAULT_LOW,
-                      high: float = DEFAULT_HIGH) -> str:
+                      high: float = DEFAULT_HIGH, scoring: str = DEFAULT_SCORING) -> str:
     """One image's PredictionString (boxes by descending score, then the class-14 entry per policy).
     P(abnormal): `p_abnormal`, else 1 - `normal_score`, else the image's highest kept box score."""
     if no_finding not in POLICIES:
@@ -57,7 +58,7 @@ def prediction_string(dets: list[dict], scale_x: float, scale_y: float, orig_wid
             p_abnormal = 1.0 - normal_score if normal_score is not None else max((d["score"] for d in kept),
                                                                                  default=0.0)
         lo, hi = policy_thresholds(no_finding, low, high)
-        kept, entry = image_policy(kept, float(p_abnormal), lo, hi)
+        kept, entry = image_policy(kept, float(p_abnormal), lo, hi, scoring)
     parts = []
     for det in kept:
         x1, y1, x2, y2 = to_original_xyxy(det["bbox"], scale_x, scale_y)
@@ -96,7 +97,8 @@ def _manifest_by_coco_id(manifest: pd.DataFrame | str | Path, coco_json: str | P
 def submission_frame(preds: Predictions, manifest: pd.DataFrame | str | Path, no_finding: str = "append",
                      coco_json: str | Path | dict | None = None, normal_scores: Mapping[int, float] | None = None,
                      score_thr: float = 0.0, p_abnormal: Mapping[int, float] | None = None,
-                     low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH) -> pd.DataFrame:
+                     low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH,
+                     scoring: str = DEFAULT_SCORING) -> pd.DataFrame:
     """The submission as a DataFrame (image_id, PredictionString), one row per predicted image.
     `p_abnormal` {COCO image id: P(abnormal)} (a classifier) must cover every image when given."""
     if p_abnormal is not None:
@@ -127,7 +129,8 @@ def submission_frame(preds: Predictions, manifest: pd.DataFrame | str | Path, no
         p = None if p_abnormal is None else p_abnormal[image_id]
         out.append({"image_id": str(row["image_id"]),
                     "PredictionString": prediction_string(dets_by_image[image_id], scale_x, scale_y, orig_w, orig_h,
-                                                          no_finding, normal, score_thr, p, low, high)})
+                                                          no_finding, normal, score_thr, p, low, high,
+                                                          scoring)})
     return pd.DataFrame(out, columns=["image_id", "PredictionString"])
 
 
@@ -135,9 +138,10 @@ def write_submission(preds: Predictions, manifest: pd.DataFrame | str | Path, ou
                      no_finding: str = "append", coco_json: str | Path | dict | None = None,
                      normal_scores: Mapping[int, float] | None = None, score_thr: float = 0.0,
                      p_abnormal: Mapping[int, float] | None = None, low: float = DEFAULT_LOW,
-                     high: float = DEFAULT_HIGH) -> Path:
+                     high: float = DEFAULT_HIGH, scoring: str = DEFAULT_SCORING) -> Path:
     """Write the Kaggle CSV atomically; returns its path. See submission_frame for the arguments."""
-    frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr, p_abnormal, low, high)
+    frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr, p_abnormal, low, high,
+                             scoring)
     out_csv = Path(out_csv)
     with atomic.atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)

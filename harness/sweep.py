@@ -1,6 +1,7 @@
 """Finding what a sweep directory holds: model runs per fold (`<sweep>/<model>/fold<k>/`)."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +9,10 @@ from pathlib import Path
 RESERVED = {"ensemble", "report", "predict", "classifier"}  # not detector runs
 CLASSIFIER_DIR = "classifier"  # <sweep>/classifier/fold<k>: the "No finding" stage's classifier runs
 FOLD_DIR = re.compile(r"^fold(\d+)$")
+# where a fresh start moves an earlier run's checkpoints: `<job folder>/superseded/<time>/`
+SUPERSEDED_DIR = "superseded"
+# the folder a job gives its adapter as the framework's workdir (harness.jobs.train_job: run_dir/native)
+JOB_WORKDIR = "native"
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,15 @@ def classifier_runs(sweep_dir: str | Path) -> list[ModelRun]:
         if match and (fold_dir / "metrics.json").is_file() and (fold_dir / "abnormal.json").is_file():
             runs.append(ModelRun(CLASSIFIER_DIR, int(match.group(1)), fold_dir))
     return sorted(runs, key=lambda r: r.fold)
+
+
+def superseded_folders(root: str | Path) -> list[Path]:
+    """Every `superseded/<time>/` folder under `root` (a run dir or a whole sweep), oldest first
+    (frameworks' workdirs are not searched: a job's superseded folder sits beside them)."""
+    found = []
+    for folder, dirs, _ in os.walk(root):
+        if Path(folder).name == SUPERSEDED_DIR:
+            found += [Path(folder) / d for d in dirs]
+            dirs[:] = []
+        dirs[:] = [d for d in dirs if d != JOB_WORKDIR]
+    return sorted(found)

@@ -1,8 +1,6 @@
 """Bootstrap CIs and paired comparisons of mAP@0.4 from per-image match data."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from test_eval_voc import random_case
@@ -106,10 +104,42 @@ def test_resample_counts_are_multinomial_draws():
     assert 0.3 < (counts == 0).mean() < 0.43  # (1 - 1/n)^n ~ 0.36 of images left out per draw
 
 
-def test_thousand_resamples_of_a_large_set_are_fast():
-    gt, preds = random_case(10, n_images=1500)
+def _with_a_rare_class(seed: int = 11, n_images: int = 30):
+    """A random case plus one box of class 9 on a single image (and a detection that finds it)."""
+    gt, preds = random_case(seed, n_images=n_images)
+    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] != 9]
+    gt["annotations"].append({"id": 10_000, "image_id": 3, "category_id": 9, "bbox": [10, 10, 40, 40], "area": 1600,
+                              "iscrowd": 0})
+    dets = [*preds.detections, {"image_id": 3, "category_id": 9, "bbox": [11, 10, 40, 40], "score": 0.995}]
+    return gt, Predictions(preds.source, None, preds.image_ids, dets)
+
+
+def test_every_resample_holds_every_class_of_the_full_set():
+    """A class on one image of 30 is missing from ~36% of ordinary resamples, which then average over
+    one class fewer; here each such resample is drawn again, so every resample averages over the same
+    classes as the full set, the share that needed it is reported, and the rest are the ordinary draws."""
+    gt, preds = _with_a_rare_class()
     matches = ImageMatches.from_coco(gt, preds)
-    started = time.perf_counter()
-    boot = matches.bootstrap(resamples=1000, seed=0)
-    assert time.perf_counter() - started < 20
-    assert boot.samples.shape == (1000,)
+    classes = matches.class_images()
+    assert list(classes[9]) == [matches.image_ids.index(3)]
+    ordinary = resample_counts(matches.image_ids, 400, seed=0)
+    counts, redrawn = resample_counts(matches.image_ids, 400, 0, classes, with_redrawn=True)
+    needed = np.zeros(400, bool)
+    for images in classes.values():
+        needed |= ordinary[:, images].sum(1) == 0
+    assert redrawn == needed.sum() and 0.25 < needed.mean() < 0.5
+    assert np.array_equal(counts[~needed], ordinary[~needed])  # the others are the ordinary draws
+    assert all((counts[:, images].sum(1) > 0).all() for images in classes.values())
+    assert (counts.sum(1) == len(matches.image_ids)).all()
+    per_class = matches.per_class_ap(counts)
+    assert not any(np.isnan(per_class[cat]).any() for cat in classes)  # every resample: the same classes
+    lost = np.isnan(matches.per_class_ap(ordinary)[9])  # the ordinary draws: class 9 drops out of those means
+    assert lost.any() and (lost <= needed).all()
+    boot = matches.bootstrap(400, seed=0)
+    assert boot.redrawn_share == pytest.approx(redrawn / 400)
+    assert np.array_equal(boot.samples, matches.map(counts))
+    # paired runs on the same images and ground truth get the same (redrawn) resamples
+    fewer = Predictions("f", None, preds.image_ids, preds.detections[::2] + preds.detections[-1:])
+    other = ImageMatches.from_coco(gt, fewer).bootstrap(400, seed=0)
+    assert other.redrawn_share == boot.redrawn_share
+    assert paired(boot, other).summary()["p_a_gt_b"] > 0.9

@@ -3,10 +3,13 @@ toy set offline, and its P(abnormal) file and metrics come out of the shared job
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 
 import pytest
+from testdata import require_module
 
-pytest.importorskip("torchvision")
+torch = require_module("torch", "torch==2.14.1")
+torchvision = require_module("torchvision", "torchvision==0.29.1")
 
 from adapters import get_detector, is_classifier  # noqa: E402
 from adapters.base import AugSpec, TrainSpec  # noqa: E402
@@ -60,9 +63,6 @@ def test_classifier_learns_normal_vs_abnormal_offline(tmp_path, forbid_network):
 
 
 def test_one_channel_stem_from_an_imagenet_style_state_dict(tmp_path):
-    torch = pytest.importorskip("torch")
-    import torchvision
-
     weights = tmp_path / "resnet18-imagenet.pth"
     torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), weights)
     assert detect_format(weights) == "torchvision"
@@ -98,18 +98,42 @@ def test_classifier_in_a_sweep_report_and_submission(tmp_path):
     names = {row["name"] for row in csv.DictReader(open(sweep / "report" / "results.csv"))}
     assert "yolov5" in names and "classifier" not in names  # not a detector row
     assert (sweep / "report" / "nofinding_sweep.png").is_file()
-    run_app("harness.cli.predict", ["sweep=nf", *fast, f"predict.runs=[{sweep / 'yolov5' / 'fold0'}]",
-                                    f"predict.classifier={sweep / 'classifier' / 'fold0'}", "predict.input=test",
-                                    "predict.no_finding=keep_add_replace", "nofinding.low=0.5", "nofinding.high=0.5"],
-            tmp_path)
-    p = json.loads((sweep / "predict" / "abnormal.json").read_text())
+
+    def predict(threshold: float) -> dict:
+        run_app("harness.cli.predict", ["sweep=nf", *fast, f"predict.runs=[{sweep / 'yolov5' / 'fold0'}]",
+                                        f"predict.classifier={sweep / 'classifier' / 'fold0'}", "predict.input=test",
+                                        "predict.no_finding=keep_add_replace", f"nofinding.low={threshold}",
+                                        f"nofinding.high={threshold}"], tmp_path)
+        p = json.loads((sweep / "predict" / "abnormal.json").read_text())
+        return dict(zip(p["image_ids"], p["p_abnormal"]))
+
+    prob = predict(0.5)
+    # the threshold between the middle two P(abnormal) values: both branches are exercised below
+    ordered = sorted(set(prob.values()))
+    assert len(ordered) >= 2, ordered
+    threshold = (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    assert predict(threshold) == pytest.approx(prob)
+    preds = json.loads((sweep / "predict" / "predictions.json").read_text())
+    dets = defaultdict(list)
+    for det in preds["detections"]:
+        dets[det["image_id"]].append(det)
     rows = list(csv.DictReader(open(sweep / "predict" / "submission.csv")))
-    assert len(rows) == len(p["image_ids"])
-    for row, prob in zip(sorted(rows, key=lambda r: r["image_id"]), p["p_abnormal"]):  # ids follow image_id order
-        if prob < 0.5:
-            assert row["PredictionString"] == "14 1.0000 0 0 1 1"
-        else:
-            assert " 0 0 1 1" not in row["PredictionString"] or not row["PredictionString"].startswith("14 ")
+    assert len(rows) == len(preds["image_ids"]) == len(prob)
+    kept = replaced = 0
+    for row, image_id in zip(rows, preds["image_ids"]):  # the submission follows the predictions' image order
+        tokens = row["PredictionString"].split()
+        assert len(tokens) % 6 == 0, row
+        entries = [tokens[i:i + 6] for i in range(0, len(tokens), 6)]
+        if prob[image_id] < threshold:  # below low: "No finding" only
+            assert entries == [["14", "1.0000", "0", "0", "1", "1"]], row
+            replaced += 1
+        else:  # at or above high: the detector's boxes, each one, by descending score, and no class-14 row
+            expected = [(str(d["category_id"]), f"{d['score']:.4f}")
+                        for d in sorted(dets[image_id], key=lambda d: -d["score"])]
+            assert [(e[0], e[1]) for e in entries] == expected, row
+            kept += 1
+    assert replaced, "no image was replaced by 'No finding': the replace branch was not exercised"
+    assert kept, "no image kept its boxes: the keep branch was not exercised"
 
 
 def test_presets_and_pipeline_switch_compose(tmp_path):

@@ -127,6 +127,35 @@ def test_threshold_grid_equals_policy_scoring():
     assert math.isnan(table[1, 0]) and table[0, 1] == pytest.approx(grid.score(0.0, 0.9)["map"])
 
 
+def test_the_notebooks_scoring_is_a_named_variant():
+    """The public 2-class filter notebook appends `14 p` (p = P(abnormal)) in the middle band, this
+    harness `14 (1-p)`: the same bands, another class-14 score; the grid and the submission agree."""
+    assert image_policy(DETS, 0.4, 0.08, 0.95, "notebook") == (DETS, pytest.approx(0.4))
+    assert image_policy(DETS, 0.4, 0.08, 0.95) == (DETS, pytest.approx(0.6))
+    assert image_policy(DETS, 0.05, 0.08, 0.95, "notebook") == ([], 1.0)  # replace: the same
+    assert image_policy(DETS, 0.97, 0.08, 0.95, "notebook") == (DETS, None)  # keep: the same
+    args = dict(scale_x=1.0, scale_y=1.0, no_finding="keep_add_replace", low=0.08, high=0.95, p_abnormal=0.4)
+    assert prediction_string(DETS, scoring="notebook", **args).endswith("14 0.4000 0 0 1 1")
+    with pytest.raises(ValueError, match="nofinding.scoring"):
+        image_policy(DETS, 0.4, 0.08, 0.95, "p")
+    rng = np.random.default_rng(5)
+    ids = list(range(1, 25))
+    gt = _gt([i for i in ids if i % 2], [i for i in ids if not i % 2])
+    dets = [{"image_id": i, "category_id": 3, "bbox": [10, 10, 40, 40], "score": float(rng.uniform())} for i in ids]
+    preds = Predictions("m", None, ids, dets)
+    p = {i: float(rng.uniform()) for i in ids}
+    grid = ThresholdGrid(gt, preds, p)
+    for scoring in ("one_minus_p", "notebook"):
+        fast = grid.score(0.1, 0.9, scoring)
+        slow = score_policy(gt, preds, p, "keep_add_replace", 0.1, 0.9, scoring=scoring)
+        assert fast["map"] == pytest.approx(slow["map"], abs=1e-12), scoring
+    # a classifier that knows the normals: 1 - p ranks them first for "No finding", the notebook's p last
+    knows = {i: (0.2 if i % 2 else 0.8) for i in ids}
+    good = score_policy(gt, preds, knows, "keep_add_replace", 0.1, 0.9)["per_class"]["No finding"]
+    notebook = score_policy(gt, preds, knows, "keep_add_replace", 0.1, 0.9, scoring="notebook")
+    assert good == 1.0 and notebook["per_class"]["No finding"] < 0.6
+
+
 def test_classifier_metrics_by_hand():
     assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
     assert roc_auc([0, 1], [0.5, 0.5]) == 0.5  # a tie counts half
@@ -193,6 +222,13 @@ def test_report_section_rows_and_threshold_sweep(tmp_path):
     md = paths["results_md"].read_text()
     assert "## \"No finding\" stage" in md and "classifier: keep/add/replace" in md and "AUC 1.000" in md
     sweep = pd.read_csv(paths["nofinding_sweep_csv"])
-    assert set(sweep["source"]) == {"detector", "classifier"} and len(sweep) == 2 * 2 * 3
+    # both scorings of the added entry, each over the grid, with the optimistic caveat on every row
+    assert set(sweep["source"]) == {"detector", "classifier"} and set(sweep["scoring"]) == {"one_minus_p", "notebook"}
+    assert len(sweep) == 2 * 2 * 2 * 3
+    assert sweep["note"].str.startswith("optimistic: the best (low, high) is picked on the same predictions").all()
+    cell = sweep.set_index(["source", "scoring", "low", "high"])["voc_map40_15"]
+    assert cell[("classifier", "one_minus_p", 0.0, 0.995)] > cell[("classifier", "notebook", 0.0, 0.995)]  # all added
+    assert cell[("classifier", "one_minus_p", 0.5, 0.5)] == cell[("classifier", "notebook", 0.5, 0.5)]  # no middle band
+    assert "| 14 p (notebook) |" in md and "| 14 (1-p) |" in md and "optimistic" in md
     with Image.open(paths["nofinding_sweep_png"]) as img:
         assert img.size[0] > 300

@@ -177,8 +177,13 @@ def test_report_gives_bootstrap_cis_paired_comparisons_and_reader_reference(scor
     assert "## Paired comparisons" in md and "**not distinguishable**" in md
     assert "90% bootstrap interval" in md and "300 resamples" in md
     reference = frame[frame["kind"] == "reference"]
-    assert list(reference["fold"]) == ["mean", "std"] and 0 < reference["map40"].iloc[0] < 1
+    assert list(reference["fold"]) == ["mean", "std", "tie orders mean", "tie orders std", "tie orders min",
+                                       "tie orders max"] and 0 < reference["map40"].iloc[0] < 1
+    ties = reference.set_index("fold")["map40"]
+    assert ties["tie orders min"] <= ties["tie orders mean"] <= ties["tie orders max"]
     assert "*one radiologist vs two*" in md and "row order in train.csv" in md
+    assert "GT: the other two readers" in md and "all three readers fused" in md
+    assert f"tie orders [{ties['tie orders min']:.3f}, {ties['tie orders max']:.3f}]" in md
     # the same settings give the same numbers; a different seed other draws
     again = pd.read_csv(build_report(scored_sweep, bootstrap=BootstrapSettings(300, 0, 0.9))["results_csv"])
     assert np.array_equal(again["map40 ci_low"].to_numpy(), frame["map40 ci_low"].to_numpy(), equal_nan=True)
@@ -187,3 +192,24 @@ def test_report_gives_bootstrap_cis_paired_comparisons_and_reader_reference(scor
     off = build_report(scored_sweep, bootstrap=BootstrapSettings(enabled=False), reader_reference=False)
     md_off = off["results_md"].read_text()
     assert "Paired comparisons" not in md_off and "one radiologist" not in md_off
+
+
+def test_paired_comparison_says_when_image_sets_differ(scored_sweep):
+    """A model scored on other images on one fold: that fold is left out of its paired comparisons,
+    with a warning in results.md (not dropped silently); the intervals' scope is stated."""
+    from harness.report import BootstrapSettings
+
+    run = scored_sweep / "bad" / "fold1"
+    preds = Predictions.load(run / "predictions.json")
+    keep = preds.image_ids[:-5]
+    Predictions(preds.source, None, keep, [d for d in preds.detections if d["image_id"] in set(keep)]).save(
+        run / "predictions.json")
+    paths = build_report(scored_sweep, bootstrap=BootstrapSettings(resamples=200, seed=0), reader_reference=False)
+    frame = pd.read_csv(paths["results_csv"])
+    pairs = frame[frame["kind"] == "paired"].set_index("name")
+    assert pairs.loc["bad vs good", "fold"] == "fold0" and pairs.loc["good vs ensemble:wbf", "fold"] == "fold0 fold1"
+    md = paths["results_md"].read_text()
+    assert "**Not compared** (scored on different image sets):" in md
+    assert "- bad vs good, fold1: scored on different image sets (35 vs 40 images, 0 only in bad, 5 only in good)" in md
+    assert "the share of resamples in which A scored higher than B" in md
+    assert "cover the choice of validation images only" in md and "of resamples were)" in md

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.resume import RECORD_SUFFIX
+from adapters.resume import RECORD_SUFFIX, file_sha256
+from harness.sweep import superseded_folders
 from harness.report.tables import collect, markdown, summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,8 @@ def test_killed_job_resumes_falls_back_and_restarts_on_new_config(root, model):
     kill_after_first_checkpoint(args, root, run_dir)
     assert not (run_dir / "metrics.json").exists()
     first = records(run_dir)
-    assert first and first[0]["epochs"] == 3 and first[0]["epoch"] >= 1
+    assert first and first[0]["epochs"] == 3 and 1 <= first[0]["epoch"] < 3  # killed before the last epoch
+    killed_at, resume_sha = first[0]["epoch"], file_sha256(first[0]["path"])
     results = collect(root / "runs" / sweep)
     assert [(u["model"], u["fold"]) for u in results.unfinished] == [(model, "fold0")]
     assert f"interrupted at epoch {results.unfinished[0]['epoch']} of 3" in markdown(results, summary(results.runs))
@@ -126,8 +128,11 @@ def test_killed_job_resumes_falls_back_and_restarts_on_new_config(root, model):
     log = run(args, root)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     resumed = metrics["resumed"]
-    assert resumed is not None and resumed["epoch"] == first[0]["epoch"], resumed
+    assert resumed is not None and resumed["epoch"] == killed_at, resumed
+    assert resumed["sha256"] == resume_sha  # the framework resumed the very file the killed run left
     assert resumed[START_KEY[model]] > 0, resumed  # the framework's own counter continued
+    # the resumed run trained on: checkpoints of later epochs, up to the last one, exist now
+    assert max(r["epoch"] for r in records(run_dir)) == 3 > killed_at
     assert "resume: resuming from" in log and RESUMED_LINE[model] in log
     if model == "detectron2_frcnn":
         assert "Starting training from iteration 0" not in log
@@ -153,8 +158,50 @@ def test_killed_job_resumes_falls_back_and_restarts_on_new_config(root, model):
         assert "Starting training from iteration 0" in log
     else:
         assert RESUMED_LINE[model] not in log
-    assert {r["epochs"] for r in records(run_dir)} == {1}  # the other config's checkpoints are gone
+    assert {r["epochs"] for r in records(run_dir)} == {1}  # the other config's checkpoints: not in the way
+    aside = superseded_folders(run_dir)  # ... but moved aside, not deleted, and named in the log
+    assert aside and str(aside[-1]) in log
+    kept = [json.loads(p.read_text()) for p in aside[-1].rglob(f"*{RECORD_SUFFIX}")]
+    assert kept and {r["epochs"] for r in kept} == {3}
+    assert all((p.parent / r["checkpoint"]).is_file() for p, r in zip(aside[-1].rglob(f"*{RECORD_SUFFIX}"), kept))
 
+
+@pytest.mark.slow
+def test_a_rerun_on_other_hardware_resumes_or_skips_and_a_new_config_keeps_the_old_checkpoints(root):
+    """`train.workers` (like the device, the GPU count and the prediction batch) is not part of the
+    job's key: a rerun with it changed resumes an interrupted job and skips a finished one, and says
+    that it resumed under other run settings; `train.epochs` changed is another training, which
+    starts from epoch 0 and moves the earlier checkpoints aside (listed by the report)."""
+    sweep, model = "hardware", "yolov5"  # the fastest framework here
+    run_dir = root / "runs" / sweep / model / "fold0"
+    args = train_args(sweep, model)
+    kill_after_first_checkpoint(args, root, run_dir)
+    killed_at = records(run_dir)[0]["epoch"]
+
+    log = run([*args, "train.workers=1"], root)  # interrupted + other workers: resumed, and noted
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed"] is not None and metrics["resumed"]["epoch"] == killed_at
+    assert metrics["run_settings"]["workers"] == 1
+    assert metrics["resumed_with_other_run_settings"]["changed"] == ["workers"]
+    assert "resumed a checkpoint written with other run settings (workers 0 -> 1)" in log
+    finished_hash = metrics["config_hash"]
+
+    log = run([*args, "train.workers=2", "train.batch_predict=8"], root)  # finished + other workers: skipped
+    assert "finished earlier with the same config, skipping" in log
+    assert json.loads((run_dir / "metrics.json").read_text())["config_hash"] == finished_hash
+
+    before = {r["checkpoint"]: file_sha256(r["path"]) for r in records(run_dir)}
+    log = run([*args, "train.epochs=2"], root)  # another training: fresh start, old checkpoints kept aside
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed"] is None and metrics["config_hash"] != finished_hash
+    assert {r["epochs"] for r in records(run_dir)} == {2}
+    aside = superseded_folders(run_dir)
+    assert len(aside) == 1 and str(aside[0]) in log
+    kept = {p.name[:-len(RECORD_SUFFIX)]: p for p in aside[0].rglob(f"*{RECORD_SUFFIX}")}
+    assert {name: file_sha256(path.with_name(name)) for name, path in kept.items()} == before  # byte for byte
+    results = collect(root / "runs" / sweep)
+    assert results.superseded == [str(aside[0])]
+    assert str(aside[0]) in markdown(results, summary(results.runs))
 
 
 @pytest.mark.slow

@@ -14,9 +14,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from adapters.base import Detector, TrainSpec
-from adapters.resume import (discard_checkpoints, find_resume_point, prune, record_path, records, training_key,
-                             write_record)
+from adapters.resume import (RECORD_SUFFIX, file_sha256, find_resume_point, prune, record_path, records,
+                             set_aside_checkpoints, training_key, write_record)
+from harness.sweep import SUPERSEDED_DIR, superseded_folders
+from harness.cli import checkpoints as checkpoints_cli
 from harness.cli.common import CONF_DIR
+from harness.jobs import run_settings
 from harness.jobs.config import config_hash
 from harness.progress import describe, job_state, write_progress
 from harness.report.tables import collect, markdown, summary
@@ -71,7 +74,7 @@ def test_a_checkpoint_without_record_or_past_the_limit_is_not_resumed(tmp_path):
     assert find_resume_point(tmp_path, "A", loads).checkpoint.name == "final.pt"
 
 
-def test_prune_discard_and_orphan_records(tmp_path):
+def test_prune_set_aside_and_orphan_records(tmp_path, caplog):
     for epoch in (1, 2, 3):
         checkpoint(tmp_path, f"e{epoch}.pt", "A", epoch)
     prune(tmp_path, keep=2)
@@ -79,8 +82,48 @@ def test_prune_discard_and_orphan_records(tmp_path):
     (tmp_path / "e2.pt").unlink()  # pruned by a framework
     checkpoint(tmp_path, "e4.pt", "A", 4)  # writing a record drops the orphan
     assert [r["checkpoint"] for _, r in records(tmp_path)] == ["e4.pt", "e3.pt"]
-    assert discard_checkpoints(tmp_path) == 2
-    assert not list(tmp_path.iterdir())
+    e4 = (tmp_path / "e4.pt").read_bytes()
+    with caplog.at_level(logging.INFO):
+        aside = set_aside_checkpoints(tmp_path)
+    # moved aside, not deleted: the files and their records, byte for byte, and the log names the folder
+    assert aside.parent == tmp_path / SUPERSEDED_DIR and str(aside) in caplog.text
+    assert sorted(p.name for p in aside.iterdir()) == sorted(["e3.pt", "e4.pt", "e3.pt" + RECORD_SUFFIX,
+                                                              "e4.pt" + RECORD_SUFFIX])
+    assert (aside / "e4.pt").read_bytes() == e4
+    assert not records(tmp_path) and not list(tmp_path.glob("*.pt"))
+    assert set_aside_checkpoints(tmp_path) is None  # nothing left to move
+    checkpoint(tmp_path, "e1.pt", "B", 1)
+    second = set_aside_checkpoints(tmp_path)  # a second fresh start (same second): its own folder
+    assert second != aside and superseded_folders(tmp_path) == sorted([aside, second])
+
+
+def test_a_job_workdir_sets_aside_into_the_run_dir(tmp_path):
+    """A job's framework folder (<run_dir>/native/...) is cleared by some adapters on a fresh start
+    (ultralytics' weights dir): the checkpoints go to <run_dir>/superseded/<time>/native/..., and
+    cxr-report and `cxr-checkpoints` list them."""
+    run_dir = tmp_path / "sweep" / "yolov5" / "fold0"
+    weights = run_dir / "native" / "train" / "weights"
+    weights.mkdir(parents=True)
+    checkpoint(weights, "epoch1.pt", "A", 1)
+    aside = set_aside_checkpoints(weights, "yolov5")
+    assert aside.parent == run_dir / SUPERSEDED_DIR
+    assert (aside / "native" / "train" / "weights" / "epoch1.pt").is_file()
+    assert superseded_folders(tmp_path / "sweep") == [aside]
+    results = collect(tmp_path / "sweep")
+    assert results.superseded == [str(aside)]
+    text = markdown(results, summary(results.runs))
+    assert "## Superseded checkpoints" in text and f"- `{aside}`" in text
+
+
+def test_superseded_checkpoints_are_deleted_only_on_request(tmp_path, capsys):
+    checkpoint(tmp_path, "e1.pt", "A", 1)
+    aside = set_aside_checkpoints(tmp_path)
+    assert checkpoints_cli.main([str(tmp_path)]) == 0
+    assert str(aside) in capsys.readouterr().out and (aside / "e1.pt").is_file()  # listing deletes nothing
+    assert checkpoints_cli.main(["--delete", str(tmp_path)]) == 2  # not a superseded/<time>/ folder
+    assert "superseded/<time>/ folders only" in capsys.readouterr().err and (aside / "e1.pt").is_file()
+    assert checkpoints_cli.main(["--delete", str(aside)]) == 0
+    assert not aside.exists() and f"deleted {aside}" in capsys.readouterr().out
 
 
 class Dummy(Detector):
@@ -112,27 +155,53 @@ def test_detector_key_depends_on_training_not_on_checkpoint_settings(tmp_path):
     assert det.training_key(FakeSplit.split_hash) != key
     assert training_key(TrainSpec().to_dict(), "s2") != key
 
+    # how the job runs (workers, device, GPUs, prediction batch) is not part of the key
+    for run_setting in ({"workers": 8}, {"device": "cuda"}, {"gpus": 2}, {"batch_predict": 32}):
+        assert Dummy(TrainSpec(**run_setting)).training_key(FakeSplit.split_hash) == key, run_setting
+
     checkpoint(tmp_path, "e1.pt", key, 1)
     fresh = Dummy(TrainSpec(resume=False))
     assert fresh.resume_point(FakeSplit(), tmp_path, loads) is None and fresh.resumed is None
-    assert not list(tmp_path.glob("*.pt"))  # a fresh start removes the earlier run's checkpoints
-    checkpoint(tmp_path, "e1.pt", key, 1)
-    resumed = Dummy(TrainSpec())
+    assert not list(tmp_path.glob("*.pt"))  # a fresh start moves the earlier run's checkpoints aside
+    assert [p.name for p in superseded_folders(tmp_path)[0].glob("*.pt")] == ["e1.pt"]
+    path = checkpoint(tmp_path, "e1.pt", key, 1)
+    resumed = Dummy(TrainSpec(workers=4))
     assert resumed.resume_point(FakeSplit(), tmp_path, loads).epoch == 1
-    assert resumed.resumed == {"checkpoint": str(tmp_path / "e1.pt"), "epoch": 1, "epochs": 5}
+    assert resumed.resumed == {"checkpoint": str(path), "epoch": 1, "epochs": 5, "sha256": file_sha256(path)}
     with pytest.raises(ValueError, match="checkpoint_interval"):
         TrainSpec(checkpoint_interval=0)
 
 
-def test_config_hash_ignores_checkpoint_settings_only():
+def test_config_hash_ignores_checkpoint_and_run_settings_only():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         base = config_hash(compose(config_name="train"))
         same = config_hash(compose(config_name="train", overrides=[
             "train.checkpoint_interval=2", "train.checkpoint_keep=1", "train.resume=false"]))
-        other = config_hash(compose(config_name="train", overrides=["train.lr=0.02"]))
+        hardware = [config_hash(compose(config_name="train", overrides=[o])) for o in (
+            "train.workers=8", "train.device=cuda", "train.gpus=2", "train.batch_predict=32", "data.workers=3",
+            "++per_model.yolov5.train.workers=4", "++per_model.yolov5.train.device=cuda:1")]
+        other = [config_hash(compose(config_name="train", overrides=[o])) for o in (
+            "train.lr=0.02", "train.epochs=3", "train.amp=true", "++per_model.yolov5.train.epochs=3")]
         slurm = compose(config_name="train", overrides=["launcher=slurm"], return_hydra_config=True)
-    assert base == same != other
+    assert base == same and set(hardware) == {base}
+    assert base not in other and len(set(other)) == len(other)
     assert slurm.hydra.launcher.max_num_timeout >= 1 and slurm.hydra.launcher.signal_delay_s > 0
+
+
+def test_a_resume_under_other_run_settings_is_noted(tmp_path, caplog):
+    first = {"workers": 0, "device": "cpu", "gpus": 1, "batch_predict": 4, "host": "a"}
+    assert run_settings.swap(tmp_path, first) is None
+    second = {**first, "workers": 8, "device": "cuda", "host": "b"}
+    previous = run_settings.swap(tmp_path, second)
+    assert previous == first
+    assert run_settings.resumed_elsewhere(previous, second, None, "job") is None  # a fresh start: nothing to say
+    assert run_settings.resumed_elsewhere(previous, previous, {"epoch": 1}, "job") is None
+    with caplog.at_level(logging.WARNING):
+        note = run_settings.resumed_elsewhere(previous, second, {"epoch": 1}, "yolov5 fold 0")
+    assert note == {"changed": ["device", "host", "workers"], "before": {"device": "cpu", "host": "a", "workers": 0},
+                    "now": {"device": "cuda", "host": "b", "workers": 8}}
+    assert "yolov5 fold 0: resumed a checkpoint written with other run settings" in caplog.text
+    assert "workers 0 -> 8" in caplog.text
 
 
 def test_progress_states():

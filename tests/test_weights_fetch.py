@@ -20,11 +20,14 @@ DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Server:
-    """Serves PAYLOAD at /w/model.pth; `cut_after` bytes then drops the connection (once)."""
+    """Serves `payload` (PAYLOAD) at /w/model.pth; `cut_after` bytes then drops the connection (once);
+    `send_length=False`: no Content-Length (the body ends when the connection closes)."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.cut_after: int | None = None
+        self.payload = PAYLOAD
+        self.send_length = True
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,9 +39,12 @@ class Server:
                 start = 0
                 if self.headers.get("Range"):
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                body = PAYLOAD[start:]
+                body = outer.payload[start:]
                 self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(body)))
+                if outer.send_length:
+                    self.send_header("Content-Length", str(len(body)))
+                else:
+                    self.close_connection = True
                 self.end_headers()
                 if outer.cut_after is not None:
                     self.wfile.write(body[:outer.cut_after])
@@ -69,12 +75,13 @@ def cache_listing(cache: Path) -> list[str]:
 
 def test_good_file_verified_and_cached(server, tmp_path):
     target = tmp_path / "coco" / "m" / "model.pth"
-    digest = fetch.fetch(server.url, target, fetch.Expected(sha256=DIGEST), cache_dir=tmp_path, progress=False)
-    assert digest == DIGEST and target.read_bytes() == PAYLOAD
-    assert cache_listing(tmp_path) == ["coco/m/model.pth"]  # no partial file left behind
+    got = fetch.fetch(server.url, target, fetch.Expected(sha256=DIGEST), cache_dir=tmp_path, progress=False)
+    assert got == fetch.Fetched(DIGEST, fetch.PUBLISHED, downloaded=True) and target.read_bytes() == PAYLOAD
+    assert cache_listing(tmp_path) == ["coco/m/model.pth"]  # no partial file left behind, no digest recorded
     # a second fetch re-verifies the cached file, without a request
     n = len(server.requests)
-    assert fetch.fetch(server.url, target, fetch.Expected(sha256_prefix=DIGEST[:8]), progress=False) == DIGEST
+    again = fetch.fetch(server.url, target, fetch.Expected(sha256_prefix=DIGEST[:8]), progress=False)
+    assert again == fetch.Fetched(DIGEST, fetch.PUBLISHED, downloaded=False)
     assert len(server.requests) == n
 
 
@@ -99,18 +106,71 @@ def test_interrupted_transfer_resumes_with_range(server, tmp_path):
     part = tmp_path / ".model.pth.part"
     assert part.is_file() and 0 < part.stat().st_size < len(PAYLOAD)
     have = part.stat().st_size
-    assert fetch.fetch(server.url, target, fetch.Expected(sha256=DIGEST), cache_dir=tmp_path, progress=False) == DIGEST
+    assert fetch.fetch(server.url, target, fetch.Expected(sha256=DIGEST), cache_dir=tmp_path,
+                       progress=False).digest == DIGEST
     assert target.read_bytes() == PAYLOAD and not part.exists()
     assert server.requests[-1]["range"] == f"bytes={have}-"  # resumed, not restarted
 
 
 def test_unpublished_checksum_recorded_then_enforced(server, tmp_path):
     target = tmp_path / "model.pth"
-    assert fetch.fetch(server.url, target, cache_dir=tmp_path, progress=False) == DIGEST
+    got = fetch.fetch(server.url, target, cache_dir=tmp_path, progress=False)
+    assert got == fetch.Fetched(DIGEST, fetch.RECORDED_NOW, downloaded=True) and "recorded now" in got.describe()
     assert json.loads((tmp_path / fetch.RECORD_FILE).read_text()) == {server.url: DIGEST}
+    again = fetch.fetch(server.url, target, cache_dir=tmp_path, progress=False)
+    assert again.check == fetch.MATCHED_RECORD and "recorded" not in again.describe().replace("recorded at", "")
     target.write_bytes(b"tampered")  # the same URL must hash as it did on first fetch
     with pytest.raises(fetch.ChecksumMismatch):
         fetch.fetch(server.url, target, cache_dir=tmp_path, progress=False)
+
+
+def test_no_digest_recorded_without_a_known_length(server, tmp_path, capsys):
+    """A server that sends no Content-Length: the file may be cut short unnoticed, so its digest is
+    not recorded (nothing would be enforced later from a truncated file) and the CLI says so."""
+    from harness.cli.weights import main
+
+    server.send_length = False
+    target = tmp_path / "model.pth"
+    got = fetch.fetch(server.url, target, cache_dir=tmp_path, progress=False)
+    assert got == fetch.Fetched(DIGEST, fetch.UNVERIFIED, downloaded=True) and target.read_bytes() == PAYLOAD
+    assert not (tmp_path / fetch.RECORD_FILE).exists()
+    cache = tmp_path / "cache"
+    server.payload = yolo_like_checkpoint()
+    overrides = [f"+pretrained.registry.test.yolov5.yolov5n={{url: '{server.url}', format: ultralytics}}",
+                 f"pretrained.cache_dir={cache}"]
+    assert main(["test/yolov5/yolov5n", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "ok test/yolov5/yolov5n" in out and "NOT verified" in out and "recorded now" not in out
+    assert not (cache / fetch.RECORD_FILE).exists()
+    server.send_length = True  # a complete transfer of known length: recorded, and the CLI says so
+    (cache / "test" / "yolov5" / "model.pth").unlink()
+    assert main(["test/yolov5/yolov5n", *overrides]) == 0
+    assert "digest recorded now" in capsys.readouterr().out and (cache / fetch.RECORD_FILE).is_file()
+
+
+def yolo_like_checkpoint() -> bytes:
+    """A small pickle naming an ultralytics class (what formats.detect_format reads; never unpickled)."""
+    import pickle
+
+    return pickle.dumps({"model": "ultralytics.nn.tasks.DetectionModel"})
+
+
+def test_a_download_in_the_wrong_format_leaves_nothing(server, tmp_path, capsys):
+    """The registry's `format` is checked on the downloaded file: an mmdet entry that serves an
+    ultralytics-looking (or any other) file fails and the cache keeps nothing."""
+    from harness.cli.weights import main
+
+    cache = tmp_path / "cache"
+    server.payload = yolo_like_checkpoint()
+    overrides = [f"+pretrained.registry.test.mmdet_frcnn.R50-FPN={{url: '{server.url}', format: mmdet}}",
+                 f"pretrained.cache_dir={cache}"]
+    assert main(["test/mmdet_frcnn/R50-FPN", *overrides]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED test/mmdet_frcnn/R50-FPN" in err and "needs a mmdet checkpoint" in err
+    assert not cache.exists() or cache_listing(cache) == []
+    with pytest.raises(formats.WrongWeightsFormat):
+        fetch.fetch(server.url, tmp_path / "x.pth", cache_dir=tmp_path / "c", progress=False, fmt="mmdet")
+    assert not list(tmp_path.glob("*x.pth*"))
 
 
 def test_cli_fetches_registry_entry_from_local_server(server, tmp_path, capsys):
@@ -118,11 +178,14 @@ def test_cli_fetches_registry_entry_from_local_server(server, tmp_path, capsys):
     from harness.cli.weights import main
 
     cache = tmp_path / "cache"
+    server.payload = yolo_like_checkpoint()  # the registry's format is checked on the file
+    digest = hashlib.sha256(server.payload).hexdigest()
     overrides = [f"+pretrained.registry.test.yolov5.yolov5n={{url: '{server.url}', format: ultralytics, "
-                 f"sha256: {DIGEST}}}", f"pretrained.cache_dir={cache}"]
+                 f"sha256: {digest}}}", f"pretrained.cache_dir={cache}"]
     assert main(["test/yolov5/yolov5n", *overrides]) == 0
-    assert (cache / "test" / "yolov5" / "model.pth").read_bytes() == PAYLOAD
-    assert "ok test/yolov5/yolov5n" in capsys.readouterr().out
+    assert (cache / "test" / "yolov5" / "model.pth").read_bytes() == server.payload
+    out = capsys.readouterr().out
+    assert "ok test/yolov5/yolov5n" in out and "matches the published checksum" in out and "recorded" not in out
     assert main(["nope/yolov5/yolov5n", *overrides]) == 2
     capsys.readouterr()
     with pytest.raises(SystemExit):
@@ -178,3 +241,26 @@ def test_format_detection_and_wrong_framework_refused(tmp_path):
         resolve_weights(cfg, "mmdet_frcnn", "R50-FPN", str(d2))
     with pytest.raises(ConfigError, match="not a checkpoint of any supported framework"):
         resolve_weights(cfg, "yolov5", "yolov5n", str(other))
+
+
+def test_cxr_run_checks_every_jobs_weights_before_the_first_job(tmp_path):
+    """A new user's `cxr-run experiment=original_study` with an empty weights cache: nothing starts
+    (no prepare, no 15 failing training jobs, no ensemble error); one message names every missing
+    file and gives the one command that fetches them all."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CXR_BENCH_WEIGHTS"}
+    env["CXR_BENCH_ROOT"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "harness.cli.run", "experiment=original_study"],
+                         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-3000:]
+    assert text.count("cxr-weights experiment=original_study") == 1, text[-3000:]
+    assert "4 pretrained weights file(s) this config needs are not in the cache" in text
+    for entry in ("coco/yolov5/yolov5x", "coco/detectron2_frcnn/R50-FPN", "coco/mmdet_frcnn/R50-FPN",
+                  "imagenet/classifier/efficientnet_b6"):
+        assert entry in text
+    assert "== prepare" not in text and "== train" not in text and "fetch it first" not in text.lower()
+    assert not (tmp_path / "data").exists() and not list((tmp_path / "runs").rglob("metrics.json"))

@@ -1,11 +1,13 @@
 """An 80-class COCO checkpoint, built locally in each framework's own file format, initialises the
 14-class model of every adapter: every backbone tensor equals the checkpoint's, the class head is
-re-initialised by the framework, and the model then trains. (No download: the checkpoints are
+re-initialised by the framework, and the model then trains. The mmdet checkpoint is in the real
+file's format (legacy pre-zip torch.save with mmdet 2.x `meta`). (No download: the checkpoints are
 built here with the frameworks' own model builders and savers, at the smallest variants.)"""
 from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -52,15 +54,24 @@ def test_yolov5_coco_checkpoint(split, tmp_path, forbid_network):
         coco.save(path)  # ultralytics' own checkpoint format
     assert detect_format(path) == "ultralytics"
     state = {k: v.float() for k, v in torch.load(path, weights_only=False)["model"].state_dict().items()}
-    # the class convolutions of the Detect head (ultralytics rebuilds the hidden cv3 layers at the
-    # source width and transfers them; only the last, class-count-sized layer starts afresh)
-    head = {k for k in state if re.match(r"model\.24\.cv3\.\d\.2\.", k)}
-    assert len(head) == 6 and all(state[k].shape[0] == 80 for k in head)
+    # the Detect head (model.24): cv2 regresses boxes (class-independent), cv3 scores classes in three
+    # layers per scale, the last of them class-count-sized
+    detect = {k for k in state if k.startswith("model.24.")}
+    head = {k for k in detect if re.match(r"model\.24\.cv3\.\d\.2\.", k)}
+    hidden = {k for k in detect if re.match(r"model\.24\.cv3\.\d\.[01]\.", k)}
+    box = {k for k in detect if k.startswith("model.24.cv2.")}
+    assert len(head) == 6 and all(state[k].shape[0] == 80 for k in head) and hidden and box
     det = get_detector("yolov5", spec("yolov5n", path))
     checkpoint = det.fit(split, tmp_path / "run")
     assert checkpoint.is_file()
     assert_loaded(det.init, state, "model.0.", head)
     assert all(not k.startswith(tuple(f"model.{i}." for i in range(10))) for k in det.init["reinitialised"])
+    # which head layers transfer, checked: exactly the class-count-sized cv3 layers start afresh; the
+    # box branch and the hidden class layers (rebuilt at the checkpoint's width) come from the checkpoint
+    reinit = set(det.init["reinitialised"])
+    assert reinit & detect == head, sorted(reinit & detect)
+    assert not (hidden | box) & reinit
+    assert not [k for k in reinit if k.startswith("model.") and not k.startswith("model.24.")]
     rows = {r["key"]: r for r in det.protocol()}
     assert rows["init_weights"]["value"] == path.name and "tensors from the checkpoint" in rows["init_weights"]["note"]
 
@@ -108,9 +119,18 @@ def test_mmdet_coco_checkpoint(split, tmp_path, forbid_network):
         coco = MODELS.build(cfg.model)
         coco.init_weights()
     state = {k: v.detach().clone() for k, v in coco.state_dict().items()}
-    path = tmp_path / "faster-rcnn_r18_coco80.pth"
-    save_checkpoint({"meta": {"dataset_meta": {"classes": [str(i) for i in range(80)]}}, "state_dict": state}, str(path))
-    assert detect_format(path) == "mmdet"
+    path = tmp_path / "faster_rcnn_r18_fpn_1x_coco_20200130-00000000.pth"
+    # the registry's real files (mmdet v2.0 model zoo, 2020) are legacy, pre-zip torch.save pickles with
+    # mmdet 2.x's `meta` (mmdet/mmcv versions, the config as text, CLASSES, epoch/iter), no dataset_meta
+    classes = tuple(f"class{i}" for i in range(80))
+    meta = {"mmdet_version": "2.0.0", "mmcv_version": "0.5.1", "config": "model = dict(type='FasterRCNN')\n",
+            "CLASSES": classes, "epoch": 12, "iter": 87960, "time": "Thu Jan 30 12:00:00 2020"}
+    torch.save({"meta": meta, "state_dict": state}, path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path) and detect_format(path) == "mmdet"
+    # and mmengine's own (zip) save of the same weights still loads: the format check accepts both
+    modern = tmp_path / "faster-rcnn_r18_coco80.pth"
+    save_checkpoint({"meta": {"dataset_meta": {"classes": list(classes)}}, "state_dict": state}, str(modern))
+    assert zipfile.is_zipfile(modern) and detect_format(modern) == "mmdet"
     det = get_detector("mmdet_frcnn", spec("R18-FPN", path, **{
         "model.train_cfg.rcnn.sampler.num": 64, "model.test_cfg.rpn.max_per_img": 300}))
     checkpoint = det.fit(split, tmp_path / "run")

@@ -2,7 +2,9 @@
 one fails with a message naming it, never skips silently."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 import pydicom
 import pytest
@@ -29,3 +31,13 @@ def require_pydicom_data(name: str = "RG1_UNCR.dcm") -> Path:
         pytest.fail(f"test dependency missing: {name} from pydicom-data==1.0.0 (looked in {PYDICOM_DATA}); "
                     "install it with `pip install pydicom-data==1.0.0`", pytrace=False)
     return path
+
+
+def require_module(name: str, pin: str) -> ModuleType:
+    """Import a package the tests need; a missing or broken install fails with a message naming it
+    (pytest.importorskip would skip the suite and leave CI green)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as err:  # noqa: BLE001 - a broken install raises more than ImportError
+        pytest.fail(f"test dependency missing or broken: {name} ({type(err).__name__}: {err}); install "
+                    f"`{pin}` (requirements/base.txt)", pytrace=False)

@@ -10,7 +10,9 @@ report then scores every model and ensemble with it under each policy.
     cxr-run experiment=demo train.epochs=2 pipeline.models=[yolov5,mmdet_frcnn]
 
 Every override given to cxr-run is passed on to each step. A failing train job does not stop the
-others; the report lists it.
+others; the report lists it. Before the first step, every pretrained weights file the config asks
+for must be in the cache: otherwise cxr-run stops with one message and the command that fetches
+them all (`cxr-weights <the same overrides>`).
 """
 from __future__ import annotations
 
@@ -28,6 +30,19 @@ from harness.cli.common import CONF_DIR
 from harness.jobs.config import pipeline_jobs
 
 log = logging.getLogger(__name__)
+
+
+def check_weights(overrides: list[str]) -> None:
+    """Before the first job: every registry weights file the config's models ask for is in the cache,
+    else stop with one message and the one command that fetches them all (cxr-weights --check)."""
+    command = [sys.executable, "-m", "harness.cli.weights", "--check", *overrides]
+    completed = subprocess.run(command, check=False, capture_output=True, text=True)
+    if completed.returncode == 3:
+        raise SystemExit(completed.stderr.strip())
+    if completed.returncode != 0:
+        raise SystemExit(f"checking the pretrained weights failed (exit {completed.returncode}):\n"
+                         f"{(completed.stdout + completed.stderr).strip()[-3000:]}")
+    log.info("== %s", completed.stdout.strip())
 
 
 def step(title: str, module: str, args: list[str], tolerated: range = range(0)) -> None:
@@ -52,6 +67,7 @@ def main(cfg: DictConfig) -> None:
     models, extra = pipeline_jobs(cfg, overrides)
     folds = [str(int(f)) for f in cfg.pipeline.folds]
     started = time.perf_counter()
+    check_weights(overrides)
     step("prepare", "harness.cli.prepare", overrides, tolerated=range(101, 255))
     step("train", "harness.cli.train",
          ["-m", *overrides, *extra, f"model={','.join(models)}", f"data.fold={','.join(folds)}"])

@@ -5,9 +5,12 @@ only read the cache (per_model.<m>.train.weights=coco resolves to the cached fil
     cxr-weights --list                                  # the registry and what is cached
     cxr-weights coco/mmdet_frcnn/R50-FPN                # one entry: name/model/variant
     cxr-weights experiment=original_study               # everything that config's models ask for
+    cxr-weights --check experiment=original_study       # fetch nothing: exit 3 if any is not cached
+                                                        # (cxr-run does this before its first job)
 
 Each file is downloaded resumably to a partial file, checked against its published sha256 (or
-prefix; otherwise the digest recorded at its first fetch, which is printed), then renamed into
+prefix; otherwise the digest recorded at its first complete fetch of known length, which is
+printed) and against the registry's `format` (the framework that reads it), then renamed into
 place; a mismatch leaves nothing in the cache.
 """
 from __future__ import annotations
@@ -58,6 +61,8 @@ def parser(epilog: str) -> argparse.ArgumentParser:
                    help="name/model/variant registry entries, or Hydra overrides (key=value) of a config "
                         "whose models' weights to fetch")
     p.add_argument("--list", action="store_true", help="print the registry and what is cached, fetch nothing")
+    p.add_argument("--check", action="store_true",
+                   help="fetch nothing; exit 3 with the command that fetches them when any is not cached")
     p.add_argument("--cache-dir", help="cache folder (default: pretrained.cache_dir = paths.weights_dir)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a transfer fails")
     return p
@@ -89,22 +94,45 @@ def main(argv: list[str] | None = None) -> int:
     except registry.UnknownWeights as err:
         print(f"cxr-weights: {err}", file=sys.stderr)
         return 2
+    if not wanted and args.check:
+        print("weights: this config asks for no registry weights")
+        return 0
     if not wanted:
         print("nothing to fetch: no model of this config asks for registry weights "
               "(set per_model.<model>.train.weights=coco, or name an entry; see --list)")
         return 0
+    if args.check:
+        return check_cached(wanted, cache_dir, [a for a in argv if a != "--check"])
     failures = 0
     for entry in wanted:
         target = entry.path_in(cache_dir)
         try:
-            digest = fetch.fetch(entry.url, target, entry.expected, cache_dir=cache_dir, timeout=args.timeout)
+            got = fetch.fetch(entry.url, target, entry.expected, cache_dir=cache_dir, timeout=args.timeout,
+                              fmt=entry.format)
         except Exception as err:  # noqa: BLE001 - report every entry, then fail
             failures += 1
             print(f"FAILED {entry.name}/{entry.model}/{entry.variant}: {err}", file=sys.stderr)
             continue
-        note = "" if entry.expected.known else " (no published checksum: recorded, enforced from now on)"
-        print(f"ok {entry.name}/{entry.model}/{entry.variant}: {target} sha256 {digest}{note}")
+        print(f"ok {entry.name}/{entry.model}/{entry.variant}: {target} ({entry.format}) sha256 {got.digest} "
+              f"({got.describe()})")
     return 1 if failures else 0
+
+
+def check_cached(wanted: list, cache_dir: Path, argv: list[str]) -> int:
+    """One message, on stderr, naming every entry not in the cache and the one command that fetches
+    them all; 0 when all are there."""
+    import shlex
+
+    missing = [e for e in wanted if not e.path_in(cache_dir).is_file()]
+    if not missing:
+        print(f"weights: all {len(wanted)} registry file(s) this config needs are in the cache {cache_dir}")
+        return 0
+    names = ", ".join(f"{e.name}/{e.model}/{e.variant}" for e in missing)
+    command = " ".join(["cxr-weights", *(shlex.quote(a) for a in argv)])
+    print(f"{len(missing)} pretrained weights file(s) this config needs are not in the cache {cache_dir}: {names}. "
+          f"Nothing was started. Fetch them all first (the one step that downloads), then rerun:\n    {command}",
+          file=sys.stderr)
+    return 3
 
 
 def cli() -> None:

@@ -12,9 +12,26 @@ for a block of resamples at once. On the full set (``w = 1``) this is exactly py
 Ties: pycocotools orders equal scores by image (its ``imgIds`` order) and, within an image, by input
 order; the precomputed order keeps that. A resampled image's copies stay next to each other.
 
-Seeding: the resample indices come from ``seed`` and the sorted image ids, so two runs scored on the
-same images always get the same resamples: their bootstrap vectors subtract into a paired bootstrap
-of the difference, with no second pass.
+Every class present in the full set is present in every resample (redrawn, not stratified): mAP is
+the mean over the classes with ground truth, and a resample without a rare class's images would
+average over fewer classes, so the intervals would mix the sampling of images with a change of
+what is averaged (a long tail from the class mix, not from the models). A resample whose draw
+leaves out every image of some class present in the full set is drawn again, whole, from the same
+generator, until each such class has at least one image in it: the ordinary bootstrap conditioned on
+"every class present", so each resample estimates the same quantity as the full-set mAP. Why not
+stratified by class: images carry several classes, so strata would overlap, and drawing a fixed
+number of images per class changes the images' weights (an image with three classes would be drawn
+three times as often); redrawing keeps every image equally likely and the resample size n. The
+share of resamples that needed a redraw is reported (``Bootstrap.redrawn_share``); when it is large,
+the interval reflects few images of the rare classes and is wide for that reason.
+
+Seeding: the resample indices come from ``seed``, the sorted image ids and (for the redraws) which
+images hold which classes' ground truth, so two runs scored on the same images with the same ground
+truth always get the same resamples: their bootstrap vectors subtract into a paired bootstrap of the
+difference, with no second pass.
+
+What the intervals cover: the choice of validation images only - not the training seed, the
+split, or any other randomness of training (harness.report.seeds reports the spread over seeds).
 
     boot = ImageMatches.from_coco(gt, preds).bootstrap(resamples=1000, seed=0)
     boot.point, boot.ci(0.95)                      # full-set mAP@0.4, (low, high)
@@ -34,6 +51,9 @@ from harness.predictions import Predictions
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 #: The largest resamples x detections block computed at once (memory: ~8 bytes x 6 arrays x this).
 BLOCK_CELLS = 4_000_000
+#: Draws allowed per resample on average before giving up on "every class present" (a class whose
+#: ground truth sits on very few of many images): the error says which classes.
+MAX_DRAWS_PER_RESAMPLE = 1000
 
 
 @dataclass
@@ -118,17 +138,42 @@ class ImageMatches:
             out[r] = float(np.mean(present)) if present.size else 0.0
         return out
 
+    def class_images(self) -> dict[int, np.ndarray]:
+        """{category id: indices (into image_ids) of the images with its ground truth} for every class
+        present in the full set."""
+        return {cat: np.flatnonzero(m.n_gt > 0) for cat, m in self.classes.items() if m.n_gt.sum() > 0}
+
     def bootstrap(self, resamples: int = 1000, seed: int = 0) -> "Bootstrap":
-        """Point estimate (full set) and `resamples` mAPs over images drawn with replacement."""
+        """Point estimate (full set) and `resamples` mAPs over images drawn with replacement, each
+        resample holding every class of the full set (redrawn otherwise; see the module doc)."""
         n = len(self.image_ids)
         point = float(self.map(np.ones((1, n)))[0])
-        counts = resample_counts(self.image_ids, resamples, seed)
-        return Bootstrap(point, self.map(counts), tuple(self.image_ids), int(seed))
+        counts, redrawn = resample_counts(self.image_ids, resamples, seed, self.class_images(), with_redrawn=True)
+        return Bootstrap(point, self.map(counts), tuple(self.image_ids), int(seed), redrawn / resamples)
 
 
-def resample_counts(image_ids, resamples: int, seed: int) -> np.ndarray:
+def _draw(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    draws = rng.integers(0, n, size=(rows, n))
+    counts = np.zeros((rows, n), np.float64)
+    np.add.at(counts, (np.repeat(np.arange(rows), n), draws.ravel()), 1.0)
+    return counts
+
+
+def _missing_class(counts: np.ndarray, required: list[np.ndarray]) -> np.ndarray:
+    """Rows of `counts` in which some required class has no drawn image."""
+    bad = np.zeros(len(counts), bool)
+    for images in required:
+        bad |= counts[:, images].sum(axis=1) == 0
+    return bad
+
+
+def resample_counts(image_ids, resamples: int, seed: int, class_images: dict[int, np.ndarray] | None = None,
+                    with_redrawn: bool = False):
     """(resamples x N) multiplicities of each image (sorted ids) in `resamples` bootstrap draws;
-    the same ids and seed give the same draws (that is what pairs two runs)."""
+    the same ids, seed and `class_images` give the same draws (that is what pairs two runs).
+    `class_images` {class: indices into the sorted ids of its images}: a draw that leaves out every
+    image of one of them is drawn again (whole) until none is left out. `with_redrawn`: also return
+    how many resamples needed a redraw."""
     ids = sorted(image_ids)
     n = len(ids)
     if resamples < 1:
@@ -136,11 +181,23 @@ def resample_counts(image_ids, resamples: int, seed: int) -> np.ndarray:
     digest = hashlib.sha256(repr(ids).encode()).digest()
     rng = np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
     if n == 0:
-        return np.zeros((resamples, 0))
-    draws = rng.integers(0, n, size=(resamples, n))
-    counts = np.zeros((resamples, n), np.float64)
-    np.add.at(counts, (np.repeat(np.arange(resamples), n), draws.ravel()), 1.0)
-    return counts
+        counts = np.zeros((resamples, 0))
+        return (counts, 0) if with_redrawn else counts
+    counts = _draw(rng, resamples, n)  # the ordinary bootstrap's draws, as before
+    required = [np.asarray(v) for _, v in sorted((class_images or {}).items()) if len(v)]
+    bad = _missing_class(counts, required) if required else np.zeros(resamples, bool)
+    redrawn = int(bad.sum())
+    draws = 0
+    while bad.any():
+        rows = np.flatnonzero(bad)
+        draws += len(rows)
+        if draws > MAX_DRAWS_PER_RESAMPLE * resamples:
+            rare = sorted(cat for cat, v in (class_images or {}).items() if 0 < len(v) <= 2)
+            raise ValueError(f"bootstrap: cannot draw {resamples} resamples of {n} images that each hold every "
+                             f"class (classes on very few images: {rare}); score more images")
+        counts[rows] = _draw(rng, len(rows), n)
+        bad[rows] = _missing_class(counts[rows], required)
+    return (counts, redrawn) if with_redrawn else counts
 
 
 def _class_ap(m: ClassMatches, weights: np.ndarray) -> np.ndarray:
@@ -184,6 +241,7 @@ class Bootstrap:
     samples: np.ndarray
     image_ids: tuple
     seed: int
+    redrawn_share: float = 0.0  # share of resamples drawn again because a class of the full set was missing
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Percentile interval."""
@@ -206,6 +264,8 @@ class Paired:
     samples: np.ndarray
 
     def summary(self, level: float = 0.95) -> dict:
+        """Δ, its percentile CI, and `p_a_gt_b`: the share of resamples in which A scored higher than B
+        (a description of the resamples, not the probability that A is the better model)."""
         low, high = percentile_ci(self.samples, level)
         return {"delta": self.delta, "low": low, "high": high,
                 "p_a_gt_b": float(np.mean(self.samples > 0)), "distinguishable": bool(low > 0 or high < 0)}
@@ -231,4 +291,5 @@ def fold_mean(boots: list[Bootstrap]) -> Bootstrap:
     if not boots:
         raise ValueError("no runs")
     return Bootstrap(float(np.mean([b.point for b in boots])), np.mean([b.samples for b in boots], axis=0),
-                     tuple(i for b in boots for i in b.image_ids), boots[0].seed)
+                     tuple(i for b in boots for i in b.image_ids), boots[0].seed,
+                     float(np.mean([b.redrawn_share for b in boots])))

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from adapters import get_detector
 from harness import atomic
+from harness.jobs import run_settings
 from harness.jobs.config import job_config, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.jobs.settings import nofinding_settings
@@ -44,6 +45,8 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     classifier.progress_path = run_dir / PROGRESS_FILE
     log.info("classifier (%s) fold %d: %d train / %d val images, split %s", spec.variant, fold,
              len(split.images("train")), len(val_images), split.split_hash)
+    settings = run_settings.current(cfg)
+    previous_settings = run_settings.swap(run_dir, settings)
     guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
     with guard:
         started = time.perf_counter()
@@ -63,6 +66,8 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "checkpoint": str(Path(checkpoint).resolve()), "scores": SCORES_FILE,
         "device": spec.device, "host": platform.node(), "versions": classifier.versions(),
         "train_consumed": classifier.consumed, "init": classifier.init, "resumed": classifier.resumed,
+        "run_settings": settings, "resumed_with_other_run_settings": run_settings.resumed_elsewhere(
+            previous_settings, settings, classifier.resumed, f"classifier fold {fold}"),
         "recipe": classifier.recipe, "weights": spec.weights_name or spec.weights or "scratch",
         "failed_images": [{"path": path, "reason": reason} for path, reason in classifier.failed_images],
         "config": job_config(cfg),

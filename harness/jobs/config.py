@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from adapters import REGISTRY, WEIGHTS_FORMATS
 from adapters.base import AugSpec, TrainSpec
 from adapters.classifier import VARIANTS
-from adapters.resume import RESUME_SETTINGS
+from adapters.resume import NOT_IN_KEY
 from harness.weights import formats, registry
 
 
@@ -82,15 +82,23 @@ def resolve_weights(cfg: DictConfig, name: str, variant: str, value):
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of what determines a job's result (not where it is written), to skip finished jobs
-    and to resume only checkpoints of the same config."""
+    """Hash of what a job computes (not where it is written, nor how it runs), to skip finished jobs
+    and to resume only checkpoints of the same config. Left out: `data.workers`, the checkpoint
+    settings and the run settings (`train.workers`, `train.device`, `train.gpus`,
+    `train.batch_predict`; also under `per_model.<name>.train`): a rerun with more workers or on two
+    GPUs instead of one skips finished jobs and resumes interrupted ones (harness.jobs.run_settings
+    records them)."""
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
-    relevant["per_model"] = to_plain(cfg.per_model.get(cfg.model.name))
+    per_model = to_plain(cfg.per_model.get(cfg.model.name))
+    relevant["per_model"] = per_model
     relevant["data"].pop("workers", None)
-    for holder in (relevant["model"], relevant["per_model"] or {}):  # why a setting is overridden: same result
+    for holder in (relevant["model"], per_model or {}):  # why a setting is overridden: same result
         holder.pop("reasons", None)
-    for key in RESUME_SETTINGS:  # how often a job checkpoints and whether it resumes: same result
-        relevant["train"].pop(key, None)
+    trains = [relevant["train"]] + ([per_model["train"]] if isinstance(per_model, dict)
+                                    and isinstance(per_model.get("train"), dict) else [])
+    for train in trains:
+        for key in NOT_IN_KEY:
+            train.pop(key, None)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

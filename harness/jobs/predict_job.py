@@ -145,7 +145,7 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
     stage = nofinding_settings(cfg.get("nofinding"))
     submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
-                                  p_abnormal=p_abnormal, low=stage.low, high=stage.high)
+                                  p_abnormal=p_abnormal, low=stage.low, high=stage.high, scoring=stage.scoring)
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
                    score_thr=float(cfg.report.overlay_score_thr), images=images)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,

@@ -24,8 +24,10 @@ def bootstrap_settings(node: Any) -> BootstrapSettings:
 
 
 def nofinding_settings(node: Any) -> NoFindingSettings:
-    """`nofinding` ({low, high, grid: {low, high}}) -> NoFindingSettings (thresholds checked)."""
+    """`nofinding` ({low, high, scoring, grid: {low, high}}) -> NoFindingSettings (thresholds checked)."""
     values: dict[str, Any] = {key: float(_get(node, key)) for key in ("low", "high") if _get(node, key) is not None}
+    if _get(node, "scoring") is not None:
+        values["scoring"] = str(_get(node, "scoring"))
     grid = _get(node, "grid")
     for key in ("low", "high"):
         if _get(grid, key):  # an empty grid takes the default one

@@ -21,6 +21,7 @@ from adapters import get_detector, is_classifier
 from adapters.card import protocol_row
 from harness import atomic
 from harness.eval import evaluate
+from harness.jobs import run_settings
 from harness.jobs.classifier_job import run_classifier
 from harness.jobs.config import config_hash, job_config, model_settings, train_spec
 from harness.jobs.data_step import ensure_prepared
@@ -84,6 +85,8 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     detector.run_key = cfg_hash  # checkpoints of another config are never resumed
     detector.progress_path = run_dir / PROGRESS_FILE
     native = run_dir / "native"
+    settings = run_settings.current(cfg)
+    previous_settings = run_settings.swap(run_dir, settings)
     guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
     with guard:
         started = time.perf_counter()
@@ -109,6 +112,9 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "train_consumed": detector.consumed,
         "init": detector.init,
         "resumed": detector.resumed,
+        "run_settings": settings,
+        "resumed_with_other_run_settings": run_settings.resumed_elsewhere(previous_settings, settings,
+                                                                          detector.resumed, f"{name} fold {fold}"),
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
                      protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],

@@ -47,14 +47,13 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     reference = sweep_reference(sweep_dir) if reader_reference else None
     protocols = collect_protocols(sweep_dir)
     protocol_md = write_protocol(sweep_dir, out_dir, protocols) if protocols.recorded else None
-    ci_note = (f"CI: {settings.ci:.0%} bootstrap interval of the mean over folds ({settings.resamples} resamples of "
-               f"each fold's val images, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4)."
-               if unc.runs else None)
+    ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
-                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None)
+                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None,
+                         pair_warnings=unc.warnings)
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))
     if protocol_md is not None:

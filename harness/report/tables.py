@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.sweep import superseded_folders
 from harness import atomic
 from harness.classes import CLASSES
 from harness.progress import PROGRESS_FILE, describe, read_progress
@@ -34,6 +35,7 @@ class SweepResults:
     failed: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     unfinished: list[dict] = field(default_factory=list)  # jobs running or interrupted (progress.json)
+    superseded: list[str] = field(default_factory=list)  # checkpoint folders a fresh start moved aside
 
 
 def _fold_label(fold) -> str:
@@ -117,6 +119,7 @@ def collect(sweep_dir: str | Path) -> SweepResults:
                        "error": error.splitlines()[0] if error else "(no error message)",
                        "path": str(path)})
     unfinished = _unfinished(sweep_dir)
+    superseded = [str(path) for path in superseded_folders(sweep_dir)]
     columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "path", *METRICS,
                *[f"AP {c}" for c in CLASSES]]
     frame = pd.DataFrame(rows, columns=columns)
@@ -125,7 +128,8 @@ def collect(sweep_dir: str | Path) -> SweepResults:
         mixed = frame.groupby("name")["variant"].transform("nunique") > 1
         frame.loc[mixed, "name"] = frame.loc[mixed, "name"] + " (" + frame.loc[mixed, "variant"] + ")"
         frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
-    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished)
+    return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished,
+                        superseded)
 
 
 def _newer(path: Path, than: Path) -> bool:
@@ -212,6 +216,11 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
                                    {"kind": "reference", "name": reference["name"], "variant": reference["variant"],
                                     "fold": "std", "map40": reference["map40_std"],
                                     "voc_map40": reference["voc_map40_std"]}], columns=cols))
+        ties = reference.get("map40_tie_orders")
+        if ties:  # the spread over random tie orders (all reader boxes score 1.0)
+            parts.append(pd.DataFrame([{"kind": "reference", "name": reference["name"], "variant": reference["variant"],
+                                        "fold": f"tie orders {stat}", "map40": ties[stat]}
+                                       for stat in ("mean", "std", "min", "max")], columns=cols))
     if tuning:
         parts.append(pd.DataFrame(tuning_rows(tuning), columns=cols))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
@@ -235,7 +244,8 @@ def _ci(low: float, high: float, digits: int = 3) -> str:
 
 def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
              pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None,
-             extra: str | None = None, tuning: list[dict] | None = None) -> str:
+             extra: str | None = None, tuning: list[dict] | None = None,
+             pair_warnings: list[str] | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
@@ -269,20 +279,28 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
                      _fmt(srow["train_time_s mean"], 0), _fmt(srow["predict_time_s mean"], 1)]
             lines.append("| " + " | ".join(cells) + " |")
         if reference is not None:
-            cells = [f"*{reference['name']}*", reference["variant"], *["–" for _ in folds],
-                     f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}", "–",
+            ties = reference.get("map40_tie_orders")
+            cells = [f"*{reference['name']}*", reference["variant"] + "; GT: the other two readers",
+                     *["–" for _ in folds], f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}",
+                     f"tie orders {_ci(ties['min'], ties['max'])}" if ties else "–",
                      f"{reference['voc_map40']:.4f} ± {reference['voc_map40_std']:.4f}", "–", "–", "–", "–", "–"]
             lines.append("| " + " | ".join(cells) + " |")
-            lines += ["", f"*{reference['name']}* (human-reader reference): {reference['note']}"]
+            lines += ["", f"*{reference['name']}* (human-reader reference; its CI cell: the range of mAP@0.4 over "
+                          f"random tie orders): {reference['note']}"]
         if pairs is not None and not pairs.empty:
             lines += ["", "## Paired comparisons (bootstrap over the same val images)", "",
-                      "Δ = mAP@0.4(A) − mAP@0.4(B), mean over the folds both ran on the same images; CI and "
-                      "P(A > B) from the paired bootstrap. A CI that contains 0: **not distinguishable**.", "",
+                      "Δ = mAP@0.4(A) − mAP@0.4(B), mean over the folds both ran on the same images; its CI from "
+                      "the paired bootstrap; P(A > B) = the share of resamples in which A scored higher than B "
+                      "(not the probability that A is the better model). A CI that contains 0: "
+                      "**not distinguishable**.", "",
                       "| A | B | folds | Δ | CI of Δ | P(A > B) | verdict |", "|---|---|---|---|---|---|---|"]
             for _, p in pairs.iterrows():
                 v = p["verdict"] if p["verdict"] != "not distinguishable" else "**not distinguishable**"
                 lines.append(f"| {p['a']} | {p['b']} | {p['folds']} | {p['delta']:+.4f} | "
                              f"{_ci(p['delta_ci_low'], p['delta_ci_high'], 4)} | {p['p_a_gt_b']:.3f} | {v} |")
+        if pair_warnings:  # folds two models ran on different images: left out of their comparison, said here
+            lines += ["", "**Not compared** (scored on different image sets):", ""]
+            lines += [f"- {w}" for w in pair_warnings]
         lines += ["", "## Per-class AP@0.4 (mean over folds; – = no ground truth in the val images)", ""]
         names = list(summ["name"]) + ([reference["name"]] if reference is not None else [])
         lines += ["| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -310,6 +328,11 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         for job in results.unfinished:
             checkpoint = f"`{job['checkpoint']}`" if job["checkpoint"] else "–"
             lines.append(f"| {job['model']} | {job['fold']} | {job['status']} | {checkpoint} |")
+    if results.superseded:
+        lines += ["", "## Superseded checkpoints", "",
+                  "Checkpoints of an earlier config that a fresh start moved aside (kept; delete them with "
+                  "`cxr-checkpoints --delete FOLDER`):", ""]
+        lines += [f"- `{folder}`" for folder in results.superseded]
     if results.unreadable:
         lines += ["", "## Unreadable result files", ""] + [f"- `{item}`" for item in results.unreadable]
     return "\n".join(lines) + "\n"
@@ -318,7 +341,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
                  protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
                  ci_note: str | None = None, extra: str | None = None,
-                 tuning: list[dict] | None = None) -> dict[str, Path]:
+                 tuning: list[dict] | None = None, pair_warnings: list[str] | None = None) -> dict[str, Path]:
     """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table().
     `extra`: a Markdown section added before the failed jobs (the "No finding" stage)."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
@@ -326,5 +349,5 @@ def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title
     with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ, pairs, reference, tuning).to_csv(tmp, index=False, float_format="%.6g")
     atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
-                                        ci_note=ci_note, extra=extra, tuning=tuning))
+                                        ci_note=ci_note, extra=extra, tuning=tuning, pair_warnings=pair_warnings))
     return {"results_csv": csv_path, "results_md": md_path}

@@ -4,8 +4,14 @@ For every run (model or ensemble, one fold) with a predictions.json and its val 
 per-image match data are computed once (harness.eval.bootstrap) and resampled. A model's row over
 several folds gets the CI of its mean over folds (each fold resampled on its own). Two models are
 compared on the folds where both ran on the same images: the paired bootstrap of the difference of
-their fold means, its CI and the share of resamples where A scores above B. "not distinguishable"
-means that CI contains 0.
+their fold means, its CI and P(A > B): the share of resamples in which A scored higher than B.
+"not distinguishable" means that CI contains 0. A fold that both ran but on different image sets is
+not compared, and says so (a warning in the log and in the report), instead of being dropped
+silently.
+
+Each resample holds every class present in the full set (harness.eval.bootstrap redraws the others);
+the report gives the share of resamples that needed a redraw. The intervals cover the choice of
+validation images only: not the training seed or other randomness of training.
 """
 from __future__ import annotations
 
@@ -39,6 +45,14 @@ class Uncertainty:
     models: dict[tuple[str, str], Bootstrap] = field(default_factory=dict)  # (kind, name) -> fold mean
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing: list[str] = field(default_factory=list)                # runs without predictions / GT
+    warnings: list[str] = field(default_factory=list)               # pairs not compared on some fold, and why
+
+    @property
+    def redrawn_share(self) -> float | None:
+        """The share of all runs' resamples drawn again to hold every class (None: no bootstrap)."""
+        if not self.runs:
+            return None
+        return float(np.mean([b.redrawn_share for b in self.runs.values()]))
 
 
 PAIR_COLUMNS = ["a", "b", "folds", "delta", "delta_ci_low", "delta_ci_high", "p_a_gt_b", "verdict"]
@@ -111,6 +125,14 @@ def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings) ->
     for (ka, a), (kb, b) in combinations(by_model, 2):
         fa, fb = by_model[(ka, a)], by_model[(kb, b)]
         shared = [f for f in fa if f in fb and fa[f].image_ids == fb[f].image_ids]
+        for fold in (f for f in fa if f in fb and f not in shared):
+            only_a = len(set(fa[fold].image_ids) - set(fb[fold].image_ids))
+            only_b = len(set(fb[fold].image_ids) - set(fa[fold].image_ids))
+            message = (f"{a} vs {b}, {fold}: scored on different image sets ({len(fa[fold].image_ids)} vs "
+                       f"{len(fb[fold].image_ids)} images, {only_a} only in {a}, {only_b} only in {b}): "
+                       f"{fold} is left out of their paired comparison")
+            log.warning("paired bootstrap: %s", message)
+            result.warnings.append(message)
         if not shared:
             continue
         summ = paired([fa[f] for f in shared], [fb[f] for f in shared]).summary(settings.ci)
@@ -139,3 +161,15 @@ def add_ci_columns(runs: pd.DataFrame, summ: pd.DataFrame, unc: Uncertainty) -> 
         lows.append(low)
         highs.append(high)
     summ["map40 ci_low"], summ["map40 ci_high"] = lows, highs
+
+
+def ci_note(unc: Uncertainty) -> str | None:
+    """The report's sentence on what the intervals are and what they cover (None: no bootstrap)."""
+    if not unc.runs:
+        return None
+    settings = unc.settings
+    return (f"CI: {settings.ci:.0%} bootstrap interval of the mean over folds ({settings.resamples} resamples of "
+            f"each fold's val images, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4). Every resample holds "
+            f"every class present in the fold's val images (a resample without one is drawn again: "
+            f"{unc.redrawn_share:.1%} of resamples were). The intervals cover the choice of validation images "
+            f"only, not the training seed or other randomness of training.")
