@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from adapters.resume import ResumePoint, discard_checkpoints, find_resume_point, training_key
-from harness.classes import NUM_CLASSES
+from harness.classes import CLASSES, NUM_CLASSES
 from harness.predictions import detection
 from harness.progress import PROGRESS_FILE, write_progress
 from harness.split import ImageRef, Split
@@ -74,6 +74,8 @@ class TrainSpec:
     checkpoint_interval: int = 1  # epochs between resumable checkpoints
     checkpoint_keep: int = 2  # resumable checkpoints kept (the last one, and one to fall back to)
     resume: bool = True  # a rerun of the same job resumes from its last valid checkpoint
+    # the dataset's class names, index = category id (harness.classes: data.label_set); sizes the heads
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
 
     def __post_init__(self) -> None:
         if isinstance(self.aug, dict):

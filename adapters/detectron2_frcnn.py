@@ -9,7 +9,8 @@ Why this module looks the way it does
 * Variants come from detectron2's model-zoo configs (shipped inside the package, read from disk, never
   downloaded): "R50-FPN" = `COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml` (the original study's model),
   "R101-FPN" = `COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml`, and "R18-FPN" = the R50 config with
-  `RESNETS.DEPTH=18, RES2_OUT_CHANNELS=64` for CPU demos. Always `ROI_HEADS.NUM_CLASSES = 14`.
+  `RESNETS.DEPTH=18, RES2_OUT_CHANNELS=64` for CPU demos. `ROI_HEADS.NUM_CLASSES` = the dataset's class count
+  (`spec.classes`: 14 for VinBigData).
 * Weights: without `spec.weights` the model trains from scratch, and the default FrozenBN R50 config
   diverges within a few iterations there, so scratch runs use detectron2's own scratch recipe
   (`Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml`): `RESNETS.NORM=GN`, `FPN.NORM=GN`,
@@ -87,7 +88,7 @@ from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, Unreadab
                            count_split_training_set, faster_rcnn_native_protocol, protocol_row)
 from adapters.resume import prune, records, write_record
 from harness import atomic
-from harness.classes import CLASSES, NUM_CLASSES
+from harness.classes import CLASSES
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = 
         if spec.variant not in LIGHT_HEAD_VARIANTS:
             cfg.merge_from_list(_flatten(SCRATCH_BOX_HEAD))
 
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = NUM_CLASSES
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(spec.classes)
     cfg.MODEL.DEVICE = spec.device
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = spec.score_thr
     cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = spec.nms_iou  # class-aware (per-class batched_nms)
@@ -269,19 +270,20 @@ def predict_resize(imgsz: int):
 
 # --------------------------------------------------------------------------- data
 
-def check_categories(coco_json: Path) -> dict:
-    """Load a split COCO file and make sure its categories are the 14 cxr-bench classes with ids
-    0..13 and every annotation uses one of them, so that load_coco_json's id mapping (sorted ids →
+def check_categories(coco_json: Path, classes: Sequence[str] = CLASSES) -> dict:
+    """Load a split COCO file and make sure its categories are the job's classes (`spec.classes`) with
+    ids 0..N-1 and every annotation uses one of them, so that load_coco_json's id mapping (sorted ids →
     0..N-1) is the identity. Returns the COCO dict."""
     coco = json.loads(Path(coco_json).read_text())
     cats = sorted((c["id"], c["name"]) for c in coco.get("categories", []))
-    if cats != list(enumerate(CLASSES)):
+    n = len(classes)
+    if cats != list(enumerate(classes)):
         raise ValueError(
-            f"{coco_json}: categories must be the {NUM_CLASSES} cxr-bench classes with ids 0..{NUM_CLASSES - 1} "
-            f"(harness.classes.coco_categories()); found ids {[c for c, _ in cats]}"
+            f"{coco_json}: categories must be the job's {n} classes with ids 0..{n - 1} "
+            f"(harness.classes, data.label_set); found ids {[c for c, _ in cats]}"
         )
     for ann in coco.get("annotations", []):
-        if ann.get("category_id") not in range(NUM_CLASSES):
+        if ann.get("category_id") not in range(n):
             raise ValueError(f"{coco_json}: annotation id {ann.get('id')} has category_id {ann.get('category_id')!r}")
     return coco
 
@@ -303,7 +305,7 @@ def check_images(paths: Sequence[Path]) -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def registered_split(split: Split) -> Iterator[tuple[str, str]]:
+def registered_split(split: Split, classes: Sequence[str] = CLASSES) -> Iterator[tuple[str, str]]:
     """Register the split's train/val COCO files with detectron2 under job-unique names; remove
     them again afterwards (also on error)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -313,13 +315,13 @@ def registered_split(split: Split) -> Iterator[tuple[str, str]]:
     names = (f"cxr_{job}_train", f"cxr_{job}_val")
     try:
         for name, json_file in zip(names, (split.train_json, split.val_json)):
-            check_categories(json_file)
+            check_categories(json_file, classes)
             DatasetCatalog.register(
                 name, lambda j=str(json_file), n=name: load_coco_json(j, str(split.image_root), n)
             )
             MetadataCatalog.get(name).set(
-                thing_classes=list(CLASSES),
-                thing_dataset_id_to_contiguous_id={i: i for i in range(NUM_CLASSES)},
+                thing_classes=list(classes),
+                thing_dataset_id_to_contiguous_id={i: i for i in range(len(classes))},
                 json_file=str(json_file),
                 image_root=str(split.image_root),
                 evaluator_type="coco",
@@ -525,7 +527,7 @@ class Detectron2FasterRCNN(Detector):
 
         # detectron2's launch picks NCCL whenever it sees a GPU: CPU processes only on a CPU-only machine
         check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=not torch.cuda.is_available())
-        train_coco = check_categories(split.train_json)
+        train_coco = check_categories(split.train_json, self.spec.classes)
         paths = [split.image_root / img["file_name"] for img in train_coco["images"]]
         failures = check_images(paths)
         if failures:
@@ -564,7 +566,7 @@ class Detectron2FasterRCNN(Detector):
         from detectron2.utils.env import seed_all_rng
 
         main = comm.is_main_process()
-        with registered_split(split) as (train_name, _val_name), \
+        with registered_split(split, self.spec.classes) as (train_name, _val_name), \
                 (_log_to(workdir / "log.txt") if main else contextlib.nullcontext()):
             cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
             if main:

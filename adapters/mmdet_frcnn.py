@@ -84,13 +84,13 @@ import logging
 import math
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts, count_split_training_set,
                            faster_rcnn_native_protocol, protocol_row)
 from adapters.resume import prune, records, write_record
 from harness import atomic
-from harness.classes import CLASSES, NUM_CLASSES
+from harness.classes import CLASSES
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -180,18 +180,18 @@ def schedule_cfg(epochs: int, iters_per_epoch: int, scratch: bool = False) -> li
     ]
 
 
-def check_categories(coco_path: Path) -> dict:
-    """Load a split COCO file and check its categories are the 14 classes, ids 0..13 in official
-    order. mmdet's CocoDataset maps labels by `get_cat_ids(cat_names=classes)`, which returns ids in
+def check_categories(coco_path: Path, classes: Sequence[str] = CLASSES) -> dict:
+    """Load a split COCO file and check its categories are the job's classes (`spec.classes`), ids
+    0..N-1 in the label set's order. mmdet's CocoDataset maps labels by `get_cat_ids(cat_names=classes)`, which returns ids in
     the FILE's category order, so any other order would silently permute the classes."""
     try:
         coco = json.loads(Path(coco_path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{coco_path}: cannot read COCO file: {err}") from err
     cats = [(c.get("id"), c.get("name")) for c in coco.get("categories", [])]
-    if cats != list(enumerate(CLASSES)):
-        raise ValueError(f"{coco_path}: categories must be the 14 VinBigData classes with ids 0-13 in "
-                         f"official order (harness.classes.coco_categories()); found {cats}")
+    if cats != list(enumerate(classes)):
+        raise ValueError(f"{coco_path}: categories must be the job's {len(classes)} classes with ids "
+                         f"0-{len(classes) - 1} in their label set's order (harness.classes); found {cats}")
     return coco
 
 
@@ -337,7 +337,7 @@ class MMDetFasterRCNN(Detector):
         backbone.init_cfg = None  # never fetch torchvision://resnet*; pretrained comes via load_from
         model.neck.in_channels = in_channels
         bbox_head = model.roi_head.bbox_head
-        bbox_head.num_classes = NUM_CLASSES
+        bbox_head.num_classes = len(self.spec.classes)
         if self.spec.weights is None:  # from scratch: GN everywhere, all stages trainable
             backbone.update(frozen_stages=-1, norm_cfg=copy.deepcopy(GN), norm_eval=False, zero_init_residual=False)
             model.neck.norm_cfg = copy.deepcopy(GN)
@@ -361,14 +361,14 @@ class MMDetFasterRCNN(Detector):
         """The full training Config for `split`, writing under `workdir`."""
         spec = self.spec
         workdir = Path(workdir).resolve()
-        check_categories(split.train_json)
-        check_categories(split.val_json)
+        check_categories(split.train_json, spec.classes)
+        check_categories(split.val_json, spec.classes)
         n_train = count_split_training_set(split.train_json, spec.negatives)["images"]
         if n_train == 0:
             raise ValueError(f"{split.train_json}: no training image has a box; nothing to train on")
         run_name = run_name or f"mmdet_frcnn-{workdir.name}-{uuid.uuid4().hex[:8]}"
         cfg = self.model_config()
-        metainfo = {"classes": CLASSES}
+        metainfo = {"classes": tuple(spec.classes)}
         root = str(Path(split.image_root).resolve())
         loader = {
             "num_workers": spec.workers,

@@ -6,8 +6,9 @@ YAML keeps YOLOv5's CSP-Darknet backbone and PANet neck but ends in ultralytics'
 decoupled `Detect` head (DFL box regression, task-aligned assigner) - the model ultralytics calls
 "YOLOv5u". It is NOT the classic anchor-based YOLOv5 of the original Kaggle notebooks (that code
 lives in the unmaintained `yolov5` PyPI package, which breaks on this stack). `versions()` and
-`HEAD` say so, and results should be labelled accordingly. The model always has the 14 VinBigData
-classes (names from `harness.classes.CLASSES`, class index == COCO category id).
+`HEAD` say so, and results should be labelled accordingly. The model has the dataset's classes
+(`spec.classes`, from `data.label_set`: the 14 VinBigData classes by default; class index == COCO
+category id).
 
 Weights. From scratch by default (`pretrained=False`). With `spec.weights` (a LOCAL ultralytics
 `.pt`), the variant's YAML architecture is built and the checkpoint's tensors are transferred by
@@ -86,7 +87,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from adapters.base import (AugSpec, Detector, RawDetections, TrainSpec, consumed_counts,
                            protocol_row)
@@ -196,16 +197,16 @@ def train_args(spec: TrainSpec, data_yaml: Path, workdir: Path) -> dict[str, Any
 # COCO split -> YOLO dataset
 # ---------------------------------------------------------------------------------------------
 
-def _yolo_label_lines(image: dict, anns: list[dict], source: Path) -> list[str]:
+def _yolo_label_lines(image: dict, anns: list[dict], source: Path, n_classes: int = NUM_CLASSES) -> list[str]:
     """`class cx cy w h` lines (normalised) for one image; boxes are clipped to the image, and a
     box with no area left is skipped with a warning naming it."""
     width, height = float(image["width"]), float(image["height"])
     lines = []
     for ann in anns:
         cat = ann.get("category_id")
-        if not isinstance(cat, int) or not 0 <= cat < NUM_CLASSES:
+        if not isinstance(cat, int) or not 0 <= cat < n_classes:
             raise ValueError(f"{source}: annotation id {ann.get('id')} (image {image['file_name']}) has "
-                             f"category_id {cat!r}; expected 0..{NUM_CLASSES - 1}")
+                             f"category_id {cat!r}; expected 0..{n_classes - 1}")
         x, y, w, h = (float(v) for v in ann["bbox"])
         x1, y1 = max(0.0, x), max(0.0, y)
         x2, y2 = min(width, x + w), min(height, y + h)
@@ -226,7 +227,7 @@ def _link_or_copy(target: Path, link: Path) -> None:
 
 
 def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str,
-                  drop_negatives: bool = False) -> tuple[int, list[str]]:
+                  drop_negatives: bool = False, n_classes: int = NUM_CLASSES) -> tuple[int, list[str]]:
     """Write images/<subset> links and labels/<subset> txt files; return (images written, problems).
     `drop_negatives` leaves out images without any box (the protocol's negatives="drop")."""
     import json
@@ -257,7 +258,7 @@ def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str,
                             f"record says {image['width']}x{image['height']}; skipped")
             log.error(problems[-1])
             continue
-        lines = _yolo_label_lines(image, by_image.get(image["id"], []), coco_json)
+        lines = _yolo_label_lines(image, by_image.get(image["id"], []), coco_json, n_classes)
         if drop_negatives and not lines:
             continue
         stem = src.stem if src.stem not in used else f"{src.stem}__id{image['id']}"
@@ -268,7 +269,8 @@ def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str,
     return written, problems
 
 
-def write_yolo_dataset(split: Split, root: Path, channels: int = 3, negatives: str = "keep") -> Path:
+def write_yolo_dataset(split: Split, root: Path, channels: int = 3, negatives: str = "keep",
+                       classes: Sequence[str] = CLASSES) -> Path:
     """Convert the split's train/val COCO files into a YOLO dataset at `root`; return its data YAML.
 
     Built in a temporary sibling folder and renamed into place, so `root` is either the old or the
@@ -285,7 +287,8 @@ def write_yolo_dataset(split: Split, root: Path, channels: int = 3, negatives: s
     try:
         for subset, coco_json in (("train", split.train_json), ("val", split.val_json)):
             counts[subset], _ = _write_subset(Path(coco_json), Path(split.image_root), tmp, subset,
-                                              drop_negatives=subset == "train" and negatives == "drop")
+                                              drop_negatives=subset == "train" and negatives == "drop",
+                                              n_classes=len(classes))
             if counts[subset] == 0:
                 raise ValueError(f"{coco_json}: no usable {subset} images (see errors above)")
     except BaseException:
@@ -294,14 +297,14 @@ def write_yolo_dataset(split: Split, root: Path, channels: int = 3, negatives: s
     if root.exists():
         shutil.rmtree(root)
     os.replace(tmp, root)
-    names = "\n".join(f"  {i}: {name!r}" for i, name in enumerate(CLASSES))
+    names = "\n".join(f"  {i}: {name!r}" for i, name in enumerate(classes))
     data_yaml = root / "data.yaml"
     atomic.write_text(
         data_yaml,
         f"# written by cxr-bench adapters.yolov5 from {split.train_json} and {split.val_json}\n"
         f"# split hash {split.split_hash}; {counts['train']} train (negatives={negatives}) / {counts['val']} val images\n"
         f"path: {root}\ntrain: images/train\nval: images/val\nchannels: {channels}\n"
-        f"nc: {NUM_CLASSES}\nnames:\n{names}\n",
+        f"nc: {len(classes)}\nnames:\n{names}\n",
     )
     return data_yaml
 
@@ -491,7 +494,8 @@ class YoloV5Detector(Detector):
         check_gpus(self.spec.gpus, self.spec.device, self.name, cpu_ok=False)
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels, self.spec.negatives)
+        data_yaml = write_yolo_dataset(split, workdir / "yolo_data", self.spec.channels, self.spec.negatives,
+                                       self.spec.classes)
         args = train_args(self.spec, data_yaml, workdir)
         weights_dir = workdir / args["name"] / "weights"
         n_train = sum(1 for _ in (workdir / "yolo_data" / "images" / "train").iterdir())
@@ -573,15 +577,15 @@ class YoloV5Detector(Detector):
 
     # -- prediction -----------------------------------------------------------------------------
     def _untrained(self):
-        """A seeded, randomly initialised 14-class model of the variant, with spec.channels inputs."""
+        """A seeded, randomly initialised model of the variant for spec.classes, with spec.channels inputs."""
         import torch
         from ultralytics import YOLO
         from ultralytics.nn.tasks import DetectionModel
 
         yolo = YOLO(f"{self.spec.variant}.yaml", task="detect")
         torch.manual_seed(self.spec.seed)
-        model = DetectionModel(dict(yolo.model.yaml), ch=self.spec.channels, nc=NUM_CLASSES, verbose=False)
-        model.names = dict(enumerate(CLASSES))
+        model = DetectionModel(dict(yolo.model.yaml), ch=self.spec.channels, nc=len(self.spec.classes), verbose=False)
+        model.names = dict(enumerate(self.spec.classes))
         model.args, model.task = yolo.model.args, "detect"
         yolo.model = model
         return yolo

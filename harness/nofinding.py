@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import atomic
-from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME
+from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME, class_names, require_vinbigdata
 from harness.predictions import Predictions, xywh_to_xyxy
 
 DEFAULT_LOW = 0.08
@@ -163,6 +163,7 @@ class ThresholdGrid:
         from harness.eval.voc_map import match_flags
 
         gt = load_gt(gt_coco)
+        require_vinbigdata(class_names(gt), "the 'No finding' stage")
         check_images(gt, preds, "<ground truth>")
         p_abnormal = detector_p_abnormal(preds) if p_abnormal is None else p_abnormal
         check_p(preds, p_abnormal)

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from harness import atomic
-from harness.jobs.config import train_spec
+from harness.jobs.config import ConfigError, data_label_set, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.nofinding import AbnormalScores, abnormal_labels, classifier_metrics
@@ -43,6 +43,10 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     from adapters import get_detector
     from harness.jobs.train_job import job_config
 
+    labels = data_label_set(cfg.data)
+    if not labels.has_no_finding:
+        raise ConfigError(f"model=classifier: the 'No finding' classifier stage is VinBigData-only; data={cfg.data.name} "
+                          f"(label set {labels.name}) has no 'No finding' class")
     spec = train_spec(cfg)
     name, fold = cfg.model.name, int(cfg.data.fold)
     low, high = nofinding_thresholds(cfg)

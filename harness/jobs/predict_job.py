@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from harness.jobs.config import ConfigError, to_plain, train_spec
+from harness.jobs.config import ConfigError, data_label_set, to_plain, train_spec
 from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.split import ImageRef
@@ -127,6 +127,13 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     for (run_cfg, _), run_dir in zip(runs, run_dirs):
         if is_classifier(run_cfg.model.name):
             raise ConfigError(f"predict.runs: {run_dir} is a classifier run; give it as predict.classifier={run_dir}")
+    labels = {data_label_set(run_cfg.data) for run_cfg, _ in runs}
+    if len(labels) > 1:
+        raise ConfigError(f"predict.runs: the runs were trained on different label sets ({sorted(s.name for s in labels)})")
+    (labels,) = labels
+    if cfg.predict.get("classifier") and not labels.has_no_finding:
+        raise ConfigError(f"predict.classifier: the 'No finding' stage is VinBigData-only; these runs' label set is "
+                          f"{labels.name}")
     images, manifest = input_images(str(cfg.predict.input), runs[0][0], out_dir)
     log.info("predicting %d images with %d run(s)", len(images), len(runs))
     all_preds = []
@@ -147,12 +154,16 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
                                  conf_type=ens.conf_type, names=[str(d) for d in run_dirs])
         preds.source = f"ensemble:{ens.name}"
     preds.save(out_dir / "predictions.json")
-    p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
-    low, high = nofinding_thresholds(cfg)
-    submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
-                                  p_abnormal=p_abnormal, low=low, high=high)
+    submission = None
+    if labels.has_no_finding:
+        p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
+        low, high = nofinding_thresholds(cfg)
+        submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
+                                      p_abnormal=p_abnormal, low=low, high=high, classes=labels.classes)
+    else:
+        log.info("no submission.csv: the Kaggle submission format is VinBigData-only (label set %s)", labels.name)
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
-                   score_thr=float(cfg.report.overlay_score_thr), images=images)
+                   score_thr=float(cfg.report.overlay_score_thr), images=images, classes=labels.classes)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,
              out_dir / "overlays")
     return {"predictions": out_dir / "predictions.json", "submission": submission, "overlays": out_dir / "overlays"}
