@@ -4,7 +4,9 @@ Kaggle submission (boxes mapped back to original DICOM pixels through the manife
 `predict.no_finding` (thresholds `nofinding.low/high`), the same code the report scores.
 
 Input: `test` (the prepared dataset's test split), or a folder of DICOMs (converted here exactly as
-`prepare` converts, with the run's data settings) or PNGs (used as they are, scale 1).
+`prepare` converts, with the run's data settings) or PNGs (used as they are, scale 1), or `external`:
+the labelled images of another dataset (`data=...`) scored through a class mapping (`mapping=...`),
+harness.jobs.external_job.
 """
 from __future__ import annotations
 
@@ -112,10 +114,42 @@ def classifier_p_abnormal(cfg: DictConfig, images: list[ImageRef], out_dir: Path
     return p
 
 
-def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
-    from adapters import get_detector, is_classifier
-    from harness.jobs.classifier_job import nofinding_thresholds
+def predict_with_runs(cfg: DictConfig, runs: list[tuple[DictConfig, dict]], run_dirs: list[Path],
+                      images: list[ImageRef], out_dir: Path) -> Predictions:
+    """Every run's checkpoint predicts `images`; several runs are fused with the `ensemble` settings."""
+    from adapters import get_detector
+
+    log.info("predicting %d images with %d run(s)", len(images), len(runs))
+    all_preds = []
+    for (run_cfg, metrics), run_dir in zip(runs, run_dirs):
+        detector = get_detector(run_cfg.model.name, train_spec(run_cfg))
+        with no_network() if cfg.offline_guard else contextlib.nullcontext():
+            detections = detector.predict(Path(metrics["checkpoint"]), images,
+                                          out_dir / "native" / f"{run_dir.parent.name}-{run_dir.name}")
+        all_preds.append(Predictions(metrics["source"], None, [img.id for img in images], detections))
+    if len(all_preds) == 1:
+        return all_preds[0]
+    return fuse_runs(cfg, all_preds, {img.id: (img.width, img.height) for img in images},
+                     [c.model.name for c, _ in runs], [str(d) for d in run_dirs])
+
+
+def fuse_runs(cfg: DictConfig, preds: list[Predictions], sizes: dict[int, tuple[int, int]], models: list[str],
+              names: list[str]) -> Predictions:
+    """Several runs' predictions on the same images fused with the `ensemble` settings (weights by model)."""
     from harness.ensemble import fuse_predictions
+
+    ens = cfg.ensemble
+    weights = to_plain(ens.weights) or {}
+    fused = fuse_predictions(preds, sizes, method=ens.method, iou_thr=float(ens.iou_thr),
+                             skip_box_thr=float(ens.skip_box_thr), weights=[float(weights.get(m, 1.0)) for m in models],
+                             conf_type=ens.conf_type, names=names)
+    fused.source = f"ensemble:{ens.name}"
+    return fused
+
+
+def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
+    from adapters import is_classifier
+    from harness.jobs.classifier_job import nofinding_thresholds
     from harness.report import write_overlays
     from harness.submission import write_submission
 
@@ -134,25 +168,12 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     if cfg.predict.get("classifier") and not labels.has_no_finding:
         raise ConfigError(f"predict.classifier: the 'No finding' stage is VinBigData-only; these runs' label set is "
                           f"{labels.name}")
+    if str(cfg.predict.input) == "external":
+        from harness.jobs.external_job import run_external
+
+        return run_external(cfg, runs, run_dirs, labels, out_dir)
     images, manifest = input_images(str(cfg.predict.input), runs[0][0], out_dir)
-    log.info("predicting %d images with %d run(s)", len(images), len(runs))
-    all_preds = []
-    for (run_cfg, metrics), run_dir in zip(runs, run_dirs):
-        detector = get_detector(run_cfg.model.name, train_spec(run_cfg))
-        with no_network() if cfg.offline_guard else contextlib.nullcontext():
-            detections = detector.predict(Path(metrics["checkpoint"]), images,
-                                          out_dir / "native" / f"{run_dir.parent.name}-{run_dir.name}")
-        all_preds.append(Predictions(metrics["source"], None, [img.id for img in images], detections))
-    if len(all_preds) == 1:
-        preds = all_preds[0]
-    else:
-        ens = cfg.ensemble
-        weights = to_plain(ens.weights) or {}
-        preds = fuse_predictions(all_preds, {img.id: (img.width, img.height) for img in images}, method=ens.method,
-                                 iou_thr=float(ens.iou_thr), skip_box_thr=float(ens.skip_box_thr),
-                                 weights=[float(weights.get(c.model.name, 1.0)) for c, _ in runs],
-                                 conf_type=ens.conf_type, names=[str(d) for d in run_dirs])
-        preds.source = f"ensemble:{ens.name}"
+    preds = predict_with_runs(cfg, runs, run_dirs, images, out_dir)
     preds.save(out_dir / "predictions.json")
     submission = None
     if labels.has_no_finding:
