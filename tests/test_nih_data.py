@@ -175,3 +175,16 @@ def test_vinbigdata_only_paths_say_so():
                                                          "score": 0.9}]))
     assert scores["per_class"]["Pneumothorax"] == pytest.approx(1.0) and set(scores["per_class"]) == set(NIH_CLASSES)
     assert scores["voc_map40_15"] is None and scores["voc_per_class"]["Pneumothorax"] == pytest.approx(1.0)
+
+
+def test_nih_cpu_preset_composes_with_the_nih_classes():
+    from hydra import compose, initialize_config_dir
+
+    from harness.cli.common import CONF_DIR
+    from harness.jobs.config import train_spec
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=nih_cpu", "model=detectron2_frcnn"])
+    assert cfg.data.layout == "nih_cxr14" and cfg.data.fusion == "none" and cfg.data.folds == 2
+    spec = train_spec(cfg)
+    assert spec.classes == list(NIH_CLASSES) and spec.imgsz == 256 and spec.variant == "R18-FPN"
