@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import atomic
-from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME
+from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME, class_names, require_vinbigdata
 from harness.eval.coco_map import check_images, load_gt
 from harness.eval.voc_map import ap_from_flags, match_flags, voc_map
 from harness.predictions import Predictions, xywh_to_xyxy
@@ -208,6 +208,7 @@ class ThresholdGrid:
 
     def __init__(self, gt_coco, preds: Predictions, p_abnormal: Mapping[int, float] | None, iou_thr: float = 0.4):
         gt = load_gt(gt_coco)
+        require_vinbigdata(class_names(gt), "the 'No finding' stage")
         check_images(gt, preds, "<ground truth>")
         p_abnormal = detector_p_abnormal(preds) if p_abnormal is None else p_abnormal
         check_p(preds, p_abnormal)

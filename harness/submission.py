@@ -20,13 +20,13 @@ right for both preparations (aspect kept: scale_x == scale_y; stretched square: 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from harness import atomic
-from harness.classes import NO_FINDING_ID
+from harness.classes import CLASSES, NO_FINDING_ID, require_vinbigdata
 from harness.data.manifest import read_manifest
 from harness.eval.coco_map import load_gt
 from harness.nofinding import DEFAULT_HIGH, DEFAULT_LOW, DEFAULT_SCORING, image_policy, policy_thresholds
@@ -98,9 +98,11 @@ def submission_frame(preds: Predictions, manifest: pd.DataFrame | str | Path, no
                      coco_json: str | Path | dict | None = None, normal_scores: Mapping[int, float] | None = None,
                      score_thr: float = 0.0, p_abnormal: Mapping[int, float] | None = None,
                      low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH,
-                     scoring: str = DEFAULT_SCORING) -> pd.DataFrame:
+                     scoring: str = DEFAULT_SCORING, classes: Sequence[str] = CLASSES) -> pd.DataFrame:
     """The submission as a DataFrame (image_id, PredictionString), one row per predicted image.
-    `p_abnormal` {COCO image id: P(abnormal)} (a classifier) must cover every image when given."""
+    `p_abnormal` {COCO image id: P(abnormal)} (a classifier) must cover every image when given.
+    `classes`: the model's classes; the format is VinBigData-only (NotVinBigData otherwise)."""
+    require_vinbigdata(classes, "the Kaggle submission (submission.csv)")
     if p_abnormal is not None:
         missing = [i for i in preds.image_ids if i not in p_abnormal]
         if missing:
@@ -138,10 +140,11 @@ def write_submission(preds: Predictions, manifest: pd.DataFrame | str | Path, ou
                      no_finding: str = "append", coco_json: str | Path | dict | None = None,
                      normal_scores: Mapping[int, float] | None = None, score_thr: float = 0.0,
                      p_abnormal: Mapping[int, float] | None = None, low: float = DEFAULT_LOW,
-                     high: float = DEFAULT_HIGH, scoring: str = DEFAULT_SCORING) -> Path:
+                     high: float = DEFAULT_HIGH, scoring: str = DEFAULT_SCORING,
+                     classes: Sequence[str] = CLASSES) -> Path:
     """Write the Kaggle CSV atomically; returns its path. See submission_frame for the arguments."""
     frame = submission_frame(preds, manifest, no_finding, coco_json, normal_scores, score_thr, p_abnormal, low, high,
-                             scoring)
+                             scoring, classes)
     out_csv = Path(out_csv)
     with atomic.atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)

@@ -11,12 +11,13 @@ from harness.classes import coco_categories
 
 
 def build_coco(fused: pd.DataFrame, manifest: pd.DataFrame, info: dict | None = None,
-               labeled: set[str] | None = None) -> dict:
+               labeled: set[str] | None = None, categories: list[dict] | None = None) -> dict:
     """COCO dict of the manifest's ok train images with `fused` boxes scaled by (scale_x, scale_y).
 
     `labeled`: image ids with at least one (kept) train.csv row; other train DICOMs are left out
     rather than passed off as normal. Boxes are clipped to the PNG; boxes of images that did not
-    convert are left out (the caller reports how many).
+    convert are left out (the caller reports how many). `categories`: the dataset's label set
+    (default VinBigData's 14 classes).
     """
     train = manifest[(manifest["split"] == "train") & (manifest["status"] == "ok")].sort_values("image_id")
     if labeled is not None:
@@ -41,4 +42,4 @@ def build_coco(fused: pd.DataFrame, manifest: pd.DataFrame, info: dict | None = 
                             "bbox": [round(x1, 2), round(y1, 2), bw, bh], "area": round(bw * bh, 2),
                             "iscrowd": 0, "num_readers": int(box.num_readers)})
     return {"info": dict(info or {}), "images": images, "annotations": annotations,
-            "categories": coco_categories()}
+            "categories": categories if categories is not None else coco_categories()}

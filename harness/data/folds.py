@@ -7,6 +7,10 @@ classes (Pneumothorax, Atelectasis) thereby reach every validation fold when the
 images of them. "No finding" images get their own label so normals are spread evenly too.
 The fold file is shared by every framework: the same file means the same validation images.
 
+Grouped folds (`group_by="patient"`, NIH ChestX-ray14): all images of one group (patient) go to one
+fold. The stratification then runs over groups, each group carrying the union of its images' labels,
+so no patient's follow-up images sit on both sides of a split.
+
 Why not iterative-stratification's MultilabelStratifiedKFold (what Kaggle pipelines used): on the
 real VinBigData labels this implementation matches its per-fold class balance (same largest relative
 deviation of any class in any fold, equal or lower mean deviation; tests/test_folds.py checks it
@@ -22,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import atomic
-from harness.classes import NUM_CLASSES
+from harness.classes import class_names
 
 SCHEME = "mlstrat"
 
@@ -71,14 +75,39 @@ def iterative_stratification(labels: np.ndarray, k: int, seed: int = 0) -> np.nd
 
 
 def presence_matrix(coco: dict) -> tuple[list[str], np.ndarray]:
-    """(image keys, images × 15 booleans): classes 0-13 present, column 14 = no finding."""
+    """(image keys, images × (N + 1) booleans): classes 0..N-1 of the dataset's label set present,
+    column N = no finding."""
     keys = [img["image_key"] for img in coco["images"]]
     row = {img["id"]: i for i, img in enumerate(coco["images"])}
-    mat = np.zeros((len(keys), NUM_CLASSES + 1), dtype=bool)
+    n_classes = len(class_names(coco))
+    mat = np.zeros((len(keys), n_classes + 1), dtype=bool)
     for ann in coco["annotations"]:
         mat[row[ann["image_id"]], ann["category_id"]] = True
-    mat[~mat[:, :NUM_CLASSES].any(1), NUM_CLASSES] = True
+    mat[~mat[:, :n_classes].any(1), n_classes] = True
     return keys, mat
+
+
+def patient_id(image_key: str) -> str:
+    """NIH ChestX-ray14: the file name's part before `_` (00012345_002 -> 00012345)."""
+    return image_key.split("_", 1)[0]
+
+
+GROUPINGS = {"patient": patient_id}
+
+
+def grouped_stratification(keys: list[str], labels: np.ndarray, groups: list[str], k: int,
+                           seed: int = 0) -> np.ndarray:
+    """Fold per image, whole groups at a time: iterative stratification over the groups' label
+    unions (a group counts once per label, however many of its images carry it)."""
+    names = list(dict.fromkeys(groups))
+    index = {g: i for i, g in enumerate(names)}
+    group_labels = np.zeros((len(names), labels.shape[1]), dtype=bool)
+    for g, row in zip(groups, labels):
+        group_labels[index[g]] |= row
+    n = labels.shape[1] - 1  # the last column: no finding, only for groups without any finding
+    group_labels[group_labels[:, :n].any(1), n] = False
+    group_fold = iterative_stratification(group_labels, k, seed)
+    return np.array([group_fold[index[g]] for g in groups])
 
 
 def folds_hash(folds: list[list[str]]) -> str:
@@ -91,15 +120,22 @@ def folds_name(labels_name: str, k: int, seed: int) -> str:
     return f"{SCHEME}-k{k}-s{seed}-{labels_name}.json"
 
 
-def make_folds(labels_json: str | os.PathLike, k: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None) -> Path:
+def make_folds(labels_json: str | os.PathLike, k: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None,
+               group_by: str | None = None) -> Path:
     """Write `<dataset>/folds/mlstrat-k<K>-s<seed>-<labels name>.json` for the COCO labels; return its path.
 
-    `out_dir` defaults to the `folds/` folder beside the labels' `labels/` folder.
+    `out_dir` defaults to the `folds/` folder beside the labels' `labels/` folder. `group_by`: None
+    (images independent) or a key of GROUPINGS ("patient": one patient's images in one fold).
     """
     labels_json = Path(labels_json)
     coco = json.loads(labels_json.read_text())
     keys, mat = presence_matrix(coco)
-    assignment = iterative_stratification(mat, k, seed)
+    if group_by is None:
+        assignment = iterative_stratification(mat, k, seed)
+    elif group_by in GROUPINGS:
+        assignment = grouped_stratification(keys, mat, [GROUPINGS[group_by](key) for key in keys], k, seed)
+    else:
+        raise ValueError(f"group_by must be None or one of {sorted(GROUPINGS)}, got {group_by!r}")
     folds = [sorted(key for key, f in zip(keys, assignment) if f == i) for i in range(k)]
     root = labels_json.parent.parent
     out_dir = Path(out_dir) if out_dir is not None else root / "folds"
@@ -108,6 +144,8 @@ def make_folds(labels_json: str | os.PathLike, k: int = 5, seed: int = 0, out_di
         rel = labels_json.relative_to(root).as_posix()
     except ValueError:
         rel = str(labels_json)
-    atomic.write_json(path, {"scheme": SCHEME, "k": k, "seed": seed, "labels": rel, "folds": folds,
-                             "hash": folds_hash(folds)})
+    doc = {"scheme": SCHEME, "k": k, "seed": seed, "labels": rel, "folds": folds, "hash": folds_hash(folds)}
+    if group_by is not None:
+        doc["group_by"] = group_by
+    atomic.write_json(path, doc)
     return path

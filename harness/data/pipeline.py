@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import atomic
-from harness.classes import CLASSES
+from harness.classes import class_names
 from harness.data import coco as coco_mod
 from harness.data import folds as folds_mod
 from harness.data import fusion as fusion_mod
@@ -67,11 +67,37 @@ def labels_name(fusion: str, iou: float, keep=None, drop=None) -> str:
     return name
 
 
-def _fingerprint(*parts) -> str:
+def new_summary(out_dir: Path, conv, name: str, folds: int, seed: int) -> PrepareSummary:
+    """The summary of a prepare run whose labels are `labels/<name>.json`, after the conversion `conv`."""
+    return PrepareSummary(out_dir, conv.manifest, conv.image_dir, out_dir / "labels" / f"{name}.json",
+                          out_dir / "folds" / folds_mod.folds_name(name, folds, seed), out_dir / "stats" / name,
+                          conv.converted, conv.skipped, conv.failed, conv.failures)
+
+
+def ensure_folds_and_stats(summary: PrepareSummary, folds: int, seed: int, write_stats, group_by: str | None = None) -> None:
+    """(Re)write the fold file and the stats unless they were made from the current labels file;
+    `write_stats()` writes the stats into summary.stats_dir."""
+    labels_sha = file_sha256(summary.labels)
+    if stored(summary.folds, lambda d: d["labels_sha256"]) == labels_sha:
+        summary.reused.append("folds")
+    else:
+        written = folds_mod.make_folds(summary.labels, folds, seed, group_by=group_by)
+        doc = json.loads(written.read_text())
+        doc["labels_sha256"] = labels_sha  # extra key: lets a rerun see the folds are current
+        atomic.write_json(written, doc)
+    stamp = summary.stats_dir / ".labels_sha256"
+    if stamp.is_file() and stamp.read_text().strip() == labels_sha and (summary.stats_dir / "class_stats.csv").is_file():
+        summary.reused.append("stats")
+    else:
+        write_stats()
+        atomic.write_text(stamp, labels_sha + "\n")
+
+
+def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stored(path: Path, getter) -> str | None:
+def stored(path: Path, getter) -> str | None:
     try:
         return getter(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
@@ -105,17 +131,14 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size
     sizes = {r.image_id: None if pd.isna(r.orig_height) else (int(r.orig_height), int(r.orig_width))
              for r in train.itertuples()}
     name = labels_name(fusion, fusion_iou, readers_keep, readers_drop)
-    labels_path = out_dir / "labels" / f"{name}.json"
-    folds_path = out_dir / "folds" / folds_mod.folds_name(name, folds, seed)
-    stats_dir = out_dir / "stats" / name
-    summary = PrepareSummary(out_dir, conv.manifest, conv.image_dir, labels_path, folds_path, stats_dir,
-                             conv.converted, conv.skipped, conv.failed, conv.failures)
+    summary = new_summary(out_dir, conv, name, folds, seed)
+    labels_path = summary.labels
 
     ok_train = train[train["status"] == "ok"]
-    labels_fp = _fingerprint(file_sha256(csv_path), ok_train.astype(str).to_dict("records"), name, fusion,
+    labels_fp = fingerprint(file_sha256(csv_path), ok_train.astype(str).to_dict("records"), name, fusion,
                              fusion_iou, sorted(readers_keep or []), sorted(readers_drop or []), bad_rows)
     report = out_dir / "labels" / f"{name}.problems.csv"
-    if _stored(labels_path, lambda d: d["info"]["fingerprint"]) == labels_fp:
+    if stored(labels_path, lambda d: d["info"]["fingerprint"]) == labels_fp:
         summary.reused.append("labels")
         coco = json.loads(labels_path.read_text())
         table = None
@@ -142,26 +165,15 @@ def prepare_dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size
     summary.train_images = len(coco["images"])
     summary.unlabeled = len(coco["info"].get("unlabeled_images", []))
     counts = fusion_mod.counts_per_class(pd.DataFrame({"class_id": [a["category_id"] for a in coco["annotations"]]}))
-    summary.boxes_per_class = {CLASSES[i]: int(n) for i, n in counts.items()}
+    classes = class_names(coco)
+    summary.boxes_per_class = {classes[i]: int(n) for i, n in counts.items()}
 
-    labels_sha = file_sha256(labels_path)
-    if _stored(folds_path, lambda d: d["labels_sha256"]) == labels_sha:
-        summary.reused.append("folds")
-    else:
-        written = folds_mod.make_folds(labels_path, folds, seed)
-        doc = json.loads(written.read_text())
-        doc["labels_sha256"] = labels_sha  # extra key: lets a rerun see the folds are current
-        atomic.write_json(written, doc)
-
-    stamp = stats_dir / ".labels_sha256"
-    if stamp.is_file() and stamp.read_text().strip() == labels_sha and (stats_dir / "class_stats.csv").is_file():
-        summary.reused.append("stats")
-    else:
-        if table is None:
-            table = labels_mod.parse_train_csv(csv_path, sizes, "drop-and-report")
-        stats_mod.write_stats(coco, stats_dir, fusion_mod.filter_readers(table.rows, readers_keep, readers_drop),
+    def write_stats() -> None:
+        rows = (table or labels_mod.parse_train_csv(csv_path, sizes, "drop-and-report")).rows
+        stats_mod.write_stats(coco, summary.stats_dir, fusion_mod.filter_readers(rows, readers_keep, readers_drop),
                               name=f"{out_dir.name} / {name}")
-        atomic.write_text(stamp, labels_sha + "\n")
+
+    ensure_folds_and_stats(summary, folds, seed, write_stats)
     log.info("prepare: %d converted, %d reused, %d failed; %d train images; labels %s",
              summary.converted, summary.skipped, summary.failed, summary.train_images, labels_path)
     return summary

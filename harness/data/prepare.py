@@ -1,5 +1,8 @@
 """DICOM folders → PNG folder + manifest, in parallel, resumable, atomic, failures reported per file.
 
+PNG inputs (NIH ChestX-ray14) take the same pool, resume and manifest path through
+`convert_files`, with `png_input.convert_png` instead of the DICOM stage.
+
 `convert_dicom` turns one file into one PNG and one manifest row and never raises: a bad file becomes
 a row with status "failed" and its reason. `convert_folders` runs it over `raw/train` and `raw/test`
 with a process pool and a progress bar; a rerun reuses every PNG whose sidecar says it was made with
@@ -20,7 +23,7 @@ import cv2
 from tqdm import tqdm
 
 from harness import atomic
-from harness.data import dicom, manifest, render
+from harness.data import dicom, manifest, png_input, render
 
 log = logging.getLogger(__name__)
 DICOM_SUFFIXES = (".dicom", ".dcm")
@@ -115,7 +118,8 @@ def _convert_task(task: tuple) -> tuple[dict, bool]:
     cached = manifest.read_sidecar(dst, settings.params())
     if cached is not None:
         return cached, True
-    return convert_dicom(src, dst, split, settings, out_root), False
+    convert = png_input.convert_png if Path(src).suffix.lower() in png_input.PNG_SUFFIXES else convert_dicom
+    return convert(src, dst, split, settings, out_root), False
 
 
 def _pool_context():
@@ -153,20 +157,28 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
     from a fork server, which (as with spawn) imports the calling script's main module: a script
     that calls this with workers > 1 needs the `if __name__ == "__main__":` guard.
     """
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    raw_dir = Path(raw_dir)
     files = find_dicoms(raw_dir)
     if not files:
         raise FileNotFoundError(f"no DICOM files under {raw_dir}/train or {raw_dir}/test")
+    return convert_files(files, out_dir, settings, workers, progress, where=raw_dir)
+
+
+def convert_files(files: list[tuple[Path, str]], out_dir: str | os.PathLike, settings: ConvertSettings = ConvertSettings(),
+                  workers: int | None = None, progress: bool = True, where: str | os.PathLike = "") -> ConvertSummary:
+    """Convert (path, split) files — DICOMs, or PNGs by their suffix — into out/images/<size>/ and write
+    out/manifest.csv; see convert_folders. `where` names the input folder in errors."""
+    out_dir = Path(out_dir)
     ids = [p.stem for p, _ in files]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ValueError(f"duplicate image ids under {raw_dir}: {dup}")
+        raise ValueError(f"duplicate image ids under {where}: {dup}")
     image_dir = out_dir / "images" / size_folder(settings.size, settings.square, settings.bits)
     tasks = [(p, image_dir / f"{p.stem}.png", split, settings, out_dir) for p, split in files]
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     summary = ConvertSummary(out_dir / "manifest.csv", image_dir)
     rows = []
-    bar = tqdm(total=len(tasks), desc="prepare: DICOM → PNG", unit="img", disable=not progress)
+    bar = tqdm(total=len(tasks), desc="prepare: → PNG", unit="img", disable=not progress)
     if workers <= 1:
         results = map(_convert_task, tasks)
         pool = None
@@ -194,5 +206,5 @@ def convert_folders(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, sett
             pool.shutdown()
     manifest.write_manifest(rows, summary.manifest)
     if summary.failed:
-        log.warning("prepare: %d of %d DICOMs failed (reasons in %s)", summary.failed, len(rows), summary.manifest)
+        log.warning("prepare: %d of %d images failed (reasons in %s)", summary.failed, len(rows), summary.manifest)
     return summary

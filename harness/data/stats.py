@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from harness import atomic
-from harness.classes import CLASSES, NO_FINDING_NAME, NUM_CLASSES
+from harness.classes import NO_FINDING_NAME, class_names
 
 
 def class_table(coco: dict, raw_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per class (+ "No finding"): images, fused boxes, reader boxes, sizes, reader support."""
+    """One row per class of the labels' own class list (+ "No finding": images without boxes): images,
+    fused boxes, reader boxes, sizes, reader support."""
+    classes = class_names(coco)
     sizes = {img["id"]: (img["width"], img["height"]) for img in coco["images"]}
     ann = pd.DataFrame(coco["annotations"], columns=["image_id", "category_id", "bbox", "num_readers"])
     if len(ann):
@@ -30,7 +32,7 @@ def class_table(coco: dict, raw_rows: pd.DataFrame | None = None) -> pd.DataFram
         ann["rel_size"] = []
     raw_keys = {img["image_key"] for img in coco["images"]}
     rows = []
-    for cid, name in enumerate(CLASSES):
+    for cid, name in enumerate(classes):
         mine = ann[ann["category_id"] == cid]
         reader_boxes = 0
         if raw_rows is not None:
@@ -47,7 +49,7 @@ def class_table(coco: dict, raw_rows: pd.DataFrame | None = None) -> pd.DataFram
         })
     with_boxes = set(ann["image_id"])
     normals = sum(1 for img in coco["images"] if img["id"] not in with_boxes)
-    rows.append({"class_id": NUM_CLASSES, "class_name": NO_FINDING_NAME, "images": normals, "boxes": 0,
+    rows.append({"class_id": len(classes), "class_name": NO_FINDING_NAME, "images": normals, "boxes": 0,
                  "reader_boxes": 0})
     table = pd.DataFrame(rows)
     for col in ("readers_1", "readers_2", "readers_3plus"):
@@ -110,12 +112,13 @@ def plot_box_sizes(coco: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     sizes = {img["id"]: img["width"] * img["height"] for img in coco["images"]}
-    data = [[] for _ in CLASSES]
+    classes = class_names(coco)
+    data = [[] for _ in classes]
     for ann in coco["annotations"]:
         data[ann["category_id"]].append(np.sqrt(ann["bbox"][2] * ann["bbox"][3] / sizes[ann["image_id"]]))
     fig, ax = plt.subplots(figsize=(9, 6.5))
     ax.boxplot([d if d else [np.nan] for d in data], orientation="horizontal", showfliers=False)
-    ax.set_yticks(np.arange(1, len(CLASSES) + 1), [f"{n} (n={len(d)})" for n, d in zip(CLASSES, data)])
+    ax.set_yticks(np.arange(1, len(classes) + 1), [f"{n} (n={len(d)})" for n, d in zip(classes, data)])
     ax.invert_yaxis()
     ax.set_xlabel("box size: sqrt(box area / image area)")
     ax.set_title(title)

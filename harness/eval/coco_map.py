@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.classes import CLASSES
+from harness.classes import CLASSES, class_names
 from harness.predictions import PredictionFileError, Predictions
 
 #: IoU thresholds of the single COCOeval pass: 0.4 first, then COCO's standard 0.50:0.05:0.95.
@@ -159,7 +159,8 @@ class CocoMapEval:
             present = [v for v in values.values() if v is not None]
             return float(np.mean(present)) if present else 0.0
 
-        names = {cat: (CLASSES[cat] if 0 <= cat < len(CLASSES) else str(cat)) for cat in self.cat_ids}
+        classes = class_names(self.coco_gt.dataset)
+        names = {cat: (classes[cat] if 0 <= cat < len(classes) else str(cat)) for cat in self.cat_ids}
         return {
             "map40": mean(per_class40),
             "per_class": {names[cat]: ap for cat, ap in per_class40.items()},

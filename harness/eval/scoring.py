@@ -10,13 +10,15 @@ predictions name but the ground truth lacks are an error, never silently skipped
   the IoU thresholds and the raised ``maxDets`` (recorded as ``max_dets``).
 * ``voc_map40``, ``voc_per_class``: the Kaggle VOC all-point metric over the 14 lesion classes.
 * ``voc_map40_15``, ``voc_per_class_15``: the 15-class Kaggle variant with "No finding"
-  (``normal_score`` picks the class-14 score source, default 1 - max abnormality score).
+  (``normal_score`` picks the class-14 score source, default 1 - max abnormality score); None for a
+  dataset whose label set has no "No finding" class (harness.classes, e.g. NIH ChestX-ray14).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
+from harness.classes import class_names, is_vinbigdata
 from harness.eval.coco_map import coco_map, load_gt
 from harness.eval.voc_map import voc_map
 from harness.predictions import Predictions
@@ -31,7 +33,9 @@ def evaluate(gt_coco: str | Path | dict, preds: Predictions, max_dets: int | Non
     try:
         coco = coco_map(gt, preds, max_dets)
         voc = voc_map(gt, preds, 0.4)
-        voc15 = voc_map(gt, preds, 0.4, with_no_finding=True, normal_score=normal_score)
+        with_no_finding = is_vinbigdata(class_names(gt))
+        voc15 = voc_map(gt, preds, 0.4, with_no_finding=True, normal_score=normal_score) if with_no_finding \
+            else {"map": None, "per_class": None}
     except ValueError as err:
         raise type(err)(f"{err} [ground truth: {where}]") from err
     return {

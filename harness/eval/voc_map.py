@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.classes import CLASSES, NO_FINDING_ID, NO_FINDING_NAME
+from harness.classes import NO_FINDING_ID, NO_FINDING_NAME, class_names, require_vinbigdata
 from harness.eval.coco_map import check_images, load_gt
 from harness.predictions import Predictions, xywh_to_xyxy
 
@@ -134,11 +134,14 @@ def voc_map(gt_coco: str | Path | dict, preds: Predictions, iou_thr: float = 0.4
     check_images(gt, preds, str(gt_coco) if not isinstance(gt_coco, dict) else "<dict>")
     image_ids = list(dict.fromkeys(preds.image_ids))
     wanted = set(image_ids)
-    n_classes = len(CLASSES) + (1 if with_no_finding else 0)
+    classes = class_names(gt)
+    if with_no_finding:
+        require_vinbigdata(classes, "the 15-class VOC metric")
+    n_classes = len(classes) + (1 if with_no_finding else 0)
     gt_boxes: list[dict[int, list]] = [defaultdict(list) for _ in range(n_classes)]
     has_box: set[int] = set()
     for ann in gt.get("annotations", []):
-        if ann["image_id"] in wanted and 0 <= ann["category_id"] < len(CLASSES):
+        if ann["image_id"] in wanted and 0 <= ann["category_id"] < len(classes):
             gt_boxes[ann["category_id"]][ann["image_id"]].append(xywh_to_xyxy(*ann["bbox"]))
             has_box.add(ann["image_id"])
     dets: list[list] = [[] for _ in range(n_classes)]
@@ -157,7 +160,7 @@ def voc_map(gt_coco: str | Path | dict, preds: Predictions, iou_thr: float = 0.4
             entries = normal_scores(preds, normal_score)
         for image_id, p in entries.items():
             dets[NO_FINDING_ID].append((image_id, p, NORMAL_BOX))
-    names = list(CLASSES) + ([NO_FINDING_NAME] if with_no_finding else [])
+    names = list(classes) + ([NO_FINDING_NAME] if with_no_finding else [])
     per_class = {}
     for cat in range(n_classes):
         arrays = {i: np.asarray(b, float).reshape(-1, 4) for i, b in gt_boxes[cat].items()}

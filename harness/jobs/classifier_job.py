@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from adapters import get_detector
 from harness import atomic
 from harness.jobs import run_settings
-from harness.jobs.config import job_config, train_spec
+from harness.jobs.config import ConfigError, data_label_set, job_config, train_spec
 from harness.jobs.data_step import ensure_prepared
 from harness.jobs.settings import nofinding_settings
 from harness.netguard import no_network
@@ -34,6 +34,10 @@ SCORES_FILE = "abnormal.json"
 
 
 def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
+    labels = data_label_set(cfg.data)
+    if not labels.has_no_finding:
+        raise ConfigError(f"model=classifier: the 'No finding' classifier stage is VinBigData-only; data={cfg.data.name} "
+                          f"(label set {labels.name}) has no 'No finding' class")
     spec = train_spec(cfg)
     name, fold = cfg.model.name, int(cfg.data.fold)
     stage = nofinding_settings(cfg.get("nofinding"))

@@ -48,6 +48,7 @@ def train_spec(cfg: DictConfig) -> TrainSpec:
         raise ConfigError(f"invalid training setting for model {name}: {err}") from err
     values = OmegaConf.to_container(merged, resolve=True)
     values["aug"] = AugSpec(**values["aug"])
+    values["classes"] = list(data_label_set(cfg.data).classes)
     requested = values["weights"]
     values["weights"] = resolve_weights(cfg, name, variant, requested)
     registry_names = (to_plain(cfg.get("pretrained")) or {}).get("registry") or {}
@@ -63,6 +64,16 @@ def train_spec(cfg: DictConfig) -> TrainSpec:
         return TrainSpec(**values)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(str(err)) from err
+
+
+def data_label_set(data: DictConfig):
+    """The dataset's label set (`data.label_set`; VinBigData's when the data config has none)."""
+    from harness.classes import label_set
+
+    try:
+        return label_set(data.get("label_set"))
+    except ValueError as err:
+        raise ConfigError(f"data.label_set: {err}") from err
 
 
 def resolve_weights(cfg: DictConfig, name: str, variant: str, value):

@@ -33,9 +33,14 @@ def dataset_lock(prepared_dir: Path) -> Iterator[None]:
 
 
 def ensure_raw(data: DictConfig) -> Path:
-    """The raw VinBigData-layout folder; generated first for a synthetic dataset."""
+    """The raw VinBigData-layout folder; generated first for a synthetic dataset. (NIH ChestX-ray14's
+    layout is checked by harness.data.nih.)"""
     raw_dir = Path(data.raw_dir)
-    if data.synthetic:
+    if data.get("layout") == "nih_cxr14":
+        if not raw_dir.is_dir():
+            raise ConfigError(f"data.raw_dir={raw_dir} does not exist: point it at the NIH ChestX-ray14 folder "
+                              "(BBox_List_2017.csv and the images_*/ folders)")
+    elif data.synthetic:
         if not (raw_dir / "train.csv").is_file():
             log.info("generating synthetic dataset (preset %s, seed %s) in %s", data.synthetic.preset,
                      data.synthetic.seed, raw_dir)
@@ -54,14 +59,31 @@ def ensure_prepared(data: DictConfig):
     prepared_dir = Path(data.prepared_dir)
     with dataset_lock(prepared_dir):
         raw_dir = ensure_raw(data)
-        summary = prepare_dataset(
-            raw_dir, prepared_dir, size=data.size, square=bool(data.square), bits=int(data.bits),
-            fusion=data.fusion, fusion_iou=float(data.fusion_iou), readers_keep=to_plain(data.readers_keep),
-            readers_drop=to_plain(data.readers_drop), bad_rows=data.bad_rows, folds=int(data.folds),
-            seed=int(data.fold_seed), workers=data.workers, exact=bool(data.get("exact", False)),
-            png_compression=int(data.get("png_compression", ConvertSettings.png_compression)),
-            png_strategy=str(data.get("png_strategy", ConvertSettings.png_strategy)),
-        )
+        if data.get("layout") == "nih_cxr14":
+            summary = _prepare_nih(data, raw_dir, prepared_dir)
+        else:
+            summary = prepare_dataset(
+                raw_dir, prepared_dir, size=data.size, square=bool(data.square), bits=int(data.bits),
+                fusion=data.fusion, fusion_iou=float(data.fusion_iou), readers_keep=to_plain(data.readers_keep),
+                readers_drop=to_plain(data.readers_drop), bad_rows=data.bad_rows, folds=int(data.folds),
+                seed=int(data.fold_seed), workers=data.workers, exact=bool(data.get("exact", False)),
+                png_compression=int(data.get("png_compression", ConvertSettings.png_compression)),
+                png_strategy=str(data.get("png_strategy", ConvertSettings.png_strategy)),
+            )
     if not 0 <= int(data.fold) < int(data.folds):
         raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
     return summary
+
+
+def _prepare_nih(data: DictConfig, raw_dir: Path, prepared_dir: Path):
+    """`data=nih_cxr14`: the NIH ChestX-ray14 box set (PNG, own classes, one reader, patient-grouped folds)."""
+    from harness.data.nih import prepare_nih
+    from harness.data.prepare import ConvertSettings
+
+    if data.get("fusion", "none") != "none":
+        raise ConfigError(f"data.fusion={data.fusion}: the NIH boxes have one reader each; use data.fusion=none")
+    return prepare_nih(raw_dir, prepared_dir, size=data.size, square=bool(data.square), bits=int(data.bits),
+                       bad_rows=data.bad_rows, folds=int(data.folds), seed=int(data.fold_seed),
+                       normals=int(data.get("normals") or 0), workers=data.workers,
+                       png_compression=int(data.get("png_compression", ConvertSettings.png_compression)),
+                       png_strategy=str(data.get("png_strategy", ConvertSettings.png_strategy)))

@@ -4,7 +4,9 @@ Kaggle submission (boxes mapped back to original DICOM pixels through the manife
 `predict.no_finding` (thresholds `nofinding.low/high`), the same code the report scores.
 
 Input: `test` (the prepared dataset's test split), or a folder of DICOMs (converted here exactly as
-`prepare` converts, with the run's data settings) or PNGs (used as they are, scale 1).
+`prepare` converts, with the run's data settings) or PNGs (used as they are, scale 1), or `external`:
+the labelled images of another dataset (`data=...`) scored through a class mapping (`mapping=...`),
+harness.jobs.external_job.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from adapters import get_detector, is_classifier
 from harness.data.manifest import read_manifest
 from harness.data.prepare import ConvertSettings, convert_folders
-from harness.ensemble import fuse_predictions
-from harness.jobs.config import ConfigError, to_plain, train_spec
+from harness.jobs.config import ConfigError, data_label_set, to_plain, train_spec
 from harness.jobs.data_step import ensure_prepared
+from harness.jobs.external_job import run_external
+from harness.jobs.run_predictions import predict_with_runs
 from harness.jobs.settings import nofinding_settings
 from harness.netguard import no_network
 from harness.nofinding import AbnormalScores
@@ -122,32 +125,29 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     for (run_cfg, _), run_dir in zip(runs, run_dirs):
         if is_classifier(run_cfg.model.name):
             raise ConfigError(f"predict.runs: {run_dir} is a classifier run; give it as predict.classifier={run_dir}")
+    labels = {data_label_set(run_cfg.data) for run_cfg, _ in runs}
+    if len(labels) > 1:
+        raise ConfigError(f"predict.runs: the runs were trained on different label sets ({sorted(s.name for s in labels)})")
+    (labels,) = labels
+    if cfg.predict.get("classifier") and not labels.has_no_finding:
+        raise ConfigError(f"predict.classifier: the 'No finding' stage is VinBigData-only; these runs' label set is "
+                          f"{labels.name}")
+    if str(cfg.predict.input) == "external":
+        return run_external(cfg, runs, run_dirs, labels, out_dir)
     images, manifest = input_images(str(cfg.predict.input), runs[0][0], out_dir)
-    log.info("predicting %d images with %d run(s)", len(images), len(runs))
-    all_preds = []
-    for (run_cfg, metrics), run_dir in zip(runs, run_dirs):
-        detector = get_detector(run_cfg.model.name, train_spec(run_cfg))
-        with no_network() if cfg.offline_guard else contextlib.nullcontext():
-            detections = detector.predict(Path(metrics["checkpoint"]), images,
-                                          out_dir / "native" / f"{run_dir.parent.name}-{run_dir.name}")
-        all_preds.append(Predictions(metrics["source"], None, [img.id for img in images], detections))
-    if len(all_preds) == 1:
-        preds = all_preds[0]
-    else:
-        ens = cfg.ensemble
-        weights = to_plain(ens.weights) or {}
-        preds = fuse_predictions(all_preds, {img.id: (img.width, img.height) for img in images}, method=ens.method,
-                                 iou_thr=float(ens.iou_thr), skip_box_thr=float(ens.skip_box_thr),
-                                 weights=[float(weights.get(c.model.name, 1.0)) for c, _ in runs],
-                                 conf_type=ens.conf_type, names=[str(d) for d in run_dirs])
-        preds.source = f"ensemble:{ens.name}"
+    preds = predict_with_runs(cfg, runs, run_dirs, images, out_dir)
     preds.save(out_dir / "predictions.json")
-    p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
-    stage = nofinding_settings(cfg.get("nofinding"))
-    submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
-                                  p_abnormal=p_abnormal, low=stage.low, high=stage.high, scoring=stage.scoring)
+    submission = None
+    if labels.has_no_finding:
+        p_abnormal = classifier_p_abnormal(cfg, images, out_dir)
+        stage = nofinding_settings(cfg.get("nofinding"))
+        submission = write_submission(preds, manifest, out_dir / "submission.csv", no_finding=cfg.predict.no_finding,
+                                      p_abnormal=p_abnormal, low=stage.low, high=stage.high, scoring=stage.scoring,
+                                      classes=labels.classes)
+    else:
+        log.info("no submission.csv: the Kaggle submission format is VinBigData-only (label set %s)", labels.name)
     write_overlays(preds, None, None, out_dir / "overlays", n=int(cfg.report.overlays),
-                   score_thr=float(cfg.report.overlay_score_thr), images=images)
+                   score_thr=float(cfg.report.overlay_score_thr), images=images, classes=labels.classes)
     log.info("predictions: %s, submission: %s, overlays: %s", out_dir / "predictions.json", submission,
              out_dir / "overlays")
     return {"predictions": out_dir / "predictions.json", "submission": submission, "overlays": out_dir / "overlays"}

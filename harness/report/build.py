@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.report import nofinding as nofinding_section
 from harness.report import uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
+from harness.report.external import sweep_external_markdown
 from harness.report.nofinding import NoFindingSettings
 from harness.report.protocol import collect_protocols, fairness_summary, write_protocol
 from harness.report.reference import sweep_reference
@@ -36,7 +37,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     `nofinding`: thresholds and grid of the "No finding" stage section (harness.report.nofinding):
     results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written.
     Ensembles tuned on out-of-fold data (hparams_search=wbf_optuna) add a "tuned vs default" table
-    (harness.report.tuning)."""
+    (harness.report.tuning); external validations under the sweep (`cxr-predict predict.input=external`,
+    external.json) add their tables (harness.report.external)."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
@@ -49,10 +51,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     protocol_md = write_protocol(sweep_dir, out_dir, protocols) if protocols.recorded else None
     ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
+    extra = [nofinding_section.markdown(stage) if not stage.rows.empty else None, sweep_external_markdown(sweep_dir)]
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
-                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None,
+                         extra="\n".join(e for e in extra if e) or None,
                          pair_warnings=unc.warnings)
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness import atomic
-from harness.classes import CLASSES
+from harness.report.tables import class_columns
 
 MODEL_COLOUR = "#4C72B0"
 ENSEMBLE_COLOUR = "#DD8452"
@@ -99,11 +99,12 @@ def results_chart(runs: pd.DataFrame, summ: pd.DataFrame, path: str | Path, metr
 
 def per_class_heatmap(summ: pd.DataFrame, path: str | Path,
                       title: str = "Per-class AP@0.4 (mean over folds; – = no ground truth)") -> Path:
-    """Models/ensembles x 14 classes, each cell annotated with its AP."""
+    """Models/ensembles x the dataset's classes, each cell annotated with its AP."""
     plt = _pyplot()
     names = list(summ["name"])
-    data = np.array([[row[f"AP {c} mean"] for c in CLASSES] for _, row in summ.iterrows()], float).reshape(
-        len(names), len(CLASSES))
+    classes = class_columns(summ, " mean")
+    data = np.array([[row[f"AP {c} mean"] for c in classes] for _, row in summ.iterrows()], float).reshape(
+        len(names), len(classes))
     fig, ax = plt.subplots(figsize=(12, 1.6 + 0.55 * max(1, len(names))))
     if not names:
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
@@ -111,12 +112,12 @@ def per_class_heatmap(summ: pd.DataFrame, path: str | Path,
         return save_figure(fig, Path(path))
     cmap = plt.get_cmap("viridis").with_extremes(bad="#DDDDDD")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(np.arange(len(CLASSES)))
-    ax.set_xticklabels(CLASSES, rotation=40, ha="right", fontsize=9)
+    ax.set_xticks(np.arange(len(classes)))
+    ax.set_xticklabels(classes, rotation=40, ha="right", fontsize=9)
     ax.set_yticks(np.arange(len(names)))
     ax.set_yticklabels(names, fontsize=9)
     for i in range(len(names)):
-        for j in range(len(CLASSES)):
+        for j in range(len(classes)):
             value = data[i, j]
             text = "–" if math.isnan(value) else f"{value:.2f}"
             colour = "black" if math.isnan(value) or value > 0.6 else "white"

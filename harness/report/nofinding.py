@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness import atomic
-from harness.classes import NO_FINDING_NAME
+from harness.classes import NO_FINDING_NAME, class_names, is_vinbigdata
 from harness.eval.coco_map import load_gt
 from harness.nofinding import POLICIES, SCORINGS, AbnormalScores, NoFindingSettings, ThresholdGrid, policy_thresholds
 from harness.predictions import Predictions
@@ -100,6 +100,8 @@ def compute(runs: pd.DataFrame, sweep_dir: str | Path, settings: NoFindingSettin
         except (OSError, ValueError) as err:
             log.warning("no-finding report: skipping %s: %s", run_dir, err)
             continue
+        if not is_vinbigdata(class_names(gt)):
+            continue  # the "No finding" stage is VinBigData-only: another label set has no class 14
         grid = ThresholdGrid(gt, preds, None)  # detections matched once; each policy is a (low, high) pair
         for source, p in _sources(run, classifier, preds):
             scorer = grid if p is None else grid.with_p(p)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.classes import CLASSES
+from harness.classes import CLASSES, class_names
 from harness.eval.coco_map import load_gt
 from harness.predictions import Predictions
 from harness.report.charts import _pyplot, save_figure
@@ -47,8 +47,10 @@ def _read_gray(path: Path) -> np.ndarray:
     return pixels
 
 
-def draw_overlay(pixels: np.ndarray, gt_boxes: list[dict], dets: list[dict], title: str, path: Path) -> Path:
-    """One overlay PNG: grayscale image, GT (solid) and predicted (dashed) boxes, labels, legend."""
+def draw_overlay(pixels: np.ndarray, gt_boxes: list[dict], dets: list[dict], title: str, path: Path,
+                 classes: Sequence[str] = CLASSES) -> Path:
+    """One overlay PNG: grayscale image, GT (solid) and predicted (dashed) boxes, labels (`classes`:
+    the names by category id), legend."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
@@ -61,7 +63,7 @@ def draw_overlay(pixels: np.ndarray, gt_boxes: list[dict], dets: list[dict], tit
     for ann in gt_boxes:
         x, y, w, h = ann["bbox"]
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=GT_COLOUR, lw=2.2, ls="-"))
-        ax.text(x, min(y + h, height - 1), f"GT {CLASSES[ann['category_id']]}", color="black", fontsize=font,
+        ax.text(x, min(y + h, height - 1), f"GT {classes[ann['category_id']]}", color="black", fontsize=font,
                 va="top", ha="left", clip_on=True,
                 bbox={"facecolor": GT_COLOUR, "alpha": 0.8, "pad": 1.0, "edgecolor": "none"})
     for det in sorted(dets, key=lambda d: d["score"]):
@@ -69,7 +71,7 @@ def draw_overlay(pixels: np.ndarray, gt_boxes: list[dict], dets: list[dict], tit
         colour = class_colour(det["category_id"])
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, lw=1.8, ls="--"))
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        ax.text(x, max(y, 0), f"{CLASSES[det['category_id']]} {det['score']:.2f}", fontsize=font,
+        ax.text(x, max(y, 0), f"{classes[det['category_id']]} {det['score']:.2f}", fontsize=font,
                 color="black" if luminance > 0.6 else "white",
                 va="bottom", ha="left", clip_on=True,
                 bbox={"facecolor": colour, "alpha": 0.8, "pad": 1.0, "edgecolor": "none"})
@@ -86,17 +88,20 @@ def draw_overlay(pixels: np.ndarray, gt_boxes: list[dict], dets: list[dict], tit
 
 def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_root: str | Path | None,
                    out_dir: str | Path, n: int = 6, score_thr: float = 0.3,
-                   images: Sequence[ImageRef] | None = None, top_k: int = 3) -> list[Path]:
+                   images: Sequence[ImageRef] | None = None, top_k: int = 3,
+                   classes: Sequence[str] | None = None) -> list[Path]:
     """Overlays for up to `n` of the predicted images into `out_dir` (one PNG each).
 
     gt_coco: ground truth (path or dict; file_name relative to `image_root`), or None for unlabeled
     images, then `images` (ImageRefs) give the paths. Predictions scoring >= `score_thr` are drawn,
     and at least the image's `top_k` best ones whatever their score (weakly trained models and
     score-averaging ensembles rarely pass a fixed threshold, and an empty picture tells nothing).
-    An unreadable image is reported in the log and skipped; the others are still drawn."""
+    An unreadable image is reported in the log and skipped; the others are still drawn. `classes`: the
+    class names by category id (default: the ground truth's categories, else VinBigData's)."""
     log = logging.getLogger(__name__)
     out_dir = Path(out_dir)
     gt = load_gt(gt_coco) if gt_coco is not None else {"images": [], "annotations": []}
+    classes = tuple(classes) if classes is not None else class_names(gt)
     paths: dict[int, tuple[Path, str]] = _images_from_gt(gt, Path(image_root) if image_root else None)
     for ref in images or []:
         paths[ref.id] = (Path(ref.path), Path(ref.path).stem)
@@ -123,5 +128,5 @@ def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_
         title = (f"{key} ({preds.source}) - {len(gt_by_image[image_id])} GT boxes, "
                  f"{len(dets_by_image[image_id])} predictions (score >= {score_thr:g}, at least the top {top_k})")
         written.append(draw_overlay(pixels, gt_by_image[image_id], dets_by_image[image_id], title,
-                                    out_dir / f"{key}.png"))
+                                    out_dir / f"{key}.png", classes))
     return written

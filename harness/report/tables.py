@@ -83,10 +83,22 @@ def _run_row(path: Path, sweep_dir: Path, metrics: dict) -> dict:
     }
     for key in METRICS:
         row[key] = _number(metrics.get(key))
-    per_class = metrics.get("per_class") or {}
-    for cls in CLASSES:
-        row[f"AP {cls}"] = _number(per_class.get(cls))
+    for cls, ap in (metrics.get("per_class") or {}).items():
+        row[f"AP {cls}"] = _number(ap)
     return row
+
+
+def class_columns(frame: pd.DataFrame, suffix: str = "") -> list[str]:
+    """The class names of a runs (suffix "") or summary (suffix " mean") table's per-class AP columns, in
+    column order: each dataset brings its own class list (harness.classes), the tables follow it."""
+    names = [c[3:len(c) - len(suffix)] for c in frame.columns if c.startswith("AP ") and c.endswith(suffix)]
+    return [n for n in names if suffix or not n.endswith((" mean", " std"))]
+
+
+def _class_order(rows: list[dict]) -> list[str]:
+    """Class names in the order the runs' per_class dicts list them (VinBigData's when there are no runs)."""
+    seen = dict.fromkeys(key[3:] for row in rows for key in row if key.startswith("AP "))
+    return list(seen) or list(CLASSES)
 
 
 def collect(sweep_dir: str | Path) -> SweepResults:
@@ -121,7 +133,7 @@ def collect(sweep_dir: str | Path) -> SweepResults:
     unfinished = _unfinished(sweep_dir)
     superseded = [str(path) for path in superseded_folders(sweep_dir)]
     columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "path", *METRICS,
-               *[f"AP {c}" for c in CLASSES]]
+               *[f"AP {c}" for c in _class_order(rows)]]
     frame = pd.DataFrame(rows, columns=columns)
     if not frame.empty:
         # two variants of one model (e.g. yolov5n and yolov5s) must not be averaged together
@@ -168,7 +180,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per model/ensemble: n_folds, mean and std (sample, ddof=1; 0 for one fold) of every
     metric and per-class AP over its folds. A fold labelled "all" (an ensemble over all folds)
     is averaged like any other."""
-    value_cols = [*METRICS, *[f"AP {c}" for c in CLASSES]]
+    value_cols = [*METRICS, *[f"AP {c}" for c in class_columns(runs)]]
     out = []
     for (kind, name), group in runs.groupby(["kind", "name"], sort=False):
         row = {"kind": kind, "name": name, "variant": group["variant"].iloc[0], "n_folds": len(group),
@@ -194,7 +206,8 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
     carries the bootstrap CI of the fold mean), then one "paired" row per compared pair (name "A vs B",
     fold = the shared folds), the human-reader "reference" row when there is one, and "tuning" rows
     (ensemble settings tuned on out-of-fold data vs the defaults, harness.report.tuning)."""
-    value_cols = [*METRICS, *[f"AP {c}" for c in CLASSES]]
+    classes = class_columns(summ, " mean") if not summ.empty else class_columns(runs)
+    value_cols = [*METRICS, *[f"AP {c}" for c in classes]]
     cols = ["kind", "name", "variant", "fold", *value_cols, *CI_COLS, *PAIR_COLS, "n_images", "split_hash", "path"]
     runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *CI_COLS])))
     parts = [runs.reindex(columns=cols)] if not runs.empty else []
@@ -211,7 +224,7 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
     if reference is not None:
         parts.append(pd.DataFrame([{"kind": "reference", "name": reference["name"], "variant": reference["variant"],
                                     "fold": "mean", "map40": reference["map40"], "voc_map40": reference["voc_map40"],
-                                    **{f"AP {c}": _number(reference["per_class"].get(c)) for c in CLASSES},
+                                    **{f"AP {c}": _number(reference["per_class"].get(c)) for c in classes},
                                     "n_images": reference["n_images"]},
                                    {"kind": "reference", "name": reference["name"], "variant": reference["variant"],
                                     "fold": "std", "map40": reference["map40_std"],
@@ -304,7 +317,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         lines += ["", "## Per-class AP@0.4 (mean over folds; – = no ground truth in the val images)", ""]
         names = list(summ["name"]) + ([reference["name"]] if reference is not None else [])
         lines += ["| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for cls in CLASSES:
+        for cls in class_columns(summ, " mean"):
             values = list(summ[f"AP {cls} mean"])
             if reference is not None:
                 values.append(_number(reference["per_class"].get(cls)))
