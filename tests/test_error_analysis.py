@@ -189,3 +189,28 @@ def test_same_decomposition_as_tidecv(seed):
             assert [(s, bool(c)) for s, c, _ in theirs] == list(zip(ours["score"], ours["tp"].astype(bool))), (kind, cat)
             assert (obj.num_gt_positives if obj is not None else 0) == fixed_gt[cat], (kind, cat)
 
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_match_table_gives_the_bootstrap_its_per_image_data(seed):
+    from harness.eval.bootstrap import ImageMatches
+
+    gt, preds = random_case(seed, n_images=25)
+    ours = MatchTable.from_coco(gt, preds).image_matches()
+    theirs = ImageMatches.from_coco(gt, preds)
+    weights = np.random.default_rng(seed).integers(0, 3, (5, len(ours.image_ids))).astype(float)
+    assert np.array_equal(ours.map(weights), theirs.map(weights))
+
+
+def test_pr_curve_ends_at_the_class_recall_and_pools_folds():
+    from harness.eval.matches import pr_curve
+
+    gt, preds = random_case(3, n_images=30)
+    table = MatchTable.from_coco(gt, preds)
+    curve = pr_curve([table], 0)
+    n_gt, tps = table.n_gt()[0], int(table.det[table.det["category_id"] == 0]["tp"].sum())
+    assert curve["recall"].iloc[-1] == tps / n_gt
+    assert (np.diff(curve["recall"]) >= 0).all() and (np.diff(curve["envelope"]) <= 1e-15).all()
+    twice = pr_curve([table, table], 0)
+    assert len(twice) == 2 * len(curve) and twice["recall"].iloc[-1] == curve["recall"].iloc[-1]
+    assert pr_curve([table], 13).empty or table.n_gt()[13] > 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.eval.bootstrap import ap101
+from harness.eval.bootstrap import ClassMatches, ImageMatches, ap101
 from harness.eval.coco_map import CocoMapEval
 from harness.predictions import Predictions
 
@@ -108,19 +108,38 @@ class MatchTable:
         present = [v for v in self.per_class_ap(det, n_gt).values() if v is not None]
         return float(np.mean(present)) if present else 0.0
 
-    def pr_curve(self, category_id: int) -> pd.DataFrame:
-        """One row per (non-ignored) detection of the class in score order: score, recall, precision
-        and the precision envelope pycocotools interpolates (empty without ground truth)."""
-        n = self.n_gt().get(category_id, 0)
-        rows = self.det[(self.det["category_id"] == category_id) & ~self.det["ignore"]]
-        if n == 0 or rows.empty:
-            return pd.DataFrame(columns=["score", "recall", "precision", "envelope"])
-        tp = np.cumsum(rows["tp"].to_numpy(float))
-        fp = np.cumsum(~rows["tp"].to_numpy(bool))
-        precision = tp / (tp + fp + np.spacing(1))
-        envelope = np.maximum.accumulate(precision[::-1])[::-1]
-        return pd.DataFrame({"score": rows["score"].to_numpy(), "recall": tp / n, "precision": precision,
-                             "envelope": envelope})
+    def image_matches(self) -> ImageMatches:
+        """The same matches as harness.eval.bootstrap's per-image data (for resampling), without a second
+        COCOeval pass."""
+        index = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        det = self.det[~self.det["ignore"]]
+        gt = self.gt[~self.gt["ignore"]]
+        classes = {}
+        for cat in self.category_ids:
+            rows = det[det["category_id"] == cat]
+            n_gt = np.zeros(len(self.image_ids), np.int64)
+            np.add.at(n_gt, gt.loc[gt["category_id"] == cat, "image_id"].map(index).to_numpy(np.int64), 1)
+            tp = rows["tp"].to_numpy(bool)
+            classes[cat] = ClassMatches(rows["image_id"].map(index).to_numpy(np.int64), tp, ~tp, n_gt)
+        return ImageMatches(list(self.image_ids), classes)
+
+
+def pr_curve(tables: list[MatchTable], category_id: int) -> pd.DataFrame:
+    """The precision-recall curve of one class over one or more tables (folds: their val images are
+    disjoint, so pooling gives the out-of-fold curve): one row per detection in score order with score,
+    recall, precision and the precision envelope pycocotools interpolates; empty without ground truth."""
+    n = sum(t.n_gt().get(category_id, 0) for t in tables)
+    parts = [t.det[(t.det["category_id"] == category_id) & ~t.det["ignore"]] for t in tables]
+    rows = pd.concat(parts) if parts else pd.DataFrame(columns=DET_COLUMNS)
+    if n == 0 or rows.empty:
+        return pd.DataFrame(columns=["score", "recall", "precision", "envelope"])
+    rows = rows.iloc[np.argsort(-rows["score"].to_numpy(float), kind="mergesort")]
+    tp = np.cumsum(rows["tp"].to_numpy(float))
+    fp = np.cumsum(~rows["tp"].to_numpy(bool))
+    precision = tp / (tp + fp + np.spacing(1))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return pd.DataFrame({"score": rows["score"].to_numpy(float), "recall": tp / n, "precision": precision,
+                         "envelope": envelope})
 
 
 def _apply_matches(ev: CocoMapEval, det: pd.DataFrame, gt: pd.DataFrame, iou_thr: float, image_ids: list[int]) -> None:
