@@ -17,6 +17,14 @@ def test_bands_are_terciles_of_the_areas_and_stated():
         size_bands([])
 
 
+def test_a_box_on_an_edge_is_in_one_band_only():
+    box = (0, 0, 20, 25)  # area 500 = the small/medium edge: medium
+    gt, preds = case([(1, 0, box)], [(1, 0, box, 0.9)])
+    result = ap_by_size(gt, preds, SizeBands((500.0, 10_000.0)))
+    assert [result[b]["n_gt"] for b in ("small", "medium", "large")] == [0, 1, 0]
+    assert result["medium"]["per_class"][0] == pytest.approx(1.0, abs=1e-12) and result["small"]["map"] is None
+
+
 def test_hand_built_small_found_large_missed():
     small, large = (0, 0, 10, 10), (100, 100, 200, 200)
     gt, preds = case([(1, 0, small), (1, 0, large)], [(1, 0, small, 0.9), (1, 0, (400, 400, 150, 150), 0.8)])
@@ -34,7 +42,7 @@ def test_all_band_is_the_metric(seed):
     bands = size_bands(a["area"] for a in gt["annotations"])
     result = ap_by_size(gt, preds, bands)
     assert result["all"]["map"] == coco_map(gt, preds)["map40"]
-    assert sum(result[b]["n_gt"] for b in ("small", "medium", "large")) >= result["all"]["n_gt"]
+    assert sum(result[b]["n_gt"] for b in ("small", "medium", "large")) == result["all"]["n_gt"]
 
 
 def test_per_image_counts_agree_with_the_confusion_matrix():

@@ -63,7 +63,7 @@ def test_collect_finds_runs_ensembles_and_failures(sweep):
 
 def test_build_report_tables(sweep, tmp_path):
     paths = build_report(sweep)
-    assert set(paths) == {"results_md", "results_csv", "results_png", "per_class_png"}
+    assert set(paths) == {"results_md", "results_csv", "results_png", "per_class_png", "index_html"}
     assert all(Path(p).parent == sweep / "report" for p in paths.values())
     frame = pd.read_csv(paths["results_csv"])
     mean = frame[(frame["name"] == "yolov5") & (frame["fold"] == "mean")].iloc[0]

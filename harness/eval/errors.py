@@ -175,5 +175,6 @@ def summary_line(name: str, errors: ErrorAnalysis) -> str:
     """One line: where a model's AP goes (the three largest dAP, in AP points)."""
     ranked = sorted(((errors.delta_ap[k], k) for k in ERROR_TYPES), reverse=True)
     parts = [f"{ERROR_NAMES[k]} {v * 100:+.1f}" for v, k in ranked[:3] if v > 0]
-    text = ", ".join(parts) if parts else "no error type would add AP"
-    return f"{name}: mAP@0.4 {errors.map * 100:.1f}; fixing {text} AP points"
+    if not parts:
+        return f"{name}: mAP@0.4 {errors.map * 100:.1f}; fixing no single error type would add AP"
+    return f"{name}: mAP@0.4 {errors.map * 100:.1f}; fixing {', '.join(parts)} AP points"

@@ -27,8 +27,11 @@ class SizeBands:
     edges: tuple[float, float]   # area edges (px²) between small | medium | large
 
     def ranges(self) -> list[tuple[float, float]]:
+        """Closed ranges as pycocotools tests them (lo <= area <= hi) that make the bands half-open
+        [0, a), [a, b), [b, inf): every box is in exactly one band."""
         a, b = self.edges
-        return [(0.0, a), (a, b), (b, 1e10)]
+        below = lambda edge: float(np.nextafter(edge, -np.inf))  # noqa: E731
+        return [(0.0, below(a)), (a, below(b)), (b, 1e10)]
 
     def describe(self) -> str:
         a, b = self.edges
@@ -48,14 +51,13 @@ def size_bands(areas) -> SizeBands:
 def ap_by_size(gt_coco, preds: Predictions, bands: SizeBands, iou_thr: float = 0.4,
                max_dets: int | None = None) -> dict[str, dict]:
     """{band: {"map": mean AP over classes with ground truth in the band, "per_class": {cat: AP or None},
-    "n_gt": boxes in the band (a box exactly on an edge is in both, as pycocotools counts it)}} for "all" and each band."""
+    "n_gt": boxes in the band}} for "all" and each band."""
     ev = CocoMapEval(gt_coco, preds, max_dets)
     names = ("all", *BAND_NAMES)
     ranges = [(0.0, 1e10), *bands.ranges()]
     scored = set(preds.image_ids)
     areas = [a["area"] for a in ev.coco_gt.dataset["annotations"] if a["image_id"] in scored and not a.get("iscrowd")]
-    n_gt = {name: int(sum(lo <= a <= hi for a in areas))  # pycocotools' inclusive edges
-            for name, (lo, hi) in zip(names, ranges)}
+    n_gt = {name: int(sum(lo <= a <= hi for a in areas)) for name, (lo, hi) in zip(names, ranges)}
     if ev.empty:
         return {name: {"map": 0.0 if n_gt[name] else None, "per_class": {}, "n_gt": n_gt[name]} for name in names}
     params = ev.cocoeval.params

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report import analysis as analysis_section
 from harness.report import nofinding as nofinding_section
 from harness.report import uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
@@ -22,11 +23,13 @@ from harness.report.tables import SweepResults, collect, long_table, markdown, s
 from harness.report.nofinding import NoFindingSettings
 from harness.report.tuning import collect_tuning
 from harness.report.uncertainty import BootstrapSettings
+from harness.report.analysis import AnalysisSettings
+from harness.report.html import write_index
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                  bootstrap: BootstrapSettings | None = None, reader_reference: bool = True,
-                 nofinding: NoFindingSettings | None = None) -> dict[str, Path]:
+                 nofinding: NoFindingSettings | None = None, analysis: AnalysisSettings | None = None) -> dict[str, Path]:
     """Write results.md, results.csv, results.png and per_class.png into out_dir (default
     <sweep_dir>/report); returns {"results_md", "results_csv", "results_png", "per_class_png"}, plus
     "protocol_md" when at least one run recorded a protocol (a sweep from before the protocol card
@@ -38,7 +41,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     `nofinding`: thresholds and grid of the "No finding" stage section (harness.report.nofinding):
     results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written.
     Ensembles tuned on out-of-fold data (hparams_search=wbf_optuna) add a "tuned vs default" table
-    (harness.report.tuning)."""
+    (harness.report.tuning).
+    `analysis`: the error analysis, per-class curves, box sizes and worst-image gallery
+    (harness.report.analysis, files under analysis/); index.html puts the whole report on one page."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
@@ -53,10 +58,13 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                f"each fold's val images, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4)."
                if unc.runs else None)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
+    why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings)
+    extra = "\n\n".join(part for part in (nofinding_section.markdown(stage) if not stage.rows.empty else None,
+                                           analysis_section.markdown(why)) if part)
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
-                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None)
+                         extra=extra or None)
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))
     if protocol_md is not None:
@@ -66,10 +74,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                                          title=f"{sweep_dir.name}: mAP@0.4 per model (mean over folds, {what})",
                                          reference=reference)
     paths["per_class_png"] = per_class_heatmap(summ, out_dir / "per_class.png")
+    paths.update(analysis_section.write(why, out_dir))
+    paths["index_html"] = write_index(out_dir, title=f"Results: {sweep_dir.name}", paths=paths)
     return paths
 
 
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",
            "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference",
-           "NoFindingSettings", "collect_tuning"]
+           "NoFindingSettings", "collect_tuning", "AnalysisSettings"]
