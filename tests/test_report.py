@@ -78,8 +78,8 @@ def test_build_report_tables(sweep, tmp_path):
     assert "| yolov5x | fold0 | RuntimeError: CUDA out of memory |" in md
     assert "Unreadable result files" in md
     # no temporary files left behind
-    assert sorted(p.name for p in (sweep / "report").iterdir()) == ["per_class.png", "results.csv", "results.md",
-                                                                   "results.png"]
+    assert sorted(p.name for p in (sweep / "report").iterdir()) == ["index.html", "per_class.png", "results.csv",
+                                                                   "results.md", "results.png"]
     # a custom output folder and an empty sweep work too
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -187,3 +187,26 @@ def test_report_gives_bootstrap_cis_paired_comparisons_and_reader_reference(scor
     off = build_report(scored_sweep, bootstrap=BootstrapSettings(enabled=False), reader_reference=False)
     md_off = off["results_md"].read_text()
     assert "Paired comparisons" not in md_off and "one radiologist" not in md_off
+
+
+def test_results_chart_labels_never_overlap_the_legend(sweep):
+    """The value / interval labels of every bar (also the first, highest one) stay clear of the legend."""
+    from harness.report.charts import results_figure
+    from harness.report.tables import summary
+
+    runs = collect(sweep).runs
+    summ = summary(runs)
+    summ["map40 ci_low"], summ["map40 ci_high"] = summ["map40 mean"] - 0.05, summ["map40 mean"] + 0.3
+    for n in (1, len(summ)):
+        fig = results_figure(runs, summ.head(n), reference={"name": "reader", "map40": 0.2})
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        labels = [t for t in ax.texts if "[" in t.get_text()]
+        assert len(labels) == n
+        for text in labels:
+            assert not text.get_window_extent(renderer).overlaps(legend), text.get_text()
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -33,14 +33,15 @@ def _overlay_sources(sweep_dir: Path) -> list[tuple[str, Path, Path, Path]]:
 
 
 def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
-    from harness.report import BootstrapSettings, NoFindingSettings, build_report, write_overlays
+    from harness.report import AnalysisSettings, BootstrapSettings, NoFindingSettings, build_report, write_overlays
 
     sweep_dir, out_dir = Path(cfg.sweep_dir), Path(out_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist (sweep={cfg.sweep})")
     paths = build_report(sweep_dir, out_dir, bootstrap=BootstrapSettings.from_config(cfg.report.get("bootstrap")),
                          reader_reference=bool(cfg.report.get("reader_reference", True)),
-                         nofinding=NoFindingSettings.from_config(cfg.get("nofinding")))
+                         nofinding=NoFindingSettings.from_config(cfg.get("nofinding")),
+                         analysis=AnalysisSettings.from_config(cfg.report.get("analysis")))
     if cfg.report.overlays:
         for name, preds_path, val_json, run_dir in _overlay_sources(sweep_dir):
             write_overlays(Predictions.load(preds_path), val_json, _image_root(run_dir), out_dir / "overlays" / name,
