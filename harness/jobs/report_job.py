@@ -47,6 +47,10 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
             write_overlays(Predictions.load(preds_path), val_json, _image_root(run_dir), out_dir / "overlays" / name,
                            n=int(cfg.report.overlays), score_thr=float(cfg.report.overlay_score_thr))
         paths["overlays"] = out_dir / "overlays"
+    if cfg.get("logger") and cfg.logger.get("name") == "mlflow":
+        from harness.tracking import log_sweep
+
+        paths["mlflow"] = log_sweep(sweep_dir, out_dir, cfg.logger.get("tracking_uri"), cfg.logger.get("experiment"))
     return paths
 
 
