@@ -63,7 +63,7 @@ def test_collect_finds_runs_ensembles_and_failures(sweep):
 
 def test_build_report_tables(sweep, tmp_path):
     paths = build_report(sweep)
-    assert set(paths) == {"results_md", "results_csv", "results_png", "per_class_png"}
+    assert set(paths) == {"results_md", "results_csv", "results_png", "per_class_png", "index_html"}
     assert all(Path(p).parent == sweep / "report" for p in paths.values())
     frame = pd.read_csv(paths["results_csv"])
     mean = frame[(frame["name"] == "yolov5") & (frame["fold"] == "mean")].iloc[0]
@@ -78,8 +78,8 @@ def test_build_report_tables(sweep, tmp_path):
     assert "| yolov5x | fold0 | RuntimeError: CUDA out of memory |" in md
     assert "Unreadable result files" in md
     # no temporary files left behind
-    assert sorted(p.name for p in (sweep / "report").iterdir()) == ["per_class.png", "results.csv", "results.md",
-                                                                   "results.png"]
+    assert sorted(p.name for p in (sweep / "report").iterdir()) == ["index.html", "per_class.png", "results.csv",
+                                                                   "results.md", "results.png"]
     # a custom output folder and an empty sweep work too
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -213,3 +213,24 @@ def test_paired_comparison_says_when_image_sets_differ(scored_sweep):
     assert "- bad vs good, fold1: scored on different image sets (35 vs 40 images, 0 only in bad, 5 only in good)" in md
     assert "the share of resamples in which A scored higher than B" in md
     assert "cover the choice of validation images only" in md and "of resamples were)" in md
+def test_results_chart_labels_never_overlap_the_legend(sweep):
+    """The value / interval labels of every bar (also the first, highest one) stay clear of the legend."""
+    from harness.report.charts import results_figure
+    from harness.report.tables import summary
+
+    runs = collect(sweep).runs
+    summ = summary(runs)
+    summ["map40 ci_low"], summ["map40 ci_high"] = summ["map40 mean"] - 0.05, summ["map40 mean"] + 0.3
+    for n in (1, len(summ)):
+        fig = results_figure(runs, summ.head(n), reference={"name": "reader", "map40": 0.2})
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        labels = [t for t in ax.texts if "[" in t.get_text()]
+        assert len(labels) == n
+        for text in labels:
+            assert not text.get_window_extent(renderer).overlaps(legend), text.get_text()
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -200,6 +200,14 @@ def resample_counts(image_ids, resamples: int, seed: int, class_images: dict[int
     return (counts, redrawn) if with_redrawn else counts
 
 
+def ap101(tp: np.ndarray, fp: np.ndarray, n_gt: int) -> float:
+    """pycocotools' 101-point AP of one class from its detections' TP / FP flags in accumulate order
+    (score descending, ties as pycocotools orders them) and its number of ground-truth boxes."""
+    tp, fp = np.asarray(tp, bool), np.asarray(fp, bool)
+    matches = ClassMatches(np.zeros(len(tp), np.int64), tp, fp, np.array([int(n_gt)], np.int64))
+    return float(_class_ap(matches, np.ones((1, 1)))[0])
+
+
 def _class_ap(m: ClassMatches, weights: np.ndarray) -> np.ndarray:
     """pycocotools' 101-point AP of one class for every row of weights (R x N)."""
     n_rows = len(weights)

@@ -11,6 +11,12 @@ our numbers stay comparable with theirs. Three settings differ from COCO's defau
   its low-score tail silently, because the low-score tail is where mAP's recall comes from.
 * pycocotools prints progress to stdout; the stages run with stdout redirected.
 
+Backends: ``faster_coco_eval`` (the default for the metric: the same COCOeval with evaluate and
+accumulate in C++; its precision arrays equal pycocotools' to 1e-12 at these thresholds, ties
+included, tests/test_coco_backends.py, speed in docs/benchmarks.md) and ``pycocotools`` (the
+reference). Everything that reads the per-image match records (``cocoeval.evalImgs``: the bootstrap,
+harness.eval.matches, AP by size) uses pycocotools, which keeps them; faster_coco_eval does not.
+
 The stages stay visible, like pycocotools' own API, for anyone who wants to inspect them::
 
     ev = CocoMapEval(gt, preds)      # builds COCO gt / results objects, sets params
@@ -39,6 +45,26 @@ from harness.predictions import PredictionFileError, Predictions
 IOU_THRS = np.concatenate([[0.4], np.linspace(0.5, 0.95, 10)])
 #: The smallest last ``maxDets`` used (COCO's default).
 MIN_MAX_DETS = 100
+#: COCOeval implementations (see the module doc); the first is the metric's default.
+BACKENDS = ("faster_coco_eval", "pycocotools")
+DEFAULT_BACKEND = BACKENDS[0]
+
+
+def _backend_classes(backend: str):
+    """(COCO class, COCOeval factory) of a backend."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        def cocoeval(gt, dt, iouType):  # noqa: N803 (pycocotools' argument name)
+            return COCOeval_faster(gt, dt, iouType=iouType, print_function=lambda *args, **kwargs: None)
+
+        return COCO, cocoeval
+    raise ValueError(f"unknown COCO evaluation backend {backend!r}: one of {', '.join(BACKENDS)}")
 
 
 def load_gt(gt_coco: str | Path | dict) -> dict:
@@ -73,16 +99,15 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def _gt_coco_object(gt: dict):
-    from pycocotools.coco import COCO
-
+def _gt_coco_object(gt: dict, backend: str = "pycocotools"):
+    coco_class, _ = _backend_classes(backend)
     dataset = copy.deepcopy({k: gt[k] for k in ("images", "annotations", "categories") if k in gt})
     dataset.setdefault("annotations", [])
     dataset.setdefault("categories", [{"id": i, "name": n} for i, n in enumerate(CLASSES)])
     for ann in dataset["annotations"]:
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
-    coco = COCO()
+    coco = coco_class()
     coco.dataset = dataset
     with _quiet():
         coco.createIndex()
@@ -90,11 +115,13 @@ def _gt_coco_object(gt: dict):
 
 
 class CocoMapEval:
-    """pycocotools' COCOeval (bbox) set up for mAP@0.4 on exactly the images in ``preds.image_ids``."""
+    """pycocotools' COCOeval (bbox) set up for mAP@0.4 on exactly the images in ``preds.image_ids``
+    (``backend``: see the module doc; ``cocoeval.evalImgs`` exists with "pycocotools" only)."""
 
-    def __init__(self, gt_coco: str | Path | dict, preds: Predictions, max_dets: int | None = None):
-        from pycocotools.cocoeval import COCOeval
-
+    def __init__(self, gt_coco: str | Path | dict, preds: Predictions, max_dets: int | None = None,
+                 backend: str = "pycocotools"):
+        _, cocoeval_class = _backend_classes(backend)
+        self.backend = backend
         self.gt = load_gt(gt_coco)
         check_images(self.gt, preds, str(gt_coco) if not isinstance(gt_coco, dict) else "<dict>")
         self.preds = preds
@@ -103,7 +130,7 @@ class CocoMapEval:
         if self.max_dets < largest:
             raise ValueError(f"max_dets={self.max_dets} would cut detections: an image of {preds.source!r} "
                              f"has {largest}; use max_dets=None (automatic) or >= {largest}")
-        self.coco_gt = _gt_coco_object(self.gt)
+        self.coco_gt = _gt_coco_object(self.gt, backend)
         self.cat_ids = sorted(cat["id"] for cat in self.coco_gt.dataset["categories"])
         # loadRes fails on an empty list: with no detections, every class with GT scores 0.
         self.empty = not preds.detections
@@ -113,7 +140,7 @@ class CocoMapEval:
             return
         with _quiet():
             self.coco_dt = self.coco_gt.loadRes(copy.deepcopy(preds.detections))
-        self.cocoeval = COCOeval(self.coco_gt, self.coco_dt, iouType="bbox")
+        self.cocoeval = cocoeval_class(self.coco_gt, self.coco_dt, iouType="bbox")
         params = self.cocoeval.params
         params.imgIds = sorted(set(preds.image_ids))
         params.catIds = self.cat_ids
@@ -170,6 +197,7 @@ class CocoMapEval:
         }
 
 
-def coco_map(gt_coco: str | Path | dict, preds: Predictions, max_dets: int | None = None) -> dict:
+def coco_map(gt_coco: str | Path | dict, preds: Predictions, max_dets: int | None = None,
+             backend: str = DEFAULT_BACKEND) -> dict:
     """Run all three stages; see CocoMapEval.summarize for the keys."""
-    return CocoMapEval(gt_coco, preds, max_dets).evaluate().accumulate().summarize()
+    return CocoMapEval(gt_coco, preds, max_dets, backend).evaluate().accumulate().summarize()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from harness.jobs.settings import bootstrap_settings, nofinding_settings
+from harness.jobs.settings import analysis_settings, bootstrap_settings, nofinding_settings
 from harness.predictions import Predictions
 from harness.report import build_report, write_overlays
 from harness.sweep import model_runs
@@ -39,12 +39,17 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist (sweep={cfg.sweep})")
     paths = build_report(sweep_dir, out_dir, bootstrap=bootstrap_settings(cfg.report.get("bootstrap")),
                          reader_reference=bool(cfg.report.get("reader_reference", True)),
-                         nofinding=nofinding_settings(cfg.get("nofinding")))
+                         nofinding=nofinding_settings(cfg.get("nofinding")),
+                         analysis=analysis_settings(cfg.report.get("analysis")))
     if cfg.report.overlays:
         for name, preds_path, val_json, run_dir in _overlay_sources(sweep_dir):
             write_overlays(Predictions.load(preds_path), val_json, _image_root(run_dir), out_dir / "overlays" / name,
                            n=int(cfg.report.overlays), score_thr=float(cfg.report.overlay_score_thr))
         paths["overlays"] = out_dir / "overlays"
+    if cfg.get("logger") and cfg.logger.get("name") == "mlflow":
+        from harness.tracking import log_sweep
+
+        paths["mlflow"] = log_sweep(sweep_dir, out_dir, cfg.logger.get("tracking_uri"), cfg.logger.get("experiment"))
     return paths
 
 

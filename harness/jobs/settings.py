@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.nofinding import NoFindingSettings, check_thresholds
+from harness.report.analysis import AnalysisSettings
 from harness.report.uncertainty import BootstrapSettings
 
 
@@ -35,3 +36,9 @@ def nofinding_settings(node: Any) -> NoFindingSettings:
     settings = NoFindingSettings(**values)
     check_thresholds(settings.low, settings.high)
     return settings
+
+
+def analysis_settings(node: Any) -> AnalysisSettings:
+    """`report.analysis` ({enabled, score_thr, gallery}) -> AnalysisSettings."""
+    casts = {"enabled": bool, "score_thr": float, "gallery": int}
+    return AnalysisSettings(**{key: cast(_get(node, key)) for key, cast in casts.items() if _get(node, key) is not None})

@@ -8,6 +8,7 @@ Everything is rebuilt from the files in the sweep directory (metrics.json / fail
 report can be regenerated at any time, also for a partially failed sweep. `build_report` lives in
 harness.report.build; each section has its own module.
 """
+from harness.report.analysis import AnalysisSettings
 from harness.report.build import build_report
 from harness.report.charts import per_class_heatmap, results_chart
 from harness.report.nofinding import NoFindingSettings
@@ -18,8 +19,10 @@ from harness.report.reference import sweep_reference
 from harness.report.tables import SweepResults, collect, long_table, markdown, summary, write_tables
 from harness.report.tuning import collect_tuning
 from harness.report.uncertainty import BootstrapSettings
+from harness.report.analysis import AnalysisSettings
+from harness.report.html import write_index
 
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",
            "protocol_markdown", "write_protocol", "fairness_summary", "BootstrapSettings", "sweep_reference",
-           "NoFindingSettings", "collect_tuning"]
+           "NoFindingSettings", "collect_tuning", "AnalysisSettings"]

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report import analysis as analysis_section
 from harness.report import nofinding as nofinding_section
 from harness.report import uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
+from harness.report.analysis import AnalysisSettings
 from harness.report.external import sweep_external_markdown
+from harness.report.html import write_index
 from harness.report.nofinding import NoFindingSettings
 from harness.report.protocol import collect_protocols, fairness_summary, write_protocol
 from harness.report.reference import sweep_reference
@@ -25,7 +28,8 @@ from harness.report.uncertainty import BootstrapSettings
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                  bootstrap: BootstrapSettings | None = None, reader_reference: bool = True,
-                 nofinding: NoFindingSettings | None = None) -> dict[str, Path]:
+                 nofinding: NoFindingSettings | None = None, analysis: AnalysisSettings | None = None
+                 ) -> dict[str, Path]:
     """Write results.md, results.csv, results.png and per_class.png into out_dir (default
     <sweep_dir>/report); returns {"results_md", "results_csv", "results_png", "per_class_png"}, plus
     "protocol_md" when at least one run recorded a protocol (a sweep from before the protocol card
@@ -38,7 +42,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     results.md gains its table, and nofinding.csv, nofinding_sweep.csv/.png are written.
     Ensembles tuned on out-of-fold data (hparams_search=wbf_optuna) add a "tuned vs default" table
     (harness.report.tuning); external validations under the sweep (`cxr-predict predict.input=external`,
-    external.json) add their tables (harness.report.external)."""
+    external.json) add their tables (harness.report.external).
+    `analysis`: the error analysis, per-class curves, box sizes and worst-image gallery
+    (harness.report.analysis, files under analysis/); index.html puts the whole report on one page."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
@@ -51,11 +57,13 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     protocol_md = write_protocol(sweep_dir, out_dir, protocols) if protocols.recorded else None
     ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
-    extra = [nofinding_section.markdown(stage) if not stage.rows.empty else None, sweep_external_markdown(sweep_dir)]
+    why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings)
+    extra = [nofinding_section.markdown(stage) if not stage.rows.empty else None, analysis_section.markdown(why),
+             sweep_external_markdown(sweep_dir)]
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
-                         extra="\n".join(e for e in extra if e) or None,
+                         extra="\n\n".join(e for e in extra if e) or None,
                          pair_warnings=unc.warnings)
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))
@@ -66,4 +74,6 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                                          title=f"{sweep_dir.name}: mAP@0.4 per model (mean over folds, {what})",
                                          reference=reference)
     paths["per_class_png"] = per_class_heatmap(summ, out_dir / "per_class.png")
+    paths.update(analysis_section.write(why, out_dir))
+    paths["index_html"] = write_index(out_dir, title=f"Results: {sweep_dir.name}", paths=paths)
     return paths

@@ -43,14 +43,21 @@ def results_chart(runs: pd.DataFrame, summ: pd.DataFrame, path: str | Path, metr
                   title: str = "mAP@0.4 per model (mean ± std over folds)", reference: dict | None = None) -> Path:
     """Bars = mean over folds, error bars = the bootstrap CI of that mean where `summ` has one
     ("map40 ci_low/ci_high"), else the std over folds; dots = individual folds, value labels on the
-    bars. Ensembles are orange, models blue."""
+    bars. Ensembles are orange, models blue. The legend sits above the plot area, so no value label
+    can run into it however many models there are."""
+    return save_figure(results_figure(runs, summ, metric, title, reference), Path(path))
+
+
+def results_figure(runs: pd.DataFrame, summ: pd.DataFrame, metric: str = "map40",
+                   title: str = "mAP@0.4 per model (mean ± std over folds)", reference: dict | None = None):
+    """The figure of results_chart (not saved)."""
     plt = _pyplot()
     names = list(summ["name"])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2), 4.6))
     if not names:
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        return save_figure(fig, Path(path))
+        return fig
     means = summ[f"{metric} mean"].to_numpy(float)
     stds = np.nan_to_num(summ[f"{metric} std"].to_numpy(float))
     lows = summ[f"{metric} ci_low"].to_numpy(float) if f"{metric} ci_low" in summ else np.full(len(names), np.nan)
@@ -87,14 +94,15 @@ def results_chart(runs: pd.DataFrame, summ: pd.DataFrame, path: str | Path, metr
     ax.set_xticklabels(names, rotation=20 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel("mAP@0.4" if metric == "map40" else metric)
     ax.set_ylim(0, max(0.1, top * 1.25))
-    ax.set_title(title)
+    ax.set_title(title, pad=22)
     ax.grid(axis="y", alpha=0.3, zorder=0)
     from matplotlib.patches import Patch
 
     handles = [Patch(color=MODEL_COLOUR, label="model"), Patch(color=ENSEMBLE_COLOUR, label="ensemble")]
     handles += ax.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
-    return save_figure(fig, Path(path))
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(handles), fontsize=8,
+              frameon=False, borderaxespad=0.2)
+    return fig
 
 
 def per_class_heatmap(summ: pd.DataFrame, path: str | Path,

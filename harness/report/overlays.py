@@ -36,7 +36,7 @@ def _images_from_gt(gt: dict, image_root: Path | None) -> dict[int, tuple[Path, 
     return {img["id"]: (root / img["file_name"], str(img.get("image_key", img["id"]))) for img in gt["images"]}
 
 
-def _read_gray(path: Path) -> np.ndarray:
+def read_gray(path: Path) -> np.ndarray:
     import cv2
 
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -121,7 +121,7 @@ def write_overlays(preds: Predictions, gt_coco: str | Path | dict | None, image_
     for image_id in candidates[: max(0, int(n))]:
         png, key = paths[image_id]
         try:
-            pixels = _read_gray(png)
+            pixels = read_gray(png)
         except FileNotFoundError as err:
             log.error("%s", err)
             continue

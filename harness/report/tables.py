@@ -24,7 +24,7 @@ from harness.report.tuning import tuning_markdown, tuning_rows
 METRICS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
 METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15": "VOC 15-cls",
                  "ap50": "AP50", "ap50_95": "AP50:95", "train_time_s": "train s", "predict_time_s": "predict s"}
-SKIP_DIRS = {".hydra", "native", "split", "report", "overlays"}
+SKIP_DIRS = {".hydra", "native", "split", "report", "overlays", "mlflow"}  # mlflow: logger=mlflow's store
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""Optional experiment tracking: `logger=mlflow` records a sweep's jobs in MLflow.
+
+When the report step runs (after a sweep, also a partial one), every model and ensemble run of the
+sweep becomes an MLflow run of the experiment ``logger.experiment`` (default: the sweep's name):
+its resolved config as params (dotted keys), its metrics (mAP@0.4, VOC, AP50, AP50:95, times),
+mAP@0.4's bootstrap interval from the report, the per-class AP@0.4 (``AP/<class>``), and its
+metrics.json and predictions.json as artefacts. One more run, ``report``, holds the report folder.
+A run is found again by its tag ``cxr.path`` (the run folder), so logging a sweep twice updates its
+runs instead of adding copies.
+
+Where: ``logger.tracking_uri`` if given (any MLflow tracking URI), else a local store under the sweep
+(``<sweep>/mlflow/mlflow.db`` with artefacts in ``<sweep>/mlflow/artifacts``; MLflow's file store is
+in maintenance mode, SQLite is its local default). Off unless asked for; MLflow is an extra
+(``pip install cxr-bench[mlflow]``), imported only here and only when logging.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from harness.classes import CLASSES
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
+PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+
+
+def local_store(sweep_dir: Path) -> tuple[str, str]:
+    """(tracking URI, artefact location) of the default store under the sweep."""
+    root = (Path(sweep_dir) / "mlflow").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def flatten(config, prefix: str = "") -> dict[str, str]:
+    """Nested dicts/lists -> {"a.b.c": "value"} (lists as JSON), for MLflow params."""
+    out: dict[str, str] = {}
+    if isinstance(config, dict):
+        for key, value in config.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    else:
+        value = json.dumps(config) if isinstance(config, (list, tuple)) else str(config)
+        out[prefix.rstrip(".")] = value[:6000]
+    return out
+
+
+def _client(sweep_dir: Path, tracking_uri: str | None, experiment: str):
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError as err:
+        raise ImportError("logger=mlflow needs MLflow: pip install 'cxr-bench[mlflow]' (mlflow-skinny)") from err
+    artifacts = None
+    if not tracking_uri:
+        tracking_uri, artifacts = local_store(sweep_dir)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifacts)
+    return client, experiment_id, tracking_uri
+
+
+def _run_for(client, experiment_id: str, path: str, name: str, tags: dict):
+    existing = client.search_runs([experiment_id], filter_string=f"tags.`cxr.path` = '{path}'", max_results=1)
+    if existing:
+        return existing[0].info.run_id
+    return client.create_run(experiment_id, run_name=name, tags={"cxr.path": path, **tags}).info.run_id
+
+
+def _metrics(values: dict) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, 0) for key, value in values.items()
+            if value is not None and not (isinstance(value, float) and math.isnan(value))]
+
+
+def log_sweep(sweep_dir: str | Path, report_dir: str | Path, tracking_uri: str | None = None,
+              experiment: str | None = None) -> dict:
+    """Log every run of the sweep and the report folder; returns {"tracking_uri", "experiment_id",
+    "runs": {run folder: MLflow run id}}."""
+    from mlflow.entities import Param
+
+    from harness.report.tables import collect
+
+    sweep_dir, report_dir = Path(sweep_dir), Path(report_dir)
+    client, experiment_id, uri = _client(sweep_dir, tracking_uri, experiment or sweep_dir.name)
+    runs = collect(sweep_dir).runs
+    intervals = _intervals(report_dir)
+    logged = {}
+    for row in runs.itertuples():
+        run_dir = Path(row.path)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        run_id = _run_for(client, experiment_id, str(run_dir), f"{row.name}-{row.fold}",
+                          {"cxr.kind": row.kind, "cxr.name": row.name, "cxr.fold": row.fold})
+        params = flatten(metrics.get("config") or {})
+        params.update({"cxr.variant": str(row.variant), "cxr.split_hash": str(row.split_hash)})
+        existing = client.get_run(run_id).data.params
+        fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # MLflow params are write-once
+        for start in range(0, len(fresh), PARAM_BATCH):
+            client.log_batch(run_id, params=fresh[start:start + PARAM_BATCH])
+        values = {key: metrics.get(key) for key in METRIC_KEYS}
+        values.update({f"AP/{cls}": (metrics.get("per_class") or {}).get(cls) for cls in CLASSES})
+        values.update(intervals.get(str(run_dir), {}))
+        client.log_batch(run_id, metrics=_metrics(values))
+        for name in ("metrics.json", "predictions.json"):
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name))
+        client.set_terminated(run_id)
+        logged[str(run_dir)] = run_id
+    if report_dir.is_dir():
+        run_id = _run_for(client, experiment_id, str(report_dir), "report", {"cxr.kind": "report"})
+        client.log_artifacts(run_id, str(report_dir), artifact_path="report")
+        client.set_terminated(run_id)
+        logged[str(report_dir)] = run_id
+    log.info("logged %d MLflow runs to %s (experiment %s)", len(logged), uri, experiment_id)
+    return {"tracking_uri": uri, "experiment_id": experiment_id, "runs": logged}
+
+
+def _intervals(report_dir: Path) -> dict[str, dict[str, float]]:
+    """{run folder: {"map40_ci_low", "map40_ci_high"}} from the report's results.csv."""
+    path = report_dir / "results.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path)
+    if "map40 ci_low" not in frame or "path" not in frame:
+        return {}
+    rows = frame[frame["path"].notna()]
+    return {str(p): {"map40_ci_low": lo, "map40_ci_high": hi}
+            for p, lo, hi in zip(rows["path"], rows["map40 ci_low"], rows["map40 ci_high"])}

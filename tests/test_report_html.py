@@ -1,0 +1,120 @@
+"""The report's analysis sections on a sweep with known errors, and report/index.html in a real
+headless browser (Debian's chromium): it renders, every image loads, no console error, and no request
+leaves the file."""
+from __future__ import annotations
+
+import os
+import re
+
+import pandas as pd
+import pytest
+from analysis_sweep import make_analysis_sweep
+from browser import check_page, chromium_binary
+
+from harness.report import AnalysisSettings, BootstrapSettings, build_report
+
+
+@pytest.fixture(scope="module")
+def report(toy_dataset, tmp_path_factory):
+    root = make_analysis_sweep(toy_dataset, tmp_path_factory.mktemp("analysis") / "sweep")
+    paths = build_report(root, bootstrap=BootstrapSettings(resamples=200, seed=0),
+                         analysis=AnalysisSettings(score_thr=0.25, gallery=2))
+    return root, paths
+
+
+def _gt_counts(root):
+    import json
+
+    boxes = {3: 0, 0: 0}
+    images = 0
+    for fold in (0, 1):
+        gt = json.loads((root / "sharp" / f"fold{fold}" / "split" / "val.json").read_text())
+        images += len(gt["images"])
+        for ann in gt["annotations"]:
+            boxes[ann["category_id"]] += 1
+    return boxes, images
+
+
+def test_error_analysis_finds_the_planted_errors(report):
+    root, paths = report
+    boxes, images = _gt_counts(root)
+    errors = pd.read_csv(paths["errors_csv"]).set_index(["name", "type"])
+    assert errors.loc[("loose", "loc"), "count"] == boxes[3]          # every class-3 box shifted to IoU ~0.3
+    assert errors.loc[("loose", "cls"), "count"] == 2                 # one class-0 box per fold called class 2
+    assert errors.loc[("loose", "loc"), "dap"] == pytest.approx(0.5)  # class 3: AP 0 -> 1, one of two classes
+    assert errors.loc[("sharp", "bkg"), "count"] == images            # one box on nothing per image
+    assert errors.loc[("ensemble:wbf", "bkg"), "count"] == 0 and errors.loc[("ensemble:wbf", "dap")].sum() == 0 \
+        if ("ensemble:wbf", "dap") in errors.index else errors.xs("ensemble:wbf")["dap"].sum() == 0
+    md = paths["results_md"].read_text()
+    assert "## Why: error analysis (TIDE at IoU 0.4)" in md
+    assert "- loose: mAP@0.4" in md and "localisation +50.0" in md
+    assert "ensemble:wbf vs the best single model (sharp)" in md and "background 24→0" in md
+
+
+def test_confusion_per_class_intervals_sizes_and_gallery(report):
+    root, paths = report
+    boxes, _ = _gt_counts(root)
+    loose = pd.read_csv(paths["confusion_loose_csv"], index_col=0)
+    assert loose.loc["Aortic enlargement", "Calcification"] == 2             # the planted class mix-up
+    assert loose.loc["Cardiomegaly", "background"] == boxes[3]               # shifted boxes: missed at IoU 0.4
+    assert loose.loc["Cardiomegaly"].sum() == boxes[3]
+    per_class = pd.read_csv(paths["per_class_ap_csv"])
+    row = per_class[(per_class["name"] == "loose") & (per_class["class"] == "Aortic enlargement")].iloc[0]
+    assert row["ci_low"] <= row["ap"] <= row["ci_high"] and row["ci_low"] < row["ci_high"]
+    results = pd.read_csv(paths["results_csv"])
+    mean = results[(results["name"] == "loose") & (results["fold"] == "mean")].iloc[0]
+    assert row["ap"] == pytest.approx(mean["AP Aortic enlargement"], abs=1e-12)  # same numbers as the table
+    sizes = pd.read_csv(paths["ap_by_size_csv"]).set_index(["name", "band"])
+    assert sizes.loc[("sharp", "small"), "n_gt"] + sizes.loc[("sharp", "medium"), "n_gt"] + \
+        sizes.loc[("sharp", "large"), "n_gt"] == sizes.loc[("sharp", "all"), "n_gt"]
+    assert "terciles of the ground-truth box areas" in paths["results_md"].read_text()
+    per_image = pd.read_csv(paths["per_image_csv"])
+    assert set(per_image["name"]) == {"loose", "sharp", "ensemble:wbf"}
+    assert (per_image["tp"] + per_image["fn"] == per_image["n_gt"]).all()
+    gallery = pd.read_csv(paths["gallery_csv"])
+    assert sorted(gallery["rank"].unique()) == [1, 2] and len(gallery) == 6
+    assert all((paths["gallery_csv"].parent / png).is_file() for png in gallery["png"])
+    assert (paths["pr_overview_png"]).is_file() and paths["pr_3_png"].name == "cardiomegaly.png"
+
+
+def test_index_html_is_self_contained(report):
+    _, paths = report
+    page = paths["index_html"].read_text()
+    attributes = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert attributes and all(a.startswith(("data:image/png;base64,", "#")) or not re.match(r"[a-z]+:", a)
+                              for a in attributes)
+    assert "Content-Security-Policy" in page and "<script" not in page
+    for section in ("mAP@0.4 by model and fold", "Paired comparisons", "Why: error analysis", "Per-class AP@0.4 with",
+                    "AP@0.4 by box size", "Worst images", "No finding"):
+        assert section in page, section
+
+
+def _browser_or_skip():
+    if chromium_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+
+
+def test_browser_check_catches_a_broken_page(tmp_path):
+    """The check itself: a page with a remote image, a missing file and a script error fails it."""
+    _browser_or_skip()
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><head><title>bad</title></head><body>'
+                   '<img src="http://example.invalid/a.png" alt="remote"><img src="missing.png" alt="missing">'
+                   '<script>console.error("boom"); notDefined();</script></body></html>')
+    result = check_page(bad)
+    assert result.page["broken"] == ["remote", "missing"]
+    assert result.outside_requests() == ["http://example.invalid/a.png"]
+    assert result.console == ["boom"] and result.exceptions
+
+
+def test_index_html_in_headless_chromium(report):
+    _browser_or_skip()
+    _, paths = report
+    result = check_page(paths["index_html"])
+    assert result.page["title"].startswith("Results:")
+    assert result.page["images"] >= 10 and result.page["broken"] == []
+    assert result.page["tables"] >= 5 and "Why: error analysis (TIDE at IoU 0.4)" in result.page["headings"]
+    assert result.outside_requests() == []
+    assert result.console == [] and result.exceptions == [] and result.log_errors == []
