@@ -38,7 +38,7 @@ from harness.data import stats as stats_mod
 from harness.data.pipeline import PrepareSummary, ensure_folds_and_stats, fingerprint, new_summary, stored
 from harness.data.png_input import PNG_SUFFIXES
 from harness.data.prepare import ConvertSettings, convert_files
-from harness.split import file_sha256
+from harness.digest import file_sha256
 
 log = logging.getLogger(__name__)
 BOX_FILE = "BBox_List_2017.csv"

@@ -11,6 +11,7 @@ from adapters import REGISTRY, WEIGHTS_FORMATS
 from adapters.base import AugSpec, TrainSpec
 from adapters.classifier import VARIANTS
 from adapters.resume import NOT_IN_KEY
+from harness.classes import label_set
 from harness.weights import formats, registry
 
 
@@ -68,8 +69,6 @@ def train_spec(cfg: DictConfig) -> TrainSpec:
 
 def data_label_set(data: DictConfig):
     """The dataset's label set (`data.label_set`; VinBigData's when the data config has none)."""
-    from harness.classes import label_set
-
     try:
         return label_set(data.get("label_set"))
     except ValueError as err:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
+from harness.data.nih import prepare_nih
 from harness.data.pipeline import prepare_dataset
 from harness.data.prepare import ConvertSettings
 from harness.jobs.config import ConfigError, to_plain
@@ -77,9 +78,6 @@ def ensure_prepared(data: DictConfig):
 
 def _prepare_nih(data: DictConfig, raw_dir: Path, prepared_dir: Path):
     """`data=nih_cxr14`: the NIH ChestX-ray14 box set (PNG, own classes, one reader, patient-grouped folds)."""
-    from harness.data.nih import prepare_nih
-    from harness.data.prepare import ConvertSettings
-
     if data.get("fusion", "none") != "none":
         raise ConfigError(f"data.fusion={data.fusion}: the NIH boxes have one reader each; use data.fusion=none")
     return prepare_nih(raw_dir, prepared_dir, size=data.size, square=bool(data.square), bits=int(data.bits),

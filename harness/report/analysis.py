@@ -30,6 +30,8 @@ from harness.eval.matches import MatchTable
 from harness.eval.per_image import per_image_counts
 from harness.eval.sizes import BAND_NAMES, SizeBands, ap_by_size, size_bands
 from harness.predictions import Predictions
+from harness.report import analysis_charts, gallery
+from harness.report.gallery import slugify
 from harness.report.uncertainty import BootstrapSettings, ground_truth_for
 
 log = logging.getLogger(__name__)
@@ -224,8 +226,6 @@ def _sizes_frame(analysis: SweepAnalysis) -> pd.DataFrame:
 
 def write(analysis: SweepAnalysis, out_dir: str | Path, image_root_of=None) -> dict[str, Path]:
     """CSV files and charts into out_dir/analysis; returns their paths by name (nothing without runs)."""
-    from harness.report import analysis_charts, gallery
-
     out_dir = Path(out_dir) / "analysis"
     paths: dict[str, Path] = {}
     if not analysis.runs:
@@ -260,10 +260,6 @@ def write(analysis: SweepAnalysis, out_dir: str | Path, image_root_of=None) -> d
     paths.update(analysis_charts.pr_figures(curves, analysis.per_class, out_dir / "pr"))
     paths.update(gallery.write_gallery(analysis, out_dir / "gallery"))
     return paths
-
-
-def slugify(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "run"
 
 
 def markdown(analysis: SweepAnalysis) -> str:

@@ -20,6 +20,11 @@ from harness.report.overlays import draw_overlay, read_gray
 log = logging.getLogger(__name__)
 
 
+def slugify(name: str) -> str:
+    """A run's name as a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "run"
+
+
 def rank_images(per_image: pd.DataFrame, n: int) -> pd.DataFrame:
     """(fold, image_id, errors, fp, fn) of the `n` images with the most errors over all models; ties by
     fold and image id."""
@@ -40,7 +45,6 @@ def _image_root(run_dir: Path) -> Path | None:
 
 def write_gallery(analysis, out_dir: Path) -> dict[str, Path]:
     """Draw the gallery of `analysis` (a harness.report.analysis.SweepAnalysis) into out_dir."""
-    from harness.report.analysis import slugify
 
     ranked = rank_images(analysis.per_image, analysis.settings.gallery)
     if ranked.empty:

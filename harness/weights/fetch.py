@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.atomic import write_json
+from harness.weights.formats import check_format
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -140,8 +141,6 @@ def _complete_length(err: urllib.error.HTTPError, part: Path) -> bool:
 
 def _check_format(path: Path, fmt: str | None, label: str) -> None:
     if fmt is not None:
-        from harness.weights.formats import check_format
-
         check_format(path, fmt, label)
 
 
