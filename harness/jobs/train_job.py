@@ -77,7 +77,6 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     fold = int(cfg.data.fold)
     dataset = ensure_prepared(cfg.data)
     split = make_split(dataset.labels, dataset.folds, fold, run_dir)
-    spec.classes = split.classes  # the dataset's own class list (checked where the split was made)
     val_images = split.images("val")
     log.info("%s (%s) fold %d: %d train / %d val images, split %s", name, spec.variant, fold,
              len(split.images("train")), len(val_images), split.split_hash)
