@@ -15,13 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from adapters import get_detector
+from adapters.yolov5 import predict_kwargs, train_args
 from adapters.spec import AugSpec
 from conftest import SMALL_VARIANTS as VARIANTS
 from conftest import tiny_spec as base_spec
 from harness import atomic
+from harness.cli.common import CONF_DIR  # registers the config's resolvers
+from harness.jobs.config import train_spec
 from harness.report.protocol import collect_protocols, differences, fairness_summary, unexplained
 from harness.split import ImageRef
 from harness.tta import predict_with_hflip_tta
@@ -158,8 +162,6 @@ def test_hflip_tta_keeps_the_max_det_cap(split0, tmp_path):
 
 
 def test_native_multi_label_is_not_a_training_argument():
-    from adapters.yolov5 import predict_kwargs, train_args
-
     spec = tiny_spec("yolov5", native={"multi_label": False, "iou": 0.3, "imgsz": 96, "mosaic": 0.0})
     args = train_args(spec, Path("data.yaml"), Path("."))
     assert "multi_label" not in args and args["mosaic"] == 0.0
@@ -170,13 +172,8 @@ def test_native_multi_label_is_not_a_training_argument():
 def test_the_demo_settings_read_as_fair(split0, tmp_path):
     """The demo's composed config: each model predicts with its own spec; the card's shared rows
     agree and every native override carries its reason."""
-    from hydra import compose, initialize_config_dir
-
-    from harness.jobs.config import train_spec
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
     rows = {}
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         for model in MODELS:
             cfg = compose("train", overrides=["experiment=demo", f"model={model}"])
             spec = train_spec(cfg)
