@@ -13,8 +13,9 @@ from adapters.images import warn_size_mismatch
 from adapters.mmcv_cuda import require_cuda_ops
 from adapters.mmdet_frcnn.config import (TRUSTED_PREFIX, VARIANTS, WARMUP_ITERS, model_config, native_schedule,
                                          optimizer_cfg, test_pipeline, train_config)
-from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint, pipeline_readback,
-                                         register_trusted_loader, runner_class, schedule_readback, training_set_counts)
+from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint, loader_batch,
+                                         pipeline_readback, register_trusted_loader, runner_class, schedule_readback,
+                                         training_set_counts)
 from adapters.postprocess import RawDetections
 from adapters.readback import input_channels, optimizer_settings, optimizer_text
 from adapters.schedule import scaled_milestones, warmup_length
@@ -156,7 +157,7 @@ class MMDetFasterRCNN(Detector):
             negatives="drop" if (getattr(dataset, "filter_cfg", None) or {}).get("filter_empty_gt") else "keep",
             train_size=size, train_channels=input_channels(runner.model), augmentation=augmentation,
             recipe={"optimizer": optimizer_settings(wrapper.optimizer, runner.model), "head": _box_head(runner.model),
-                    "batch": int(runner.train_dataloader.batch_size) * int(runner.world_size),
+                    "batch": loader_batch(runner.train_dataloader) * int(runner.world_size),
                     "grad_clip": ", ".join(f"{k} {v}" for k, v in clip.items()) or "none",
                     **schedule_readback(runner.param_schedulers)})
 

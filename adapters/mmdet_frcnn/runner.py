@@ -103,3 +103,9 @@ def schedule_readback(schedulers) -> dict[str, Any]:
             out["warmup_iters"] = int(scheduler.end - scheduler.begin)
             out["warmup_from"] = float(scheduler.start_factor)
     return out
+
+
+def loader_batch(loader) -> int:
+    """Images per batch of a built DataLoader (its batch sampler's, when it has one: mmdet's
+    AspectRatioBatchSampler leaves the loader's own batch_size None)."""
+    return int(loader.batch_size or loader.batch_sampler.batch_size)
