@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import atomic
+from harness.digest import file_sha256
 from harness.sweep import JOB_WORKDIR, SUPERSEDED_DIR
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,6 @@ class ResumePoint:
     def as_dict(self) -> dict[str, Any]:
         return {"checkpoint": str(self.checkpoint), "epoch": self.epoch, "epochs": self.epochs,
                 "sha256": self.sha256}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def training_key(spec_settings: dict[str, Any], split_hash: str, run_key: str = "") -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.resume import RECORD_SUFFIX, file_sha256
+from adapters.resume import RECORD_SUFFIX
+from harness.digest import file_sha256
 from harness.sweep import superseded_folders
 from harness.report.tables import collect, markdown, summary
 

@@ -14,8 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from adapters.base import Detector, TrainSpec
-from adapters.resume import (RECORD_SUFFIX, file_sha256, find_resume_point, prune, record_path, records,
+from adapters.resume import (RECORD_SUFFIX, find_resume_point, prune, record_path, records,
                              set_aside_checkpoints, training_key, write_record)
+from harness.digest import file_sha256
 from harness.sweep import SUPERSEDED_DIR, superseded_folders
 from harness.cli import checkpoints as checkpoints_cli
 from harness.cli.common import CONF_DIR
