@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import random_case  # test_bootstrap, test_nofinding and test_report import it from here too
 
 from harness.classes import NUM_CLASSES
 from harness.eval import class_ap, evaluate, iou_matrix, voc_ap, voc_map
 from harness.predictions import Predictions, xywh_to_xyxy
-
-from conftest import random_case  # test_bootstrap, test_nofinding and test_report import it from here too
 
 
 def test_voc_ap_all_point_by_hand():
