@@ -234,3 +234,56 @@ def test_results_chart_labels_never_overlap_the_legend(sweep):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_seed_sweep_reports_mean_and_sd_over_seeds_and_pairs_per_seed(tmp_path):
+    """Two training seeds of two models (and their ensemble) on the same fold, one sweep per seed under
+    one folder: the report never averages seeds as folds; per model it gives each seed's mAP, their mean
+    ± sd beside the bootstrap interval, and compares the models seed by seed only."""
+    from test_eval_voc import random_case
+
+    from harness.report import BootstrapSettings
+
+    root = tmp_path / "seeds"
+    gt, full = random_case(30, n_images=40)
+    points = {}
+    for seed in (0, 1):
+        for name, keep in (("good", 1), ("bad", 2 + seed)):  # bad keeps every 2nd / 3rd detection
+            preds = Predictions(name, "h0", full.image_ids, full.detections[seed::keep] if name == "bad"
+                                else full.detections[:len(full.detections) - 7 * seed])
+            run = root / f"seed{seed}" / name / "fold0"
+            atomic.write_json(run / "split" / "val.json", gt)
+            preds.save(run / "predictions.json")
+            metrics = {**evaluate(gt, preds), "model": name, "variant": "v", "fold": 0, "split_hash": "h0",
+                       "config": {"train": {"seed": seed}, "per_model": {}}}
+            atomic.write_json(run / "metrics.json", metrics)
+            points[(name, seed)] = metrics["map40"]
+        ens = root / f"seed{seed}" / "ensemble" / "wbf" / "fold0"
+        Predictions("ensemble:wbf", "h0", full.image_ids, full.detections).save(ens / "predictions.json")
+        atomic.write_json(ens / "metrics.json", {**evaluate(gt, full), "model": "ensemble", "variant": "wbf",
+                                                 "fold": 0, "split_hash": "h0",
+                                                 "val_json": str(run / "split" / "val.json")})
+    results = collect(root)
+    assert sorted(set(results.runs["name"])) == ["bad · seed 0", "bad · seed 1", "ensemble:wbf · seed 0",
+                                                 "ensemble:wbf · seed 1", "good · seed 0", "good · seed 1"]
+    paths = build_report(root, bootstrap=BootstrapSettings(resamples=200, seed=0), reader_reference=False)
+    md = paths["results_md"].read_text()
+    assert "## Training-seed spread (train.seed = 0, 1)" in md and "covers the choice of validation images only" in md
+    seeds_csv = pd.read_csv(paths["seeds_csv"])
+    good = seeds_csv[(seeds_csv["name"] == "good")].set_index("seed")
+    close = dict(abs=1e-5)  # seeds.csv: 6 significant digits
+    assert float(good.loc["0", "map40"]) == pytest.approx(points[("good", 0)], **close)
+    assert float(good.loc["mean", "map40"]) == pytest.approx((points[("good", 0)] + points[("good", 1)]) / 2, **close)
+    assert float(good.loc["mean", "sd"]) == pytest.approx(np.std([points[("good", 0)], points[("good", 1)]], ddof=1),
+                                                          **close)
+    assert float(good.loc["mean", "ci_low"]) < float(good.loc["mean", "map40"]) < float(good.loc["mean", "ci_high"])
+    mean_sd = f"{(points[('good', 0)] + points[('good', 1)]) / 2:.4f} ± "
+    assert f"| good | 2 | 0: {points[('good', 0)]:.4f}, 1: {points[('good', 1)]:.4f} | {mean_sd}" in md
+    # paired comparisons: seed by seed only (never seed 0 of one model against seed 1 of another)
+    pairs = pd.read_csv(paths["results_csv"]).query("kind == 'paired'")["name"]
+    assert all(p.split(" vs ")[0][-1] == p[-1] for p in pairs) and len(pairs) == 2 * 3
+    over = seeds_csv[seeds_csv["kind"] == "paired"].set_index("name")
+    assert over.loc["bad vs good", "a_better"] + over.loc["bad vs good", "b_better"] + \
+        over.loc["bad vs good", "not_distinguishable"] == 2
+    assert over.loc["bad vs good", "delta"] == pytest.approx(
+        np.mean([points[("bad", s)] - points[("good", s)] for s in (0, 1)]), **close)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import atomic
 from harness.report import analysis as analysis_section
 from harness.report import nofinding as nofinding_section
-from harness.report import uncertainty
+from harness.report import seeds, uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
 from harness.report.analysis import AnalysisSettings
 from harness.report.external import sweep_external_markdown
@@ -58,13 +59,21 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
     why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings)
-    extra = [nofinding_section.markdown(stage) if not stage.rows.empty else None, analysis_section.markdown(why),
+    seed_tables = None
+    if seeds.is_seed_sweep(results.runs):  # a sweep over train.seed: mean ± sd over seeds, pairs per seed
+        seed_tables = (seeds.spread(results.runs, summ, unc), seeds.pair_spread(results.runs, unc.pairs))
+    extra = [seeds.markdown(*seed_tables, settings.ci) if seed_tables else None,
+             nofinding_section.markdown(stage) if not stage.rows.empty else None, analysis_section.markdown(why),
              sweep_external_markdown(sweep_dir)]
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
                          extra="\n\n".join(e for e in extra if e) or None,
                          pair_warnings=unc.warnings)
+    if seed_tables is not None:
+        paths["seeds_csv"] = out_dir / "seeds.csv"
+        with atomic.atomic_path(paths["seeds_csv"]) as tmp:
+            seeds.frame(*seed_tables).to_csv(tmp, index=False, float_format="%.6g")
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))
     if protocol_md is not None:

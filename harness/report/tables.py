@@ -25,6 +25,7 @@ METRICS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_
 METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15": "VOC 15-cls",
                  "ap50": "AP50", "ap50_95": "AP50:95", "train_time_s": "train s", "predict_time_s": "predict s"}
 SKIP_DIRS = {".hydra", "native", "split", "report", "overlays", "mlflow"}  # mlflow: logger=mlflow's store
+SEED_TAG = " · seed {seed}"  # a run's name in a sweep over several training seeds: "<model> · seed <s>"
 
 
 @dataclass
@@ -64,6 +65,31 @@ def _find(sweep_dir: Path, name: str) -> list[Path]:
     return found
 
 
+def _seed(metrics: dict) -> int | None:
+    """The training seed a model run used (per_model.<m>.train.seed over train.seed), from the config
+    its metrics.json records; None when it records none (ensembles: see _seed_of_ensembles)."""
+    config = metrics.get("config") or {}
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    per = ((config.get("per_model") or {}).get(metrics.get("model")) or {}).get("train") or {}
+    seed = per.get("seed") if per.get("seed") is not None else train.get("seed")
+    return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+
+
+def _seed_of_ensembles(frame: pd.DataFrame) -> None:
+    """An ensemble's seed: the one seed of the model runs in its sweep (<sweep>/ensemble/<name>/fold<k>
+    beside <sweep>/<model>/fold<k>), in place; None when they used several."""
+    model_sweep = {Path(p).parents[1]: s for p, s, k in zip(frame["path"], frame["seed"], frame["kind"])
+                   if k == "model"}
+    by_sweep: dict[Path, set] = {}
+    for sweep, seed in model_sweep.items():
+        by_sweep.setdefault(sweep, set()).add(seed)
+    for i in frame.index[(frame["kind"] == "ensemble") & frame["seed"].isna()]:
+        seeds = set()
+        for sweep in (Path(frame.at[i, "path"]).parents[2], Path(frame.at[i, "path"]).parents[1]):
+            seeds |= by_sweep.get(sweep, set())
+        frame.at[i, "seed"] = seeds.pop() if len(seeds) == 1 else None
+
+
 def _run_row(path: Path, sweep_dir: Path, metrics: dict) -> dict:
     rel = path.parent.relative_to(sweep_dir).parts
     is_ensemble = metrics.get("model") == "ensemble" or (len(rel) > 0 and rel[0] == "ensemble")
@@ -79,6 +105,7 @@ def _run_row(path: Path, sweep_dir: Path, metrics: dict) -> dict:
         "split_hash": metrics.get("split_hash"),
         "n_images": metrics.get("n_images"),
         "device": metrics.get("device", ""),
+        "seed": _seed(metrics),
         "path": str(path.parent),
     }
     for key in METRICS:
@@ -132,13 +159,21 @@ def collect(sweep_dir: str | Path) -> SweepResults:
                        "path": str(path)})
     unfinished = _unfinished(sweep_dir)
     superseded = [str(path) for path in superseded_folders(sweep_dir)]
-    columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "path", *METRICS,
+    columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "seed", "path", *METRICS,
                *[f"AP {c}" for c in _class_order(rows)]]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns).astype({"seed": object})
+    frame["base"] = frame["name"]
     if not frame.empty:
         # two variants of one model (e.g. yolov5n and yolov5s) must not be averaged together
         mixed = frame.groupby("name")["variant"].transform("nunique") > 1
         frame.loc[mixed, "name"] = frame.loc[mixed, "name"] + " (" + frame.loc[mixed, "variant"] + ")"
+        frame["base"] = frame["name"]
+        # a sweep over train.seed (harness.report.seeds): one row group per model and seed, never averaged
+        _seed_of_ensembles(frame)
+        if frame["seed"].dropna().nunique() > 1:
+            has = frame["seed"].notna()
+            frame.loc[has, "name"] = [base + SEED_TAG.format(seed=int(seed))
+                                      for base, seed in zip(frame.loc[has, "base"], frame.loc[has, "seed"])]
         frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
     return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished,
                         superseded)

@@ -11,7 +11,8 @@ silently.
 
 Each resample holds every class present in the full set (harness.eval.bootstrap redraws the others);
 the report gives the share of resamples that needed a redraw. The intervals cover the choice of
-validation images only: not the training seed or other randomness of training.
+validation images only: not the training seed or other randomness of training (see
+harness.report.seeds for the spread over seeds).
 """
 from __future__ import annotations
 
@@ -121,8 +122,14 @@ def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings) ->
         if folds and len(folds) == len(group):  # a mean over some folds only would not be the row's mean
             result.models[(kind, name)] = fold_mean(list(folds.values()))
         by_model[(kind, name)] = folds
+    # a sweep over training seeds (harness.report.seeds): models are compared seed by seed
+    seeds = {key: group["seed"].iloc[0] for key, group in runs.groupby(["kind", "name"], sort=False)} \
+        if "seed" in runs else {}
+    per_seed = "seed" in runs and runs["seed"].dropna().nunique() > 1
     rows = []
     for (ka, a), (kb, b) in combinations(by_model, 2):
+        if per_seed and (seeds.get((ka, a)) is None or seeds.get((ka, a)) != seeds.get((kb, b))):
+            continue
         fa, fb = by_model[(ka, a)], by_model[(kb, b)]
         shared = [f for f in fa if f in fb and fa[f].image_ids == fb[f].image_ids]
         for fold in (f for f in fa if f in fb and f not in shared):
@@ -137,10 +144,10 @@ def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings) ->
             continue
         summ = paired([fa[f] for f in shared], [fb[f] for f in shared]).summary(settings.ci)
         row = {"a": a, "b": b, "folds": " ".join(shared), "delta": summ["delta"], "delta_ci_low": summ["low"],
-               "delta_ci_high": summ["high"], "p_a_gt_b": summ["p_a_gt_b"]}
+               "delta_ci_high": summ["high"], "p_a_gt_b": summ["p_a_gt_b"], "seed": seeds.get((ka, a))}
         row["verdict"] = verdict(row, a, b)
         rows.append(row)
-    result.pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    result.pairs = pd.DataFrame(rows, columns=[*PAIR_COLUMNS, "seed"])
     return result
 
 
