@@ -69,7 +69,7 @@ class _Pipe:
         self._next_id = 0
         self.events: list[dict] = []
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 120) -> dict:
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -85,7 +85,7 @@ class _Pipe:
                 self.events.append(reply)
         raise TimeoutError(f"no reply to {method} within {timeout} s")
 
-    def wait_for(self, method: str, timeout: float = 30) -> dict:
+    def wait_for(self, method: str, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in [e for e in self.events if e.get("method") == method]:
@@ -135,7 +135,7 @@ def check_page(path: Path, screenshot: bool = False, settle_s: float = 0.5) -> P
                 pipe.send(f"{domain}.enable", session=session)
             pipe.events.clear()
             pipe.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
-            pipe.wait_for("Page.loadEventFired", timeout=60)
+            pipe.wait_for("Page.loadEventFired", timeout=120)
             time.sleep(settle_s)
             pipe.events.extend(pipe._read())
             probe = pipe.send("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True}, session=session)
