@@ -65,6 +65,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,8 +75,10 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from adapters.base import AugSpec, TrainSpec, count_split_training_set  # noqa: E402
-from harness import atomic  # noqa: E402
+from harness import atomic  # noqa: E402  (standard library only: --record-error stays light)
+
+if TYPE_CHECKING:
+    from adapters.base import TrainSpec
 
 log = logging.getLogger("bench_gpu")
 FRAMEWORKS = ("yolov5", "detectron2_frcnn", "mmdet_frcnn")
@@ -230,6 +233,8 @@ def native_yolov5(spec: TrainSpec, adapter_dir: Path, workdir: Path) -> None:
 def native_detectron2(spec: TrainSpec, split, workdir: Path) -> None:
     from bench_detectron2 import run_native
 
+    from adapters.base import count_split_training_set
+
     run_native(spec, split, workdir, count_split_training_set(split.train_json, spec.negatives)["images"])
 
 
@@ -338,6 +343,7 @@ def bench_framework(name: str, size: Size, args, split, out: Path) -> dict:
     """Adapter and native runs alternated (A-B-A-B..., `args.rounds` of each: order bias shows as
     spread), then the adapter's prediction timed."""
     from adapters import get_detector
+    from adapters.base import AugSpec, TrainSpec
 
     # checkpoint_interval beyond the run: no checkpoint is written inside the timed window, only once
     # after the last iteration (in both runs; ultralytics: save=False writes last.pt at the end only)
