@@ -188,3 +188,26 @@ def test_nih_cpu_preset_composes_with_the_nih_classes():
     assert cfg.data.layout == "nih_cxr14" and cfg.data.fusion == "none" and cfg.data.folds == 2
     spec = train_spec(cfg)
     assert spec.classes == list(NIH_CLASSES) and spec.imgsz == 256 and spec.variant == "R18-FPN"
+
+
+@pytest.mark.slow
+def test_train_job_and_report_on_nih_use_its_classes(tmp_path):
+    """cxr-train on data=nih_cxr14 (the real subset, 2 patient-grouped folds), then cxr-report: the
+    run's metrics and the report's per-class table carry the 8 NIH classes, and no VinBigData-only
+    section appears."""
+    from test_hydra_pipeline import run_app
+
+    common = ["data=nih_cxr14", f"data.raw_dir={NIH_MINI}", "data.folds=2", "data.size=256", "sweep=nih"]
+    run_app("harness.cli.train", [*common, "model=yolov5", "data.fold=0", "train.imgsz=128", "train.epochs=1",
+                                  "train.batch_size=4", "per_model.yolov5.variant=yolov5n"], tmp_path)
+    run = tmp_path / "runs" / "nih" / "yolov5" / "fold0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(metrics["per_class"]) == list(NIH_CLASSES) and metrics["voc_map40_15"] is None
+    val = json.loads((run / "split" / "val.json").read_text())
+    train = json.loads((run / "split" / "train.json").read_text())
+    patients = [{img["image_key"].split("_")[0] for img in part["images"]} for part in (train, val)]
+    assert not patients[0] & patients[1]
+    run_app("harness.cli.report", ["sweep=nih", "report.overlays=1", "report.bootstrap.resamples=50"], tmp_path)
+    results = (tmp_path / "runs" / "nih" / "report" / "results.md").read_text()
+    assert "| Pneumothorax |" in results and "| Aortic enlargement |" not in results
+    assert "No finding" not in results.split("## Failed jobs")[0].split("Per-class")[1]
