@@ -54,8 +54,6 @@ def head_classes(name: str, checkpoint: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_trains_and_predicts_at_1024_on_real_radiographs(name, split, tmp_path, forbid_network):
-    if name == "mmdet_frcnn":
-        pytest.importorskip("mmcv")
     variant, native = SETTINGS[name]
     spec = TrainSpec(variant=variant, epochs=1, batch_size=1, imgsz=SIZE, lr=0.001, seed=0, workers=0,
                      aug=AugSpec(hflip=0.5), native=native, batch_predict=1, classes=list(NIH_CLASSES))
