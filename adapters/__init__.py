@@ -16,6 +16,10 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "detectron2_frcnn": ("adapters.detectron2_frcnn", "Detectron2FasterRCNN", "detectron2"),
     "mmdet_frcnn": ("adapters.mmdet_frcnn", "MMDetFasterRCNN", "mmdet"),
     "classifier": ("adapters.classifier", "TorchvisionClassifier", "torchvision"),
+    # any packaged architecture by name (model.arch; adapters.zoo lists them)
+    "ultralytics": ("adapters.ultralytics_zoo", "UltralyticsDetector", "ultralytics"),
+    "detectron2": ("adapters.detectron2_zoo", "Detectron2Detector", "detectron2"),
+    "mmdet": ("adapters.mmdet_zoo", "MMDetDetector", "mmdet"),
 }
 
 # models that are image classifiers (P(abnormal) per image), not detectors
@@ -23,7 +27,8 @@ CLASSIFIERS = frozenset({"classifier"})
 
 # the checkpoint format each framework reads (harness.weights.formats tells them apart)
 WEIGHTS_FORMATS: dict[str, str] = {"yolov5": "ultralytics", "detectron2_frcnn": "detectron2", "mmdet_frcnn": "mmdet",
-                                   "classifier": "torchvision"}
+                                   "classifier": "torchvision", "ultralytics": "ultralytics",
+                                   "detectron2": "detectron2", "mmdet": "mmdet"}
 
 
 def is_classifier(name: str) -> bool:
