@@ -3,23 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.archrows import NMS_FREE, nms_free_protocol, with_architecture
+from adapters.byarch import ByArchitecture, NMS_FREE, nms_free_protocol, with_architecture
 from adapters.yolov5.detector import YoloV5Detector
-from adapters.zoo import ULTRALYTICS, arch
+from adapters.zoo import ULTRALYTICS
 
 
-class UltralyticsDetector(YoloV5Detector):
+class UltralyticsDetector(ByArchitecture, YoloV5Detector):
     """Any `adapters.zoo.ULTRALYTICS` architecture (spec.variant = model.arch) via ultralytics."""
 
     name = "ultralytics"
+    zoo_framework = "ultralytics"
     default_variant = "yolov8n"
     variants = tuple(ULTRALYTICS)
 
-    def __init__(self, spec):
-        if spec.variant:
-            arch("ultralytics", spec.variant)  # unknown -> the list of names, before anything is built
-        super().__init__(spec)
-        self.arch = arch("ultralytics", self.spec.variant)
 
     @property
     def native_protocol(self) -> dict[str, tuple[Any, str]]:  # type: ignore[override]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report import by_arch
 from harness.report import nofinding as nofinding_section
 from harness.report import uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
@@ -56,7 +57,9 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
-                         extra=nofinding_section.markdown(stage) if not stage.rows.empty else None)
+                         extra="\n".join(part for part in (by_arch.markdown(results.runs, summ),
+                                                            nofinding_section.markdown(stage) if not stage.rows.empty
+                                                            else None) if part) or None)
     if not stage.rows.empty:
         paths.update(nofinding_section.write(stage, out_dir))
     if protocol_md is not None:

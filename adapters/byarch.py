@@ -1,12 +1,29 @@
-"""What the general (architecture-by-name) adapters share on the protocol card: the architecture row
-named after the packaged config it was built from, and the NMS rows of NMS-free detectors."""
+"""What the general (architecture-by-name) adapters share: the name check at construction
+(`ByArchitecture`), the card's architecture row named after the packaged config the model was built
+from, and the native defaults of NMS-free detectors."""
 from __future__ import annotations
 
 from typing import Any
 
 from adapters.card import protocol_row
+from adapters.zoo import Arch, arch
 
 NMS_FREE = "none (NMS-free)"
+
+
+class ByArchitecture:
+    """Mixin before a framework's detector class: spec.variant is `model.arch`, an `adapters.zoo` name
+    of `zoo_framework`; an unknown one fails at construction, listing the names (before anything is
+    built or imported)."""
+
+    zoo_framework = ""
+    arch: Arch
+
+    def __init__(self, spec) -> None:
+        if spec.variant:
+            arch(self.zoo_framework, spec.variant)
+        super().__init__(spec)  # type: ignore[call-arg]
+        self.arch = arch(self.zoo_framework, spec.variant)
 
 
 def with_architecture(rows: list[dict], framework: str, arch: str, family: str, built: str) -> list[dict]:
