@@ -89,6 +89,7 @@ def row(rows: list[dict], key: str) -> dict:
     return next(r for r in rows if r["key"] == key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework,name", SMALLEST)
 def test_each_architecture_trains_two_iterations_and_predicts(framework, name, split0, zoo_root, forbid_network):
     det, predictions = trained(framework, name, split0, zoo_root)
@@ -113,6 +114,7 @@ def test_each_architecture_trains_two_iterations_and_predicts(framework, name, s
     assert row(rows, "architecture")["value"].startswith(f"{entry.family}: {framework} {entry.config}")
 
 
+@pytest.mark.slow
 @needs_mmdet
 def test_retinanet_pair_card_shows_the_shared_settings_equal_and_read_back(split0, zoo_root, tmp_path):
     pair = {"detectron2_retinanet": trained("detectron2", "COCO-Detection/retinanet_R_50_FPN_3x.yaml", split0, zoo_root),
