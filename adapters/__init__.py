@@ -16,6 +16,15 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "detectron2_frcnn": ("adapters.detectron2_frcnn", "Detectron2FasterRCNN", "detectron2"),
     "mmdet_frcnn": ("adapters.mmdet_frcnn", "MMDetFasterRCNN", "mmdet"),
     "classifier": ("adapters.classifier", "TorchvisionClassifier", "torchvision"),
+    # any packaged architecture by name (model.arch; adapters.zoo lists them)
+    "ultralytics": ("adapters.ultralytics_zoo", "UltralyticsDetector", "ultralytics"),
+    "detectron2": ("adapters.detectron2_zoo", "Detectron2Detector", "detectron2"),
+    "mmdet": ("adapters.mmdet_zoo", "MMDetDetector", "mmdet"),
+    # presets of one architecture each, so one sweep can hold several per framework (experiment=same_arch)
+    "detectron2_retinanet": ("adapters.detectron2_zoo", "Detectron2RetinaNet", "detectron2"),
+    "detectron2_cascade": ("adapters.detectron2_zoo", "Detectron2Cascade", "detectron2"),
+    "mmdet_retinanet": ("adapters.mmdet_zoo", "MMDetRetinaNet", "mmdet"),
+    "mmdet_cascade": ("adapters.mmdet_zoo", "MMDetCascade", "mmdet"),
 }
 
 # models that are image classifiers (P(abnormal) per image), not detectors
@@ -23,7 +32,10 @@ CLASSIFIERS = frozenset({"classifier"})
 
 # the checkpoint format each framework reads (harness.weights.formats tells them apart)
 WEIGHTS_FORMATS: dict[str, str] = {"yolov5": "ultralytics", "detectron2_frcnn": "detectron2", "mmdet_frcnn": "mmdet",
-                                   "classifier": "torchvision"}
+                                   "classifier": "torchvision", "ultralytics": "ultralytics",
+                                   "detectron2": "detectron2", "mmdet": "mmdet", "detectron2_retinanet": "detectron2",
+                                   "detectron2_cascade": "detectron2", "mmdet_retinanet": "mmdet",
+                                   "mmdet_cascade": "mmdet"}
 
 
 def is_classifier(name: str) -> bool:

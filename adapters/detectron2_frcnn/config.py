@@ -9,6 +9,7 @@ from adapters.base import trusted_load
 from adapters.schedule import scaled_milestones, warmup_length
 from adapters.spec import AugSpec, TrainSpec
 from adapters.trainset import iterations_per_epoch
+from adapters.zoo import arch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,23 @@ def zoo_config_path(config_name: str) -> Path:
     return path
 
 
+def variant_config(variant: str) -> tuple[str, dict[str, Any]]:
+    """(model-zoo config, overrides) of a Faster R-CNN preset variant, or of a zoo architecture by its
+    config path (adapters.zoo.DETECTRON2: the zoo file as shipped)."""
+    if variant in VARIANTS:
+        return VARIANTS[variant]
+    return arch("detectron2", variant).config, {}
+
+
+def dense_head_outputs(cfg, spec: TrainSpec) -> None:
+    """The class count and shared post-processing for RetinaNet's head (unused by the R-CNNs), and no
+    mask head (the zoo's Cascade R-CNN is a Cascade Mask R-CNN; the data has boxes only)."""
+    cfg.MODEL.RETINANET.NUM_CLASSES = spec.num_classes
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = spec.score_thr
+    cfg.MODEL.RETINANET.NMS_THRESH_TEST = spec.nms_iou  # class-aware (batched_nms)
+    cfg.MODEL.MASK_ON = False
+
+
 def _flatten(overrides: dict[str, Any]) -> list:
     return [item for key, value in overrides.items() for item in (key, value)]
 
@@ -80,9 +98,7 @@ def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = 
     `n_train` (images per epoch) sets the schedule; 0 leaves the zoo schedule (prediction only)."""
     from detectron2.config import get_cfg
 
-    if spec.variant not in VARIANTS:
-        raise ValueError(f"unknown detectron2 variant {spec.variant!r}; known: {', '.join(VARIANTS)}")
-    config_name, variant_overrides = VARIANTS[spec.variant]
+    config_name, variant_overrides = variant_config(spec.variant)
     cfg = get_cfg()
     cfg.merge_from_file(str(zoo_config_path(config_name)))
     zoo_max_iter, zoo_steps, zoo_warmup = cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS), cfg.SOLVER.WARMUP_ITERS
@@ -104,6 +120,7 @@ def build_config(spec: TrainSpec, n_train: int = 0, train_dataset: str | None = 
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = spec.score_thr
     cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = spec.nms_iou  # class-aware (per-class batched_nms)
     cfg.TEST.DETECTIONS_PER_IMAGE = max(int(spec.max_det), 1)
+    dense_head_outputs(cfg, spec)  # the same settings for a one-stage (RetinaNet) head; boxes only
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = spec.negatives == "drop"
     cfg.TEST.EVAL_PERIOD = 0  # the harness scores; no detectron2 evaluator during training
     cfg.INPUT.FORMAT = "BGR"

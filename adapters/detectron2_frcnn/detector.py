@@ -13,6 +13,7 @@ from adapters.detectron2_frcnn.config import (LIGHT_HEAD_VARIANTS, NATIVE, READA
                                               ZOO_STEPS, build_config, checkpoint_tensors, predict_resize,
                                               train_augmentations)
 from adapters.detectron2_frcnn.data import registered_split
+from adapters.detectron2_frcnn.heads import postprocess_settings
 from adapters.detectron2_frcnn.trainer import log_to, trainer_class
 from adapters.postprocess import RawDetections
 from adapters.readback import input_channels, optimizer_settings, optimizer_text
@@ -208,9 +209,7 @@ class Detectron2FasterRCNN(Detector):
         cfg = build_config(self.spec)
         model = self.build_model(checkpoint, cfg)
         resize = predict_resize(cfg)
-        predictor = model.roi_heads.box_predictor
-        self.record_ran(score_thr=float(predictor.test_score_thresh), nms_iou=float(predictor.test_nms_thresh),
-                        max_det=int(predictor.test_topk_per_image), multi_label=True,  # every class of every box
+        self.record_ran(**postprocess_settings(model), multi_label=True,  # every class of every box
                         test_size=_size(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
                         test_channels=input_channels(model))
 

@@ -166,14 +166,15 @@ def model_config(spec: TrainSpec):
     return cfg
 
 
-def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | None = None):
-    """The full training Config for `split`, writing under `workdir`."""
+def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | None = None, model_cfg=None):
+    """The full training Config for `split`, writing under `workdir` (around `model_cfg`, default the
+    variant's `model_config`)."""
     workdir = Path(workdir).resolve()
     n_train = count_split_training_set(split.train_json, spec.negatives)["images"]
     if n_train == 0:
         raise ValueError(f"{split.train_json}: no training image has a box; nothing to train on")
     run_name = run_name or f"mmdet_frcnn-{workdir.name}-{uuid.uuid4().hex[:8]}"
-    cfg = model_config(spec)
+    cfg = model_config(spec) if model_cfg is None else model_cfg
     metainfo = {"classes": tuple(spec.classes)}  # the split's categories, ids 0..n-1 in order
     root = str(Path(split.image_root).resolve())
     loader = {

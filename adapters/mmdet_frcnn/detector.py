@@ -13,6 +13,7 @@ from adapters.images import warn_size_mismatch
 from adapters.mmcv_cuda import require_cuda_ops
 from adapters.mmdet_frcnn.config import (TRUSTED_PREFIX, VARIANTS, WARMUP_ITERS, model_config, native_schedule,
                                          optimizer_cfg, test_pipeline, train_config)
+from adapters.mmdet_frcnn.heads import box_head, postprocess_settings
 from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint, loader_batch,
                                          pipeline_readback, register_trusted_loader, runner_class, schedule_readback,
                                          training_set_counts)
@@ -70,7 +71,7 @@ class MMDetFasterRCNN(Detector):
 
     def build_config(self, split: Split, workdir: Path, run_name: str | None = None):
         """The full training Config for `split`, writing under `workdir`."""
-        return train_config(self.spec, split, workdir, run_name)
+        return train_config(self.spec, split, workdir, run_name, self.model_config())
 
     # -- training --------------------------------------------------------------------------
     def _fit(self, split: Split, workdir: Path) -> Path:
@@ -156,7 +157,7 @@ class MMDetFasterRCNN(Detector):
         self.record_ran(
             negatives="drop" if (getattr(dataset, "filter_cfg", None) or {}).get("filter_empty_gt") else "keep",
             train_size=size, train_channels=input_channels(runner.model), augmentation=augmentation,
-            recipe={"optimizer": optimizer_settings(wrapper.optimizer, runner.model), "head": _box_head(runner.model),
+            recipe={"optimizer": optimizer_settings(wrapper.optimizer, runner.model), "head": box_head(runner.model),
                     "batch": loader_batch(runner.train_dataloader) * int(runner.world_size),
                     "grad_clip": ", ".join(f"{k} {v}" for k, v in clip.items()) or "none",
                     **schedule_readback(runner.param_schedulers)})
@@ -220,9 +221,7 @@ class MMDetFasterRCNN(Detector):
         model = self.build_model(None if checkpoint is None else Path(checkpoint))
         with DefaultScope.overwrite_default_scope("mmdet"), torch.no_grad():
             pipeline = Compose(test_pipeline(self.spec))
-            rcnn = model.roi_head.test_cfg
-            self.record_ran(score_thr=float(rcnn.score_thr), nms_iou=float(rcnn.nms.iou_threshold),
-                            max_det=int(rcnn.max_per_img), multi_label=True,  # multiclass_nms: every class
+            self.record_ran(**postprocess_settings(model), multi_label=True,  # multiclass_nms: every class
                             test_size=pipeline_readback(pipeline)[0], test_channels=input_channels(model))
 
             def infer(refs: list[ImageRef]) -> list[RawDetections]:
@@ -291,7 +290,3 @@ class MMDetFasterRCNN(Detector):
         except ImportError as err:
             return {"mmcv_ops": f"missing ({err})"}
 
-
-def _box_head(model) -> str:
-    head = type(getattr(model, "module", model).roi_head.bbox_head).__name__
-    return {"Shared2FCBBoxHead": "2fc box head", "Shared4Conv1FCBBoxHead": "4conv-1fc GN box head"}.get(head, head)

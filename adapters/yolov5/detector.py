@@ -68,17 +68,15 @@ class YoloV5Detector(Detector):
                  self.spec.variant, HEAD, n_train, self.spec.negatives, self.spec.epochs, workdir / args["name"])
         trust_amp = bool(self.spec.amp) and args["device"] != "cpu"
         with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp), GradClipRecorder() as clip:
-            from ultralytics import YOLO
-
             # ultralytics cannot resume a finished training: only checkpoints before the last epoch
             point = self.resume_point(split, weights_dir, trusted_load, before_epoch=int(args["epochs"]))
             if point is None:
                 shutil.rmtree(weights_dir, ignore_errors=True)  # no stale checkpoint
-                model = YOLO(f"{self.spec.variant}.yaml", task="detect")
+                model = self.build_yolo(self.arch_yaml())
                 if self.spec.weights:
                     model.add_callback("on_pretrain_routine_end", self._record_yolo_init)
             else:  # ultralytics' own resume: args, optimizer, EMA and epoch from the checkpoint
-                model = YOLO(str(point.checkpoint), task="detect")
+                model = self.build_yolo(str(point.checkpoint))
                 args["resume"] = True
             self._add_checkpoint_callbacks(model, self.training_key(split.split_hash), workdir)
             model.add_callback("on_pretrain_routine_start", survive_missing_polars)  # DDP workers too
@@ -153,12 +151,10 @@ class YoloV5Detector(Detector):
     def _untrained(self):
         """A seeded, randomly initialised model of the variant for the spec's classes and channels."""
         import torch
-        from ultralytics import YOLO
-        from ultralytics.nn.tasks import DetectionModel
 
-        yolo = YOLO(f"{self.spec.variant}.yaml", task="detect")
+        yolo = self.build_yolo(self.arch_yaml())
         torch.manual_seed(self.spec.seed)
-        model = DetectionModel(dict(yolo.model.yaml), ch=self.spec.channels, nc=self.spec.num_classes, verbose=False)
+        model = type(yolo.model)(dict(yolo.model.yaml), ch=self.spec.channels, nc=self.spec.num_classes, verbose=False)
         model.names = dict(enumerate(self.spec.classes))
         model.args, model.task = yolo.model.args, "detect"
         yolo.model = model
@@ -173,26 +169,43 @@ class YoloV5Detector(Detector):
         workdir = Path(workdir).resolve()
         kwargs = self.predict_kwargs(workdir)
         with ultralytics_offline(workdir / "ultralytics_config"):
-            from ultralytics import YOLO
-
             if checkpoint is None:
                 model = self._untrained()
             else:
                 if not Path(checkpoint).is_file():
                     raise FileNotFoundError(f"yolov5 checkpoint not found: {checkpoint}")
-                model = YOLO(str(checkpoint), task="detect")
-            predictor = multi_label_predictor()
-            native = {k: v for k, v in self.spec.native.items() if k in PREDICT_ONLY_KEYS}
-            predictor.multi_label = bool(native.get("multi_label", self.spec.multi_label))
+                model = self.build_yolo(str(checkpoint))
+            predictor = self.predictor_class()
 
             def infer(refs: list[ImageRef]) -> list[RawDetections]:
                 paths = [str(Path(ref.path).resolve()) for ref in refs]
                 results = model.predict(paths, predictor=predictor, **kwargs)  # built once, then reused
-                self.record_ran(**predictor_readback(model.predictor))
+                self.record_ran(**self.predictor_readback(model.predictor))
                 outputs = {str(Path(res.path).resolve()): res for res in results}
                 return [self._raw(ref, outputs.get(path)) for ref, path in zip(refs, paths)]
 
             yield infer
+
+    # hooks the general ultralytics adapter (adapters.ultralytics_zoo) overrides per architecture
+    def arch_yaml(self) -> str:
+        """The ultralytics model YAML the variant is built from."""
+        return f"{self.spec.variant}.yaml"
+
+    def build_yolo(self, source: str):
+        """ultralytics' model object for a model YAML or a checkpoint."""
+        from ultralytics import YOLO
+
+        return YOLO(source, task="detect")
+
+    def predictor_class(self):
+        """The predictor `model.predict` runs: multi-label NMS as ultralytics' validation does."""
+        predictor = multi_label_predictor()
+        native = {k: v for k, v in self.spec.native.items() if k in PREDICT_ONLY_KEYS}
+        predictor.multi_label = bool(native.get("multi_label", self.spec.multi_label))
+        return predictor
+
+    def predictor_readback(self, predictor) -> dict[str, Any]:
+        return predictor_readback(predictor)
 
     @staticmethod
     def _raw(ref: ImageRef, res) -> RawDetections:

@@ -2,6 +2,7 @@
 mmcv (ops compiled? CPU/CUDA?), mmdet, pydicom decoders — and a one-line verdict per framework.
 
 Exit status: 0 when all three detector frameworks are usable, 1 otherwise.
+`cxr-doctor --models` lists the model names and, per framework, the architectures `model.arch` takes.
 """
 from __future__ import annotations
 
@@ -24,8 +25,17 @@ def report() -> int:
     return 0 if usable == 3 else 1
 
 
+def list_models() -> int:
+    from adapters import REGISTRY
+    from adapters.zoo import listing
+
+    print(f"models (model=<name>): {', '.join(REGISTRY)}")
+    print(listing())
+    return 0
+
+
 def main() -> None:
-    sys.exit(report())
+    sys.exit(list_models() if "--models" in sys.argv[1:] else report())
 
 
 if __name__ == "__main__":

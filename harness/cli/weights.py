@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in args.targets:
             if "=" in target:
                 continue
-            parts = target.split("/")
+            parts = target.split("/", 2)  # a detectron2 arch name holds "/"
             if len(parts) != 3:
                 raise registry.UnknownWeights(f"{target!r}: give name/model/variant, e.g. coco/mmdet_frcnn/R50-FPN")
             wanted.append(registry.lookup(reg, *parts))
