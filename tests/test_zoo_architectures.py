@@ -5,7 +5,6 @@ RetinaNet pair (detectron2 vs mmdet) has equal shared settings on the protocol c
 fails at once with the list, and `experiment=same_arch` groups its report by architecture."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,10 @@ from adapters.byarch import NMS_FREE
 from adapters.zoo import ARCHITECTURES, UnknownArchitecture, arch
 from harness import atomic
 from harness.report.protocol import collect_protocols, differences
-from toy import tiny_spec
+from conftest import tiny_spec
 
 torch.set_num_threads(2)
 
-
-def _mmdet_usable() -> bool:
-    try:
-        return importlib.util.find_spec("mmcv") is not None and importlib.util.find_spec("mmcv.ops") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-needs_mmdet = pytest.mark.skipif(not _mmdet_usable(), reason="mmcv with compiled ops is not installed")
 
 # CPU-sized R-CNN settings (the RoI heads dominate CPU time), stated as the card wants them
 RCNN_SMALL = {
@@ -46,11 +36,9 @@ SMALLEST = [
     ("detectron2", "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
     ("detectron2", "COCO-Detection/retinanet_R_50_FPN_3x.yaml"),
     ("detectron2", "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml"),
-    pytest.param("mmdet", "faster-rcnn_r50_fpn_1x_coco", marks=needs_mmdet),
-    pytest.param("mmdet", "cascade-rcnn_r50_fpn_1x_coco", marks=needs_mmdet),
-    pytest.param("mmdet", "retinanet_r18_fpn_1x_coco", marks=needs_mmdet),
-    pytest.param("mmdet", "fcos_r50-caffe_fpn_gn-head_1x_coco", marks=needs_mmdet),
-    pytest.param("mmdet", "atss_r50_fpn_1x_coco", marks=needs_mmdet),
+    ("mmdet", "faster-rcnn_r50_fpn_1x_coco"), ("mmdet", "cascade-rcnn_r50_fpn_1x_coco"),
+    ("mmdet", "retinanet_r18_fpn_1x_coco"), ("mmdet", "fcos_r50-caffe_fpn_gn-head_1x_coco"),
+    ("mmdet", "atss_r50_fpn_1x_coco"),
 ]
 
 
@@ -60,7 +48,7 @@ def zoo_spec(framework: str, name: str, **overrides):
     if "rcnn" in name and framework in RCNN_SMALL:
         native, why = RCNN_SMALL[framework]
         reasons = {key: why for key in native}
-    settings = dict(variant=name, batch_size=4, native=native, reasons=reasons)
+    settings = dict(variant=name, batch_size=4, lr=0.001, batch_predict=2, native=native, reasons=reasons)
     settings.update(overrides)
     return tiny_spec("yolov5", **settings)
 
@@ -115,7 +103,6 @@ def test_each_architecture_trains_two_iterations_and_predicts(framework, name, s
 
 
 @pytest.mark.slow
-@needs_mmdet
 def test_retinanet_pair_card_shows_the_shared_settings_equal_and_read_back(split0, zoo_root, tmp_path):
     pair = {"detectron2_retinanet": trained("detectron2", "COCO-Detection/retinanet_R_50_FPN_3x.yaml", split0, zoo_root),
             "mmdet_retinanet": trained("mmdet", "retinanet_r18_fpn_1x_coco", split0, zoo_root)}
