@@ -9,7 +9,7 @@ from adapters.base import trusted_load
 from adapters.schedule import scaled_milestones, warmup_length
 from adapters.spec import AugSpec, TrainSpec
 from adapters.trainset import iterations_per_epoch
-from adapters.zoo import arch
+from adapters.zoo import UnknownArchitecture, arch
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def variant_config(variant: str) -> tuple[str, dict[str, Any]]:
     config path (adapters.zoo.DETECTRON2: the zoo file as shipped)."""
     if variant in VARIANTS:
         return VARIANTS[variant]
-    return arch("detectron2", variant).config, {}
+    try:
+        return arch("detectron2", variant).config, {}
+    except UnknownArchitecture as err:
+        raise UnknownArchitecture(f"unknown detectron2 variant {variant!r}: neither a preset variant "
+                                  f"({', '.join(VARIANTS)}) nor an architecture ({err})") from err
 
 
 def dense_head_outputs(cfg, spec: TrainSpec) -> None:
