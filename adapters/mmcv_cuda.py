@@ -99,7 +99,11 @@ def own_device(device: str = "cuda") -> str:
 
     if not torch.cuda.is_available():
         return "cuda:0"
-    return f"cuda:{own_index(os.environ.get('LOCAL_RANK'), torch.cuda.device_count(), torch.cuda.current_device())}"
+    try:
+        visible, current = torch.cuda.device_count(), torch.cuda.current_device()
+    except RuntimeError:  # no usable driver: the ops check itself reports the problem on cuda:0
+        return "cuda:0"
+    return f"cuda:{own_index(os.environ.get('LOCAL_RANK'), visible, current)}"
 
 
 def cuda_ops_problem(device: str = "cuda") -> str | None:

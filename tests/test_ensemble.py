@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import coco_gt
 
+from adapters.spec import TrainSpec
 from harness.ensemble import fuse_files, fuse_predictions, image_sizes_from_coco
 from harness.eval import evaluate
 from harness.predictions import PredictionFileError, Predictions
@@ -131,6 +132,7 @@ class BrightBoxDetector:
 
     def __init__(self):
         self.calls: list[list[Path]] = []
+        self.spec = TrainSpec(max_det=100)  # the shared settings every detector carries (TTA re-caps to max_det)
 
     def predict(self, checkpoint, images, workdir):
         Path(workdir).mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from harness.classes import coco_categories
 from harness.data.folds import iterative_stratification, make_folds
 
 
@@ -70,7 +71,7 @@ def test_split_hash_is_recomputed_from_the_folds_read(tmp_path):
     images = [{"id": i + 1, "image_key": f"k{i}", "file_name": f"{i}.png", "width": 10, "height": 10} for i in range(30)]
     path = tmp_path / "ds" / "labels" / "wbf.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": coco_categories()}))
     del labels
     folds_path = make_folds(path, k=3, seed=0)
     original = make_split(path, folds_path, 0, tmp_path / "a").split_hash

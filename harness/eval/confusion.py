@@ -29,41 +29,47 @@ BACKGROUND = "background"
 SCORE_THR = 0.25
 
 
-def labels() -> list[str]:
-    return [*CLASSES, BACKGROUND]
+def labels(classes=CLASSES) -> list[str]:
+    return [*classes, BACKGROUND]
 
 
-def confusion_matrix(table: MatchTable, score_thr: float = SCORE_THR) -> pd.DataFrame:
-    """Counts, (15 x 15) DataFrame: index = true class, columns = predicted class (see module doc)."""
-    n = len(CLASSES)
+def _ids(column: pd.Series) -> np.ndarray:
+    """A column of ids as integer indices (an empty selection comes back as float/object)."""
+    return column.to_numpy().astype(np.int64)
+
+
+def confusion_matrix(table: MatchTable, score_thr: float = SCORE_THR, classes=CLASSES) -> pd.DataFrame:
+    """Counts, (classes + background) square DataFrame: index = true class, columns = predicted class
+    (see module doc); `classes`: the dataset's class names by category id."""
+    n = len(classes)
     counts = np.zeros((n + 1, n + 1), np.int64)
     det = table.det[~table.det["ignore"] & (table.det["score"] >= score_thr)]
     gt = table.gt[~table.gt["ignore"]]
     found = np.zeros(len(table.gt), bool)
     tps = det[det["tp"]]
-    np.add.at(counts, (tps["category_id"].to_numpy(), tps["category_id"].to_numpy()), 1)
-    found[tps["gt_row"].to_numpy()] = True
+    np.add.at(counts, (_ids(tps["category_id"]), _ids(tps["category_id"])), 1)
+    found[_ids(tps["gt_row"])] = True
     false_pos = det[~det["tp"]]
     gt_by_image = {image: rows for image, rows in gt.groupby("image_id")}
     for image, rows in false_pos.groupby("image_id", sort=False):
         boxes = gt_by_image.get(image)
         if boxes is None:
-            np.add.at(counts, (n, rows["category_id"].to_numpy()), 1)
+            np.add.at(counts, (n, _ids(rows["category_id"])), 1)
             continue
         iou = box_iou(rows[["x", "y", "w", "h"]].to_numpy(), boxes[["x", "y", "w", "h"]].to_numpy())
         other = rows["category_id"].to_numpy()[:, None] != boxes["category_id"].to_numpy()[None, :]
         gt_rows = boxes.index.to_numpy()
-        for i, pred in enumerate(rows["category_id"].to_numpy()):  # rows are in score order
+        for i, pred in enumerate(_ids(rows["category_id"])):  # rows are in score order
             candidates = np.where(other[i] & ~found[gt_rows] & (iou[i] >= table.iou_thr), iou[i], -1.0)
             j = int(np.argmax(candidates))
             if candidates[j] >= 0:
                 found[gt_rows[j]] = True
-                counts[boxes["category_id"].to_numpy()[j], pred] += 1
+                counts[_ids(boxes["category_id"])[j], pred] += 1
             else:
                 counts[n, pred] += 1
     left = gt[~found[gt.index.to_numpy()]]
-    np.add.at(counts, (left["category_id"].to_numpy(), n), 1)
-    return pd.DataFrame(counts, index=labels(), columns=labels())
+    np.add.at(counts, (_ids(left["category_id"]), n), 1)
+    return pd.DataFrame(counts, index=labels(classes), columns=labels(classes))
 
 
 def normalised(counts: pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness import atomic
-from harness.classes import CLASSES
+from harness.classes import CLASSES, class_names
 from harness.eval.bootstrap import percentile_ci, resample_counts
 from harness.eval.coco_map import load_gt
 from harness.eval.confusion import SCORE_THR, confusion_matrix
@@ -72,6 +72,7 @@ class SweepAnalysis:
     per_image: pd.DataFrame = field(default_factory=pd.DataFrame)     # name, fold, image_id, ..., counts
     skipped: list[str] = field(default_factory=list)
     bootstrap: BootstrapSettings | None = None
+    classes: tuple[str, ...] = CLASSES                                # the dataset's class names by category id
 
     def tables(self, kind: str, name: str) -> list[MatchTable]:
         return [r.table for r in self.runs if (r.kind, r.name) == (kind, name)]
@@ -112,10 +113,11 @@ def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, setti
     out.order = [(k, n) for k, n in zip(summ["kind"], summ["name"]) if (k, n) in present]
     if not out.runs:
         return out
+    out.classes = class_names(load_gt(out.runs[0].gt_path))
     out.errors = _errors_frame(out)
     out.lines = [summary_line(name, _mean_errors(out, kind, name)) for kind, name in out.order]
     out.ensemble_lines = _ensemble_lines(out, summ)
-    out.confusion = {name: sum(confusion_matrix(t, settings.score_thr) for t in out.tables(kind, name))
+    out.confusion = {name: sum(confusion_matrix(t, settings.score_thr, out.classes) for t in out.tables(kind, name))
                      for kind, name in out.order}
     out.per_class = _per_class_ci(out)
     areas = {}
@@ -194,7 +196,7 @@ def _per_class_ci(analysis: SweepAnalysis) -> pd.DataFrame:
             points.append(matches.per_class_ap(np.ones((1, n))))
             if settings.enabled:
                 samples.append(matches.per_class_ap(resample_counts(matches.image_ids, settings.resamples, settings.seed)))
-        for cat, cls in enumerate(CLASSES):
+        for cat, cls in enumerate(analysis.classes):
             values = [p[cat][0] for p in points if cat in p]
             point = float(np.mean(values)) if values and not np.isnan(values).any() else np.nan
             low = high = np.nan
@@ -257,7 +259,7 @@ def write(analysis: SweepAnalysis, out_dir: str | Path, image_root_of=None) -> d
             counts, out_dir / "confusion" / f"{slug}.png",
             title=f"{name}: confusion at IoU {analysis.runs[0].table.iou_thr:g}, score ≥ {analysis.settings.score_thr:g}")
     curves = {name: analysis.tables(kind, name) for kind, name in analysis.order}
-    paths.update(analysis_charts.pr_figures(curves, analysis.per_class, out_dir / "pr"))
+    paths.update(analysis_charts.pr_figures(curves, analysis.per_class, out_dir / "pr", analysis.classes))
     paths.update(gallery.write_gallery(analysis, out_dir / "gallery"))
     return paths
 
@@ -300,7 +302,7 @@ def _per_class_markdown(analysis: SweepAnalysis) -> list[str]:
     lines = ["## Per-class AP@0.4" + (f" with {level} bootstrap intervals" if level else ""), "",
              "| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     table = analysis.per_class.set_index(["name", "class"])
-    for cls in CLASSES:
+    for cls in analysis.classes:
         cells = []
         for name in names:
             row = table.loc[(name, cls)]

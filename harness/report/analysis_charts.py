@@ -83,13 +83,14 @@ def confusion_chart(counts: pd.DataFrame, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: pd.DataFrame, colours, small: bool):
+def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: pd.DataFrame, colours, small: bool,
+                 classes=CLASSES):
     drawn = False
     for name, tables in curves.items():
         curve = pr_curve(tables, cat)
         if curve.empty:
             continue
-        ap = per_class[(per_class["name"] == name) & (per_class["class"] == CLASSES[cat])]["ap"]
+        ap = per_class[(per_class["name"] == name) & (per_class["class"] == classes[cat])]["ap"]
         label = name if small else f"{name} (AP {ap.iloc[0]:.3f})" if len(ap) and not math.isnan(ap.iloc[0]) else name
         recall = np.concatenate([[0.0], curve["recall"].to_numpy()])
         precision = np.concatenate([[curve["envelope"].iloc[0]], curve["envelope"].to_numpy()])
@@ -103,32 +104,34 @@ def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: p
     return drawn
 
 
-def pr_figures(curves: dict[str, list[MatchTable]], per_class: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """pr/<class>.png for every class with ground truth, and pr/overview.png (small multiples, 14 classes)."""
+def pr_figures(curves: dict[str, list[MatchTable]], per_class: pd.DataFrame, out_dir: Path,
+               classes=CLASSES) -> dict[str, Path]:
+    """pr/<class>.png for every class with ground truth, and pr/overview.png (small multiples, one per class);
+    `classes`: the dataset's class names by category id."""
     plt = _pyplot()
     names = list(curves)
     colours = _model_colours(names)
     paths = {}
-    with_gt = [cat for cat in range(len(CLASSES))
+    with_gt = [cat for cat in range(len(classes))
                if any(t.n_gt().get(cat, 0) for tables in curves.values() for t in tables)]
     for cat in with_gt:
         fig, ax = plt.subplots(figsize=(5.6, 4.6))
-        _draw_curves(ax, curves, cat, per_class, colours, small=False)
+        _draw_curves(ax, curves, cat, per_class, colours, small=False, classes=classes)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision (interpolated, as pycocotools)")
-        ax.set_title(f"{CLASSES[cat]}: precision-recall at IoU 0.4", fontsize=10)
+        ax.set_title(f"{classes[cat]}: precision-recall at IoU 0.4", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8, frameon=True, framealpha=0.85)
-        paths[f"pr_{cat}_png"] = save_figure(fig, out_dir / f"{_slug(CLASSES[cat])}.png")
+        paths[f"pr_{cat}_png"] = save_figure(fig, out_dir / f"{_slug(classes[cat])}.png")
     cols = 5
-    rows = math.ceil(len(CLASSES) / cols)
+    rows = math.ceil(len(classes) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.3 + 0.8), sharex=True, sharey=True)
     for cat, ax in enumerate(axes.ravel()):
-        if cat >= len(CLASSES):
+        if cat >= len(classes):
             ax.set_axis_off()
             continue
-        _draw_curves(ax, curves, cat, per_class, colours, small=True)
-        ax.set_title(CLASSES[cat], fontsize=8)
+        _draw_curves(ax, curves, cat, per_class, colours, small=True, classes=classes)
+        ax.set_title(classes[cat], fontsize=8)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.25)
     handles = [plt.Line2D([], [], color=colours[n], lw=2, label=n) for n in names]

@@ -42,6 +42,8 @@ import torch
 torch.set_num_threads(1)
 from adapters import TrainSpec, get_detector
 import adapters.yolov5 as ay
+import adapters.yolov5.compat as ayc
+import adapters.yolov5.offline as ayo
 from harness.split import make_split
 from toy import make_toy_dataset
 
@@ -54,7 +56,7 @@ det = get_detector("yolov5", spec)
 from ultralytics.utils.callbacks import base
 pickled = {}  # the callbacks ultralytics would pickle into DDP workers (trainer.callbacks)
 base.default_callbacks["on_train_end"].append(
-    lambda trainer: pickled.update(callback=ay.survive_missing_polars in trainer.callbacks["on_pretrain_routine_start"]))
+    lambda trainer: pickled.update(callback=ayc.survive_missing_polars in trainer.callbacks["on_pretrain_routine_start"]))
 adapter_ckpt = det.fit(split, work / "adapter")
 base.default_callbacks["on_train_end"].pop()
 
@@ -63,7 +65,7 @@ def history(path):
     return ckpt["train_results"]
 
 # a DDP worker's view: no class-level replacement, only the callback the adapter registers
-ay.offline_patches = lambda: []
+ayo.offline_patches = lambda: []
 args = ay.train_args(TrainSpec(**{**spec.to_dict(), "epochs": 1}), work / "adapter" / "yolo_data" / "data.yaml",
                      work / "worker")
 with ay.ultralytics_offline(work / "worker" / "ultralytics_config"):
@@ -71,7 +73,7 @@ with ay.ultralytics_offline(work / "worker" / "ultralytics_config"):
     from ultralytics.engine.trainer import BaseTrainer
     class_patched = BaseTrainer.read_results_csv.__module__ != "ultralytics.engine.trainer"
     model = YOLO("yolov5n.yaml", task="detect")
-    model.add_callback("on_pretrain_routine_start", ay.survive_missing_polars)
+    model.add_callback("on_pretrain_routine_start", ayc.survive_missing_polars)
     model.train(**args)
     worker_ckpt = Path(model.trainer.save_dir) / "weights" / "last.pt"
 print("RESULT " + json.dumps({"hidden": hidden, "polars_loaded": "polars" in sys.modules,
