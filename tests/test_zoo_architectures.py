@@ -30,13 +30,13 @@ RCNN_SMALL = {
               "CPU test: fewer proposals"),
 }
 
-# the smallest variant of each catalogued family
+# the smallest variant of each catalogued family; Faster R-CNN is left out here: its packaged configs are the
+# ones the detectron2_frcnn / mmdet_frcnn presets build, trained and predicted by the adapter tests
 SMALLEST = [
     ("ultralytics", "yolov5nu"), ("ultralytics", "yolov8n"), ("ultralytics", "yolo11n"), ("ultralytics", "rtdetr-l"),
-    ("detectron2", "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
     ("detectron2", "COCO-Detection/retinanet_R_50_FPN_3x.yaml"),
     ("detectron2", "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml"),
-    ("mmdet", "faster-rcnn_r50_fpn_1x_coco"), ("mmdet", "cascade-rcnn_r50_fpn_1x_coco"),
+    ("mmdet", "cascade-rcnn_r50_fpn_1x_coco"),
     ("mmdet", "retinanet_r18_fpn_1x_coco"), ("mmdet", "fcos_r50-caffe_fpn_gn-head_1x_coco"),
     ("mmdet", "atss_r50_fpn_1x_coco"),
 ]
