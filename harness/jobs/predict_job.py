@@ -28,7 +28,6 @@ from harness.jobs.run_predictions import predict_with_runs
 from harness.jobs.settings import nofinding_settings
 from harness.netguard import no_network
 from harness.nofinding import AbnormalScores
-from harness.predictions import Predictions
 from harness.report import write_overlays
 from harness.split import ImageRef
 from harness.submission import write_submission

@@ -19,8 +19,6 @@ from harness.report.reference import sweep_reference
 from harness.report.tables import SweepResults, collect, long_table, markdown, summary, write_tables
 from harness.report.tuning import collect_tuning
 from harness.report.uncertainty import BootstrapSettings
-from harness.report.analysis import AnalysisSettings
-from harness.report.html import write_index
 
 __all__ = ["build_report", "write_overlays", "draw_overlay", "collect", "summary", "long_table", "markdown",
            "write_tables", "results_chart", "per_class_heatmap", "SweepResults", "SweepProtocols", "collect_protocols",

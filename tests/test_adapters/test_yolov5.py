@@ -18,8 +18,7 @@ from PIL import Image
 
 from adapters import AugSpec, TrainSpec, get_detector
 from adapters.base import UnreadableImages
-from adapters.yolov5 import (XRAY_AUG_DEFAULTS, YoloV5Detector, train_args, ultralytics_offline,
-                             write_yolo_dataset)
+from adapters.yolov5 import XRAY_AUG_DEFAULTS, YoloV5Detector, train_args, ultralytics_offline
 from harness.eval import evaluate
 from harness.predictions import Predictions
 from harness.split import ImageRef, check_categories, make_split

@@ -14,8 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 from conftest import ROOT
 
 
