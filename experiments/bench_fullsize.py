@@ -32,7 +32,8 @@ from harness import atomic  # noqa: E402
 FRAMEWORKS = {  # (variant, native overrides): the small variants; the R-CNNs sample fewer proposals/ROIs
     "yolov5": ("yolov5n", {"warmup_epochs": 0, "nbs": 1, "mosaic": 0.0}),
     "detectron2_frcnn": ("R18-FPN", {"MODEL.RPN.POST_NMS_TOPK_TEST": 300, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 128}),
-    "mmdet_frcnn": ("R18-FPN", {"val_cfg": None, "val_dataloader": None, "val_evaluator": None}),
+    "mmdet_frcnn": ("R18-FPN", {"model.test_cfg.rpn.max_per_img": 300, "model.train_cfg.rcnn.sampler.num": 128,
+                                "val_cfg": None, "val_dataloader": None, "val_evaluator": None}),
 }
 
 
