@@ -169,3 +169,17 @@ def test_report_groups_models_by_architecture(tmp_path):
     assert "| RetinaNet R50-FPN | detectron2_retinanet | 0.3000 | – |" in text
     assert "| RetinaNet R50-FPN | mmdet_retinanet | 0.2500 | -0.0500 |" in text
     assert "yolov5" not in text
+
+
+def test_the_cpu_smoke_preset_runs_the_same_pairs_as_same_arch():
+    """experiment=same_arch_cpu is the CPU smoke run of same_arch: the same four models, RoI cuts equal in both."""
+    from omegaconf import OmegaConf
+
+    from harness.cli.common import CONF_DIR
+    full, smoke = (OmegaConf.load(Path(CONF_DIR, "experiment", f"{name}.yaml")) for name in ("same_arch", "same_arch_cpu"))
+    assert list(smoke.pipeline.models) == list(full.pipeline.models)
+    d2, mm = smoke.per_model.detectron2_cascade.native, smoke.per_model.mmdet_cascade.native
+    assert d2["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE"] == mm["model.train_cfg.rcnn.0.sampler.num"] \
+        == mm["model.train_cfg.rcnn.1.sampler.num"] == mm["model.train_cfg.rcnn.2.sampler.num"]
+    assert d2["MODEL.RPN.POST_NMS_TOPK_TRAIN"] == mm["model.train_cfg.rpn_proposal.max_per_img"]
+    assert d2["MODEL.RPN.POST_NMS_TOPK_TEST"] == mm["model.test_cfg.rpn.max_per_img"]
