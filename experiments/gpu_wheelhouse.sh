@@ -26,7 +26,7 @@ say() { printf '[wheelhouse] %s\n' "$*"; }
 pin() { grep -i -E "^$1==" requirements/constraints.txt | head -1 || true; }
 PACKAGES=(ultralytics ultralytics-thop ultralytics-platform pycocotools fvcore iopath yacs termcolor portalocker
           hydra-core omegaconf antlr4-python3-runtime ensemble-boxes pydicom mmengine addict yapf platformdirs
-          mmdet shapely terminaltables tabulate cloudpickle rich markdown-it-py mdurl pygments)
+          mmdet shapely terminaltables tabulate cloudpickle rich markdown-it-py mdurl pygments six)
 SPECS=()
 for p in "${PACKAGES[@]}"; do
   s=$(pin "$p"); SPECS+=("${s:-$p}")

@@ -84,8 +84,13 @@ publish
 # which frameworks import: "ok <name>" or "skip <name> <reason>" per line
 CHECK=$("$PYTHON" - "${WANTED[@]}" <<'PY'
 import importlib, sys
-NEEDS = {"yolov5": ["ultralytics"], "detectron2_frcnn": ["detectron2", "fvcore"],
-         "mmdet_frcnn": ["mmengine", "mmcv.ops", "mmdet"]}
+# the modules training builds from, not only the packages' top level (mmdet.models imports six, which the
+# top level does not: the CPU rehearsal found it missing only when the first fit built the model)
+NEEDS = {"yolov5": ["ultralytics", "ultralytics.models.yolo.detect", "adapters.yolov5"],
+         "detectron2_frcnn": ["detectron2", "fvcore", "detectron2.modeling", "detectron2.engine",
+                              "adapters.detectron2_frcnn"],
+         "mmdet_frcnn": ["mmengine", "mmcv.ops", "mmdet", "mmdet.models", "mmdet.datasets", "mmdet.engine",
+                         "adapters.mmdet_frcnn"]}
 COMMON = ["numpy", "cv2", "PIL", "scipy", "yaml", "pycocotools", "adapters.base", "harness.split"]
 def fails(names):
     for name in names:
