@@ -34,8 +34,9 @@ The native runs:
   * detectron2: the stock `DefaultTrainer` on `register_coco_instances` data with the adapter's
     config (`adapters.detectron2_frcnn.build_config`) and detectron2's default RandomFlip;
   * mmdet: a plain mmengine `Runner.from_cfg(cfg).train()` on mmdet's packaged Faster R-CNN config
-    with the adapter's model, train pipeline and optimizer wrapper (`AmpOptimWrapper`, optimizer,
-    paramwise_cfg), data paths and batch (experiments/bench_mmdet.py's offline edits otherwise).
+    with the adapter's model, train pipeline, optimizer wrapper (`AmpOptimWrapper`, optimizer,
+    paramwise_cfg) and lr schedule, data paths and batch (experiments/bench_mmdet.py's offline edits
+    otherwise).
 
 Sizes (default, for one H100/H200; about 6-7 minutes in total with 2 rounds): YOLOv5s at 640 px batch 16;
 Faster R-CNN R50-FPN at 1024 px batch 8 in detectron2 and mmdet; a synthetic 1024 px dataset
@@ -255,8 +256,12 @@ def native_mmdet(spec: TrainSpec, split, workdir: Path) -> None:
                                     "max_keep_ckpts": 1, "save_last": True}
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 50}
     cfg.log_processor = {"type": "LogProcessor", "window_size": 50, "by_epoch": True}
-    # the adapter's optimizer wrapper as a whole: AMP, optimizer and its paramwise_cfg (no decay on norms)
-    cfg.optim_wrapper = copy.deepcopy(adapter.build_config(split, workdir / "adapter_cfg").optim_wrapper)
+    # the adapter's optimizer wrapper as a whole (AMP, optimizer and its paramwise_cfg: no decay on norms)
+    # and its lr schedule (warm-up and steps scaled to the run; the packaged 500-iteration warm-up gave
+    # the native run other learning rates in the CPU rehearsal)
+    adapter_cfg = adapter.build_config(split, workdir / "adapter_cfg")
+    cfg.optim_wrapper = copy.deepcopy(adapter_cfg.optim_wrapper)
+    cfg.param_scheduler = copy.deepcopy(adapter_cfg.param_scheduler)
     cfg.randomness = {"seed": spec.seed}
     run_native(cfg)
 
