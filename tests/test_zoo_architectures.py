@@ -26,8 +26,10 @@ torch.set_num_threads(2)
 RCNN_SMALL = {
     "detectron2": ({"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 64, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 200,
                     "MODEL.RPN.POST_NMS_TOPK_TEST": 100}, "CPU test: fewer RoIs and proposals"),
-    "mmdet": ({"model.train_cfg.rpn_proposal.max_per_img": 200, "model.test_cfg.rpn.max_per_img": 100},
-              "CPU test: fewer proposals"),
+    # (Cascade R-CNN, the one mmdet R-CNN here: a sampler per stage)
+    "mmdet": ({"model.train_cfg.rpn_proposal.max_per_img": 200, "model.test_cfg.rpn.max_per_img": 100,
+               **{f"model.train_cfg.rcnn.{stage}.sampler.num": 64 for stage in range(3)}},
+              "CPU test: fewer RoIs and proposals"),
 }
 
 # the smallest variant of each catalogued family; Faster R-CNN is left out here: its packaged configs are the

@@ -159,8 +159,8 @@ def test_augmentation_and_gray_model_reach_ultralytics(toy_dataset, forbid_netwo
 
 def test_two_fits_in_one_process_share_no_state(toy_dataset, tmp_path):
     """Each fit writes only under its workdir (own settings, fonts, data, weights) and leaves
-    ultralytics' settings, callbacks, env and torch's thread count as it found them. The second
-    fit fine-tunes from the first one's checkpoint (spec.weights) with lr 0: its weights must come
+    ultralytics' settings, callbacks, env, torch's thread count and determinism switches as it found
+    them. The second fit fine-tunes from the first one's checkpoint (spec.weights) with lr 0: its weights must come
     back unchanged, which shows the local checkpoint was loaded into the variant's architecture."""
     with ultralytics_offline(tmp_path / "first_import"):  # if this test imports it first: no home dir
         import ultralytics.utils as uutils
@@ -171,6 +171,12 @@ def test_two_fits_in_one_process_share_no_state(toy_dataset, tmp_path):
     before_callbacks = {k: list(v) for k, v in callbacks.default_callbacks.items()}
     before_env = os.environ.get("YOLO_CONFIG_DIR")
     before_dir, threads = uutils.USER_CONFIG_DIR, torch.get_num_threads()
+    # the trainer runs with deterministic=True (torch.use_deterministic_algorithms, process-wide) and
+    # ultralytics 8.4 turns it off again when training ends: the next job in this process (a Faster R-CNN
+    # in a local sweep) must not inherit it, whichever ultralytics version is installed
+    determinism = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                   os.environ.get("CUBLAS_WORKSPACE_CONFIG"), os.environ.get("PYTHONHASHSEED"))
+    assert determinism[:2] == (False, False)
 
     checkpoints = []
     for fold in (0, 1):
@@ -188,6 +194,8 @@ def test_two_fits_in_one_process_share_no_state(toy_dataset, tmp_path):
         assert {k: list(v) for k, v in callbacks.default_callbacks.items()} == before_callbacks
         assert os.environ.get("YOLO_CONFIG_DIR") == before_env and uutils.USER_CONFIG_DIR == before_dir
         assert torch.get_num_threads() == threads
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                os.environ.get("CUBLAS_WORKSPACE_CONFIG"), os.environ.get("PYTHONHASHSEED")) == determinism
     assert checkpoints[0] != checkpoints[1] and all(c.is_file() for c in checkpoints)
     first, tuned = (_first_conv(c).weight.float() for c in checkpoints)
     assert torch.equal(first, tuned)  # loaded from spec.weights, not trained (lr 0)
