@@ -70,20 +70,26 @@ def test_launcher_presets_select_hydra_launchers():
     assert targets["submitit_local"].endswith("LocalLauncher")
 
 
+def native_overrides(model: str, settings: dict[str, tuple[object, str]]) -> list[str]:
+    """Hydra overrides setting `per_model.<model>.native` keys, each with its reason for the protocol card:
+    `settings` maps a framework config key to (value, reason)."""
+    values = ",".join(f"{key}:{value}" for key, (value, _) in settings.items())
+    reasons = ",".join(f"{key}:'{why}'" for key, (_, why) in settings.items())
+    return [f"++per_model.{model}.native={{{values}}}", f"++per_model.{model}.reasons={{{reasons}}}"]
+
+
 # The Faster R-CNNs' CPU time is mostly the RoI head (512 sampled RoIs per image, ~5 s per iteration even
 # at 128 px): the same, stated cut in both frameworks, as the CPU presets (experiment=demo) make.
-_REASON = "'end-to-end test: {} (native {})'"
+_ROIS = (64, "end-to-end test: 64 RoIs (native 512)")
+_TRAIN_PROPOSALS = (200, "end-to-end test: 200 proposals (native 2000)")
+_TEST_PROPOSALS = (100, "end-to-end test: 100 proposals (native 1000)")
 ROI_CUTS = [
-    "++per_model.detectron2_frcnn.native={MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE:64,MODEL.RPN.POST_NMS_TOPK_TRAIN:200,"
-    "MODEL.RPN.POST_NMS_TOPK_TEST:100}",
-    "++per_model.detectron2_frcnn.reasons={MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE:" + _REASON.format("64 RoIs", 512)
-    + ",MODEL.RPN.POST_NMS_TOPK_TRAIN:" + _REASON.format("200 proposals", 2000)
-    + ",MODEL.RPN.POST_NMS_TOPK_TEST:" + _REASON.format("100 proposals", 1000) + "}",
-    "++per_model.mmdet_frcnn.native={model.train_cfg.rcnn.sampler.num:64,model.train_cfg.rpn_proposal.max_per_img:200,"
-    "model.test_cfg.rpn.max_per_img:100}",
-    "++per_model.mmdet_frcnn.reasons={model.train_cfg.rcnn.sampler.num:" + _REASON.format("64 RoIs", 512)
-    + ",model.train_cfg.rpn_proposal.max_per_img:" + _REASON.format("200 proposals", 2000)
-    + ",model.test_cfg.rpn.max_per_img:" + _REASON.format("100 proposals", 1000) + "}",
+    *native_overrides("detectron2_frcnn", {"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": _ROIS,
+                                           "MODEL.RPN.POST_NMS_TOPK_TRAIN": _TRAIN_PROPOSALS,
+                                           "MODEL.RPN.POST_NMS_TOPK_TEST": _TEST_PROPOSALS}),
+    *native_overrides("mmdet_frcnn", {"model.train_cfg.rcnn.sampler.num": _ROIS,
+                                      "model.train_cfg.rpn_proposal.max_per_img": _TRAIN_PROPOSALS,
+                                      "model.test_cfg.rpn.max_per_img": _TEST_PROPOSALS}),
 ]
 
 

@@ -160,8 +160,9 @@ def test_augmentation_and_gray_model_reach_ultralytics(toy_dataset, forbid_netwo
 def test_two_fits_in_one_process_share_no_state(toy_dataset, tmp_path):
     """Each fit writes only under its workdir (own settings, fonts, data, weights) and leaves
     ultralytics' settings, callbacks, env, torch's thread count and determinism switches as it found
-    them. The second fit fine-tunes from the first one's checkpoint (spec.weights) with lr 0: its weights must come
-    back unchanged, which shows the local checkpoint was loaded into the variant's architecture."""
+    them. The second fit fine-tunes from the first one's checkpoint (spec.weights) with lr 0: its
+    weights must come back unchanged, which shows the local checkpoint was loaded into the variant's
+    architecture."""
     with ultralytics_offline(tmp_path / "first_import"):  # if this test imports it first: no home dir
         import ultralytics.utils as uutils
         from ultralytics.utils import callbacks
