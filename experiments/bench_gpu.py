@@ -38,8 +38,8 @@ The native runs:
     paramwise_cfg) and lr schedule, data paths and batch (experiments/bench_mmdet.py's offline edits
     otherwise).
 
-Sizes (default, for one H100/H200; about 6-7 minutes in total with 2 rounds): YOLOv5s at 640 px batch 16;
-Faster R-CNN R50-FPN at 1024 px batch 8 in detectron2 and mmdet; a synthetic 1024 px dataset
+Sizes (default, for one H100/H200; estimated, not yet measured: 6-7 minutes with 2 rounds): YOLOv5s at
+640 px batch 16; Faster R-CNN R50-FPN at 1024 px batch 8 in detectron2 and mmdet; a synthetic 1024 px dataset
 (tests/toy.py). `--tiny` runs the same code on CPU in a few minutes (yolov5n, R18-FPN, 128 px).
 
     python experiments/bench_gpu.py                          # GPU, all three frameworks
@@ -47,11 +47,21 @@ Faster R-CNN R50-FPN at 1024 px batch 8 in detectron2 and mmdet; a synthetic 102
     python experiments/bench_gpu.py --frameworks yolov5 --yolo-ddp 2   # + ultralytics DDP on 2 GPUs
 
 `--yolo-ddp N` (N GPUs) also trains the adapter with `train.gpus=N` (ultralytics' own DDP, CUDA only)
-and reports its throughput. On the GPU test machine (no network) run it through
-experiments/run_bench_gpu.sh, which installs the missing packages from the wheelhouse built by
-experiments/gpu_wheelhouse.sh, one framework per call (--append merges them; --record-error names a
-framework that gave no figures). Result: <out>/bench_gpu.json and <out>/bench_gpu.md (written
-atomically after each framework).
+and reports its throughput. `--coverage ultralytics,detectron2,mmdet,nccl` adds, after the pairs, a
+two-iteration smoke of each zoo family (YOLO11 and RT-DETR in ultralytics, RetinaNet and Cascade R-CNN in
+detectron2 and mmdet; from the packaged yaml/config, no downloaded weights) and a one-process NCCL group
+through adapters.ddp.spawn (the `train.gpus` path; "not available on CPU" there, where the same spawn runs
+with gloo); each reports pass/fail with its error.
+
+Nothing finished is lost: every timed run, prediction, smoke and check is appended to
+<out>/bench_gpu.jsonl as one JSON line (fsync'd) the moment it finishes; <out>/bench_gpu.json and
+bench_gpu.md are rebuilt from those lines alone (atomically, after each framework and by `--summarize`),
+so a run cut off in the middle of a framework still reports its finished runs and names what did not
+finish. experiments/run_bench_gpu.sh drives a GPU machine without network: it installs the wheelhouse
+built by experiments/gpu_wheelhouse.sh, plans the run and makes the data (`--prepare`), gives each
+framework a share of the time left weighted by its expected cost (`--part` per framework), then the
+coverage items, and summarizes in any case (also after a kill). `--record-error NAME=REASON` records why a
+framework or coverage item gave no (or not all) figures.
 """
 from __future__ import annotations
 
@@ -325,28 +335,71 @@ def yolo_window(args: dict, epochs: int, batches_per_epoch: int, skip: int) -> d
                     f"{share(warm_timed)} (iterations 0..{nw}); first {skip + 1} iterations untimed"}
 
 
-def aggregate(runs: list[dict]) -> dict:
-    """One kind's runs (adapter or native): medians, with the spread across the rounds."""
-    def median(values: list[float]) -> float | None:
-        values = sorted(v for v in values if v is not None)
-        if not values:
-            return None
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-    ips = [r["images_per_s"] for r in runs]
-    peaks = [r["peak_gpu_gib"] for r in runs if r["peak_gpu_gib"] is not None]
-    known = [v for v in ips if v is not None]
-    return {"images_per_s": median(ips), "images_per_s_min": min(known) if known else None,
-            "images_per_s_max": max(known) if known else None,
-            "median_s_per_iter": median([r["median_s_per_iter"] for r in runs]),
-            "timed_iterations": min(r["timed_iterations"] for r in runs),
-            "peak_gpu_gib": max(peaks) if peaks else None, "runs": len(runs)}
+# ---------------------------------------------------------------------------------------------
+# The record: one JSON line per finished measurement, appended and fsync'd as it finishes
+# ---------------------------------------------------------------------------------------------
+RECORDS = "bench_gpu.jsonl"
 
 
-def bench_framework(name: str, size: Size, args, split, out: Path) -> dict:
+class Recorder:
+    """Appends one JSON object per line to <out>/bench_gpu.jsonl and fsyncs it: whatever stops the
+    process afterwards (a timeout, a kill, a crash), what finished is on disk."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / RECORDS
+
+    def __call__(self, type_: str, /, **fields) -> dict:
+        import json
+
+        record = {"type": type_, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+        line = json.dumps(record, default=str) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # mode masked by the umask
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if os.environ.get("BENCH_GPU_STALL_AFTER") == f"{type_}:{fields.get('framework')}":
+            # test hook (tests/test_bench_gpu.py): stall here, as a run that never ends would, until killed
+            log.warning("BENCH_GPU_STALL_AFTER=%s: stalling until stopped", os.environ["BENCH_GPU_STALL_AFTER"])
+            while True:
+                time.sleep(1)
+        return record
+
+
+def read_records(out: Path) -> tuple[list[dict], int]:
+    """The records of <out>/bench_gpu.jsonl, and how many lines could not be read (a line cut off by a
+    kill in the middle of its write)."""
+    import json
+
+    path = Path(out) / RECORDS
+    records, bad = [], 0
+    if not path.is_file():
+        return records, bad
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            bad += 1
+    return records, bad
+
+
+def pair_steps(rounds: int, yolo_ddp: int = 0, framework: str = "") -> list[str]:
+    """The measurements one framework's adapter-vs-native call makes, in order."""
+    steps = [f"{kind}{r}" for r in range(1, rounds + 1) for kind in ("adapter", "native")] + ["predict"]
+    if framework == "yolov5" and yolo_ddp > 1:
+        steps.append(f"adapter_ddp{yolo_ddp}")
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter vs native, one framework
+# ---------------------------------------------------------------------------------------------
+def bench_framework(name: str, size: Size, args, split, out: Path, record: Recorder) -> None:
     """Adapter and native runs alternated (A-B-A-B..., `args.rounds` of each: order bias shows as
-    spread), then the adapter's prediction timed."""
+    spread), then the adapter's prediction timed; each measurement recorded as it finishes."""
     from adapters import get_detector
     from adapters.base import AugSpec, TrainSpec
 
@@ -364,16 +417,24 @@ def bench_framework(name: str, size: Size, args, split, out: Path) -> dict:
     log.info("%s %s: %d px, batch %d, %d epochs on %s, %d rounds adapter/native", name, size.variant, size.imgsz,
              size.batch, size.epochs, args.device, args.rounds)
     work = out / name
-    result: dict = {"variant": size.variant, "imgsz": size.imgsz, "batch": size.batch, "epochs": size.epochs,
-                    "amp": True, "order": "adapter, native alternated", "runs": []}
+    setting = {"framework": name, "variant": size.variant, "imgsz": size.imgsz, "batch": size.batch,
+               "epochs": size.epochs, "amp": True}
     first: dict = {}  # the first adapter run's detector and checkpoint (prediction; YOLO's native data)
     for round_ in range(1, args.rounds + 1):
         detector = get_detector(name, spec)
         checkpoint: list[Path] = []
         adapter_dir = work / f"adapter{round_}"
         row = measured(name, size.batch, args.skip, lambda: checkpoint.append(detector.fit(split, adapter_dir)))
-        result["runs"].append({"kind": "adapter", "round": round_, **row})
-        first = first or {"detector": detector, "checkpoint": checkpoint[0], "dir": adapter_dir}
+        if not first:
+            first = {"detector": detector, "checkpoint": checkpoint[0], "dir": adapter_dir}
+            train_images = (detector.consumed or {}).get("images")
+            extra = {"train_images": train_images}
+            if name == "yolov5" and train_images:
+                extra["window"] = yolo_window(detector.last_fit.get("args", {}), size.epochs,
+                                              math.ceil(train_images / size.batch), args.skip)
+        else:
+            extra = {}
+        record("run", **setting, kind="adapter", round=round_, step=f"adapter{round_}", **row, **extra)
         native_spec = TrainSpec(**{**spec.to_dict(), "aug": spec.aug})
         native_dir = work / f"native{round_}"
         if name == "yolov5":
@@ -382,92 +443,309 @@ def bench_framework(name: str, size: Size, args, split, out: Path) -> dict:
             run = lambda: native_detectron2(native_spec, split, native_dir)  # noqa: E731
         else:
             run = lambda: native_mmdet(native_spec, split, native_dir)  # noqa: E731
-        result["runs"].append({"kind": "native", "round": round_, **measured(name, size.batch, args.skip, run)})
-    detector = first["detector"]
-    result["train_images"] = (detector.consumed or {}).get("images")
-    for kind in ("adapter", "native"):
-        result[kind] = aggregate([r for r in result["runs"] if r["kind"] == kind])
-    a, n = result["adapter"]["images_per_s"], result["native"]["images_per_s"]
-    result["ratio_adapter_over_native"] = round(a / n, 3) if a and n else None
-    sa, sn = result["adapter"]["median_s_per_iter"], result["native"]["median_s_per_iter"]
-    result["ratio_s_per_iter_adapter_over_native"] = round(sa / sn, 3) if sa and sn else None
-    if name == "yolov5" and result["train_images"]:
-        result["window"] = yolo_window(first["detector"].last_fit.get("args", {}), size.epochs,
-                                       math.ceil(result["train_images"] / size.batch), args.skip)
+        row = measured(name, size.batch, args.skip, run)
+        record("run", **setting, kind="native", round=round_, step=f"native{round_}", **row)
 
     images = split.images("val")[: args.predict_images]
-    result["predict"] = timed_predict(detector, first["checkpoint"], images, work / "predict")
+    predict = timed_predict(first["detector"], first["checkpoint"], images, work / "predict")
+    record("predict", framework=name, step="predict", **predict)
     if name == "yolov5" and args.yolo_ddp > 1:
         ddp_spec = TrainSpec(**{**spec.to_dict(), "aug": spec.aug, "gpus": args.yolo_ddp,
                                 "batch_size": size.batch * args.yolo_ddp})
         ddp = get_detector(name, ddp_spec)
+        step = f"adapter_ddp{args.yolo_ddp}"
         start = time.perf_counter()
         try:  # ultralytics runs DDP in subprocesses: only whole-call figures are visible from here
-            ddp.fit(split, work / f"adapter_ddp{args.yolo_ddp}")
+            ddp.fit(split, work / step)
         except Exception as err:  # noqa: BLE001 - keeps the single-GPU figures
             log.exception("yolov5 DDP failed")
-            result["adapter_ddp"] = {"gpus": args.yolo_ddp, "error": f"{type(err).__name__}: {err}"}
+            record("ddp", framework=name, step=step, gpus=args.yolo_ddp, error=f"{type(err).__name__}: {err}")
         else:
             wall = time.perf_counter() - start
-            result["adapter_ddp"] = {"gpus": args.yolo_ddp, "batch": ddp_spec.batch_size, "wall_s": round(wall, 1),
-                                     "images_per_s_whole_call": round(ddp.consumed["images"] * size.epochs / wall, 1)}
+            record("ddp", framework=name, step=step, gpus=args.yolo_ddp, batch=ddp_spec.batch_size,
+                   wall_s=round(wall, 1),
+                   images_per_s_whole_call=round(ddp.consumed["images"] * size.epochs / wall, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Coverage: a two-iteration smoke of each zoo family, and NCCL through the harness's DDP path
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Smoke:
+    framework: str  # adapters registry name (the zoo adapter of the framework)
+    family: str
+    arch: str  # model.arch on a GPU
+    arch_tiny: str  # model.arch with --tiny (CPU)
+
+
+ZOO_SMOKES = {
+    "ultralytics": [Smoke("ultralytics", "YOLO11", "yolo11n", "yolo11n"),
+                    Smoke("ultralytics", "RT-DETR", "rtdetr-l", "rtdetr-l")],
+    "detectron2": [Smoke("detectron2", "RetinaNet", "COCO-Detection/retinanet_R_50_FPN_3x.yaml",
+                         "COCO-Detection/retinanet_R_50_FPN_3x.yaml"),
+                   Smoke("detectron2", "Cascade R-CNN", "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml",
+                         "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml")],
+    "mmdet": [Smoke("mmdet", "RetinaNet", "retinanet_r50_fpn_1x_coco", "retinanet_r18_fpn_1x_coco"),
+              Smoke("mmdet", "Cascade R-CNN", "cascade-rcnn_r50_fpn_1x_coco", "cascade-rcnn_r50_fpn_1x_coco")],
+}
+COVERAGE = (*ZOO_SMOKES, "nccl")
+# which adapter-vs-native framework's import check a coverage item shares (experiments/run_bench_gpu.sh)
+COVERAGE_NEEDS = {"ultralytics": "yolov5", "detectron2": "detectron2_frcnn", "mmdet": "mmdet_frcnn", "nccl": ""}
+SMOKE_IMAGES = 24  # toy images; fold 0 trains on 6 of them with boxes: 2 iterations at batch 4
+
+
+def smoke_steps(item: str, tiny: bool) -> list[str]:
+    if item == "nccl":
+        return ["nccl"]
+    return [f"{s.family} ({s.arch_tiny if tiny else s.arch})" for s in ZOO_SMOKES[item]]
+
+
+def zoo_smoke(item: str, args, split, out: Path, record: Recorder) -> None:
+    """Each family of `item`'s framework: a fit of two iterations from its packaged yaml/config (no
+    downloaded weights) and a prediction of 2 images; pass/fail with the error, recorded one by one."""
+    import traceback
+
+    from adapters import get_detector
+    from adapters.base import TrainSpec
+
+    for smoke in ZOO_SMOKES[item]:
+        arch = smoke.arch_tiny if args.tiny else smoke.arch
+        step = f"{smoke.family} ({arch})"
+        spec = TrainSpec(variant=arch, epochs=1, batch_size=4, imgsz=64 if args.tiny else 256, device=args.device,
+                         workers=0 if args.tiny else 2, amp=args.device.startswith("cuda"), seed=0, lr=0.001,
+                         batch_predict=2, checkpoint_keep=1)
+        workdir = out / "zoo" / f"{item}-{arch.replace('/', '_')}"
+        start = time.perf_counter()
+        log.info("zoo smoke %s %s", item, step)
+        try:
+            detector = get_detector(smoke.framework, spec)
+            checkpoint = detector.fit(split, workdir)
+            predictions = detector.predict(checkpoint, split.images("val")[:2], workdir / "predict")
+        except Exception as err:  # noqa: BLE001 - recorded as a failure with its error; the next one runs
+            log.error("zoo smoke %s %s failed:\n%s", item, step, traceback.format_exc())
+            record("smoke", item=item, step=step, family=smoke.family, arch=arch, passed=False,
+                   error=f"{type(err).__name__}: {err}"[:400], wall_s=round(time.perf_counter() - start, 1))
+        else:
+            record("smoke", item=item, step=step, family=smoke.family, arch=arch, passed=True,
+                   train_images=(detector.consumed or {}).get("images"), imgsz=spec.imgsz, batch=spec.batch_size,
+                   predicted_boxes=len(predictions), wall_s=round(time.perf_counter() - start, 1))
+
+
+def _nccl_probe(result_file: str) -> None:
+    """One process of adapters.ddp.spawn: the backend it joined, an all_reduce, and one
+    DistributedDataParallel step (its parameter broadcast and gradient all-reduce)."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    backend = dist.get_backend()
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    value = torch.ones(4, device=device)
+    dist.all_reduce(value)
+    model = torch.nn.parallel.DistributedDataParallel(
+        torch.nn.Linear(8, 2).to(device), device_ids=[device.index] if device.type == "cuda" else None)
+    model(torch.randn(16, 8, device=device)).sum().backward()
+    grads = all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    atomic.write_json(result_file, {"backend": backend, "world_size": dist.get_world_size(),
+                                    "all_reduce": value.tolist(), "ddp_step": grads, "device": str(device)})
+
+
+def nccl_check(args, out: Path, record: Recorder) -> None:
+    """A one-process NCCL group (world size 1) through adapters.ddp.spawn, the path `train.gpus=N`
+    takes; on CPU NCCL is not available: the same spawn runs with gloo as a rehearsal of the path."""
+    import json
+
+    import torch
+
+    from adapters.ddp import spawn
+
+    cuda = args.device.startswith("cuda") and torch.cuda.is_available()
+    result_file = out / "nccl" / f"probe-{uuid.uuid4().hex[:6]}.json"
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        if cuda and not (torch.distributed.is_available() and torch.distributed.is_nccl_available()):
+            raise RuntimeError("this torch has no NCCL")
+        spawn(_nccl_probe, 1, cuda, args=(str(result_file),))
+        probe = json.loads(result_file.read_text())
+        if probe["all_reduce"] != [1.0] * 4 or not probe["ddp_step"]:
+            raise RuntimeError(f"wrong result from the process group: {probe}")
+    except Exception as err:  # noqa: BLE001 - recorded with its error
+        log.exception("spawn (world size 1) failed")
+        status, error, probe = "failed", f"{type(err).__name__}: {err}"[:400], {}
+    else:
+        status, error = "passed", None
+    wall = round(time.perf_counter() - start, 1)
+    if cuda:
+        record("nccl", step="nccl", status=status, error=error, wall_s=wall, **probe)
+    else:
+        record("nccl", step="nccl", status="not available on CPU", error=None, wall_s=wall,
+               rehearsal=f"adapters.ddp.spawn, world size 1, gloo: {status}" + (f" ({error})" if error else ""),
+               **probe)
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary: built from the records alone (also after a cut-off run)
+# ---------------------------------------------------------------------------------------------
+def aggregate(runs: list[dict]) -> dict:
+    """One kind's runs (adapter or native): medians, with the spread across the rounds."""
+    def median(values: list[float]) -> float | None:
+        values = sorted(v for v in values if v is not None)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    if not runs:
+        return {"images_per_s": None, "images_per_s_min": None, "images_per_s_max": None,
+                "median_s_per_iter": None, "timed_iterations": 0, "peak_gpu_gib": None, "runs": 0}
+    ips = [r["images_per_s"] for r in runs]
+    peaks = [r["peak_gpu_gib"] for r in runs if r["peak_gpu_gib"] is not None]
+    known = [v for v in ips if v is not None]
+    return {"images_per_s": median(ips), "images_per_s_min": min(known) if known else None,
+            "images_per_s_max": max(known) if known else None,
+            "median_s_per_iter": median([r["median_s_per_iter"] for r in runs]),
+            "timed_iterations": min(r["timed_iterations"] for r in runs),
+            "peak_gpu_gib": max(peaks) if peaks else None, "runs": len(runs)}
+
+
+def summarize(records: list[dict], unreadable: int = 0) -> dict:
+    """bench_gpu.json's content from the records: per framework the runs that finished, their
+    aggregates, and the planned steps that did not finish (with the reason a note gives, if any)."""
+    metas = [r for r in records if r["type"] == "meta"]
+    known = [m for m in metas if m.get("gpu") not in (None, "unknown")]
+    meta = known[0] if known else (metas[0] if metas else {})
+    plans = [r for r in records if r["type"] == "plan"]
+    plan = plans[-1] if plans else {"frameworks": {}, "coverage": {}}
+    notes: dict[str, list[str]] = {}
+    for r in records:
+        if r["type"] == "note":
+            notes.setdefault(r["target"], []).append(r["reason"])
+    done = {(r.get("framework") or r.get("item") or r["type"], r["step"]) for r in records if "step" in r}
+    result = {key: meta.get(key) for key in ("gpu", "torch", "python", "device", "dataset", "skip_iterations",
+                                             "rounds", "workers", "command")}
+    result.update(frameworks={}, zoo=[], nccl=None, not_finished=[], unreadable_lines=unreadable)
+    names = list(plan["frameworks"]) + [n for n in notes if n not in plan["frameworks"] and n not in COVERAGE]
+    names += [r["framework"] for r in records if r["type"] == "run" and r["framework"] not in names]
+    for name in dict.fromkeys(names):
+        runs = [r for r in records if r["type"] == "run" and r["framework"] == name]
+        row: dict = {"runs": [{k: v for k, v in r.items() if k not in ("type", "window", "train_images")}
+                              for r in runs]}
+        if runs:
+            row.update({k: runs[0][k] for k in ("variant", "imgsz", "batch", "epochs", "amp")})
+            for r in runs:
+                for key in ("train_images", "window"):
+                    if key in r:
+                        row[key] = r[key]
+        for kind in ("adapter", "native"):
+            row[kind] = aggregate([r for r in runs if r["kind"] == kind])
+        a, n = row["adapter"]["images_per_s"], row["native"]["images_per_s"]
+        row["ratio_adapter_over_native"] = round(a / n, 3) if a and n else None
+        sa, sn = row["adapter"]["median_s_per_iter"], row["native"]["median_s_per_iter"]
+        row["ratio_s_per_iter_adapter_over_native"] = round(sa / sn, 3) if sa and sn else None
+        predict = [r for r in records if r["type"] == "predict" and r["framework"] == name]
+        row["predict"] = {k: v for k, v in predict[-1].items() if k not in ("type", "framework", "step")} if predict \
+            else None
+        ddp = [r for r in records if r["type"] == "ddp" and r["framework"] == name]
+        if ddp:
+            row["adapter_ddp"] = {k: v for k, v in ddp[-1].items() if k not in ("type", "framework")}
+        planned = plan["frameworks"].get(name, [])
+        row["missing"] = [s for s in planned if (name, s) not in done]
+        row["notes"] = notes.get(name, [])
+        row["status"] = ("finished" if planned and not row["missing"] else
+                         "partly finished" if runs or predict else "no figures")
+        result["frameworks"][name] = row
+        if row["missing"]:
+            why = "; ".join(row["notes"]) or "no record: the run stopped before it"
+            result["not_finished"].append(f"{name}: {', '.join(row['missing'])} ({why})")
+    for r in records:
+        if r["type"] == "smoke":
+            result["zoo"].append({k: v for k, v in r.items() if k != "type"})
+        elif r["type"] == "nccl":
+            result["nccl"] = {k: v for k, v in r.items() if k != "type"}
+    for item, steps in plan.get("coverage", {}).items():
+        missing = [s for s in steps if (item, s) not in done]
+        if missing:
+            why = "; ".join(notes.get(item, [])) or "no record: the run stopped before it"
+            result["not_finished"].append(f"{item}: {', '.join(missing)} ({why})")
     return result
 
 
 def markdown(result: dict) -> str:
     fmt = (lambda v, d=1: "—" if v is None else f"{v:.{d}f}")  # noqa: E731
-    lines = [f"GPU: {result['gpu']} · torch {result['torch']} · Python {result.get('python', '?')} · "
-             f"{result['command']}", "",
-             "Each framework: adapter and native runs alternated (A-B-A-B), medians of the rounds; images/s over "
-             "the iterations after the first --skip; checkpoints written only after the last timed iteration; "
-             "prediction timed after model build, checkpoint load and warm-up.", "",
-             "| framework | model | input | batch | adapter img/s (min–max) | native img/s (min–max) | ratio | "
+    lines = [f"GPU: {result['gpu'] or 'unknown'} · torch {result['torch'] or 'unknown'} · Python "
+             f"{result.get('python') or '?'} · {result.get('dataset') or 'dataset unknown'}", "",
+             "Each framework: adapter and native runs alternated (A-B-A-B), medians of the rounds that finished; "
+             "images/s over the iterations after the first --skip; checkpoints written only after the last timed "
+             "iteration; prediction timed after model build, checkpoint load and warm-up. One run on one machine: "
+             "the ratio is the figure to read, not the absolute speed.", "",
+             "| framework | status | model | input | batch | adapter img/s (min–max) | native img/s (min–max) | ratio | "
              "adapter s/iter | native s/iter | s/iter ratio | adapter peak GiB | native peak GiB | predict img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for name, row in result["frameworks"].items():
-        if "error" in row:
-            lines.append(f"| {name} | failed: {row['error'][:160]} | | | | | | | | | | | |")
-            continue
         a, n = row["adapter"], row["native"]
+        status = row["status"] + (f" ({a['runs']}+{n['runs']} runs)" if row["status"] == "partly finished" else "")
+        if not row["runs"]:
+            why = "; ".join(row["notes"]) or "no record"
+            lines.append(f"| {name} | {status}: {why[:200]} | | | | | | | | | | | | |")
+            continue
+        predict = row["predict"]["images_per_s"] if row["predict"] else "—"
         lines.append(
-            f"| {name} | {row['variant']} | {row['imgsz']} | {row['batch']} | "
+            f"| {name} | {status} | {row['variant']} | {row['imgsz']} | {row['batch']} | "
             f"{fmt(a['images_per_s'])} ({fmt(a['images_per_s_min'])}–{fmt(a['images_per_s_max'])}) | "
             f"{fmt(n['images_per_s'])} ({fmt(n['images_per_s_min'])}–{fmt(n['images_per_s_max'])}) | "
-            f"{row['ratio_adapter_over_native']} | {fmt(a['median_s_per_iter'], 4)} | {fmt(n['median_s_per_iter'], 4)} | "
-            f"{row['ratio_s_per_iter_adapter_over_native']} | {a['peak_gpu_gib']} | {n['peak_gpu_gib']} | "
-            f"{row['predict']['images_per_s']} |")
+            f"{row['ratio_adapter_over_native'] or '—'} | {fmt(a['median_s_per_iter'], 4)} | "
+            f"{fmt(n['median_s_per_iter'], 4)} | {row['ratio_s_per_iter_adapter_over_native'] or '—'} | "
+            f"{fmt(a['peak_gpu_gib'], 2)} | {fmt(n['peak_gpu_gib'], 2)} | {predict} |")
         if "window" in row:
             notes.append(f"{name}: {row['window']['note']}.")
         order = ", ".join(f"{r['kind'][0].upper()}{r['round']} {fmt(r['images_per_s'])}" for r in row["runs"])
         notes.append(f"{name} runs in order (A = adapter, N = native, img/s): {order}.")
-    return "\n".join(lines + [""] + notes) + "\n"
+        if "adapter_ddp" in row:
+            ddp = row["adapter_ddp"]
+            notes.append(f"{name} DDP on {ddp['gpus']} GPUs: " + (f"failed: {ddp['error']}" if "error" in ddp else
+                         f"{ddp['images_per_s_whole_call']} img/s over the whole call ({ddp['wall_s']} s)."))
+        if row["notes"] and row["runs"]:
+            notes.append(f"{name}: {'; '.join(row['notes'])}.")
+    lines += [""] + notes
+    if result["zoo"]:
+        lines += ["", "Zoo smoke (two training iterations from the packaged config, no downloaded weights, then 2 "
+                  "images predicted): does each family train and predict here - not a speed or accuracy figure.", "",
+                  "| framework | family | model.arch | result | s |", "|---|---|---|---|---|"]
+        for z in result["zoo"]:
+            verdict = "passed" if z["passed"] else f"failed: {z['error'][:200]}"
+            lines.append(f"| {z['item']} | {z['family']} | {z['arch']} | {verdict} | {z['wall_s']} |")
+    if result["nccl"]:
+        c = result["nccl"]
+        line = f"NCCL (adapters.ddp.spawn, world size 1, the `train.gpus` path): {c['status']}"
+        if c.get("error"):
+            line += f": {c['error']}"
+        if c.get("rehearsal"):
+            line += f" (rehearsal: {c['rehearsal']})"
+        lines += ["", line + "."]
+    if result["not_finished"]:
+        lines += ["", "**Did not finish** (planned, no record):", ""] + [f"- {x}" for x in result["not_finished"]]
+    else:
+        lines += ["", "Everything planned finished."]
+    if result["unreadable_lines"]:
+        lines += ["", f"{result['unreadable_lines']} line(s) of {RECORDS} could not be read (cut off mid-write)."]
+    return "\n".join(lines) + "\n"
 
 
-def merge_previous(out: Path, result: dict) -> None:
-    """--append: keep the frameworks an earlier call recorded in out/bench_gpu.json (one call per
-    framework, experiments/run_bench_gpu.sh)."""
-    import json
-
-    previous = out / "bench_gpu.json"
-    if previous.is_file():
-        try:
-            old = json.loads(previous.read_text())
-        except ValueError:
-            return
-        result["frameworks"] = {**old.get("frameworks", {}), **result["frameworks"]}
-        for key, value in old.items():
-            if key != "frameworks" and result.get(key) in (None, "unknown"):
-                result[key] = value
-
-
-def write_results(out: Path, result: dict) -> None:
+def write_summary(out: Path) -> dict:
+    records, bad = read_records(out)
+    result = summarize(records, bad)
     atomic.write_json(out / "bench_gpu.json", result)
     atomic.write_text(out / "bench_gpu.md", markdown(result))
+    return result
 
 
+# ---------------------------------------------------------------------------------------------
 def toy_data(root: Path, images: int, size: int) -> dict:
-    """The synthetic dataset, made once per folder (a later call for another framework reuses it)."""
+    """The synthetic dataset, made once per folder (the later calls of one benchmark run reuse it:
+    --prepare makes it before any framework's share of the time is set)."""
     from toy import make_toy_dataset
 
     labels, folds = root / "labels" / "toy.json", root / "folds" / "toy-k2.json"
@@ -482,47 +760,85 @@ def toy_data(root: Path, images: int, size: int) -> dict:
     return {key: Path(str(value).replace(str(tmp), str(root))) for key, value in made.items()}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def datasets(out: Path, args) -> dict[str, dict]:
+    """The benchmark's data (when frameworks are asked for) and the zoo smoke's (when coverage is:
+    small, two training iterations at batch 4)."""
+    data = {}
+    if args.names:
+        size = 128 if args.tiny else 1024
+        data["bench"] = toy_data(out / f"data{size}-{args.images}", args.images, size)
+    if any(item != "nccl" for item in args.items):
+        size = 128 if args.tiny else 256
+        data["smoke"] = toy_data(out / f"smoke{size}-{SMOKE_IMAGES}", SMOKE_IMAGES, size)
+    return data
+
+
+def parse_args(argv: list[str] | None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="CPU smoke settings: small models, 128 px, few iterations")
     ap.add_argument("--device", help="cuda (default) or cpu (default with --tiny)")
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    ap.add_argument("--coverage", default="",
+                    help=f"after the pairs: zoo smokes and the NCCL check, comma-separated from {','.join(COVERAGE)}")
     ap.add_argument("--images", type=int, help="synthetic dataset size (half train, half val)")
     ap.add_argument("--skip", type=int, help="warm-up iterations left out (default 20; 1 with --tiny)")
     ap.add_argument("--rounds", type=int, default=2, help="adapter/native pairs, alternated (default 2: A-B-A-B)")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default 8; 0 with --tiny)")
     ap.add_argument("--predict-images", type=int, help="val images predicted (default 64; 4 with --tiny)")
     ap.add_argument("--yolo-ddp", type=int, default=0, help="also train YOLO with train.gpus=N (CUDA, N GPUs)")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "gpu"))
-    ap.add_argument("--append", action="store_true", help="add to the frameworks already in OUT/bench_gpu.json")
-    ap.add_argument("--record-error", action="append", default=[], metavar="FRAMEWORK=REASON",
-                    help="record a framework that gave no figures (skipped, cut off), with why")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / time.strftime("gpu-%Y%m%d-%H%M%S", time.gmtime())),
+                    help="a new folder (default runs/bench/gpu-<UTC time>): records are never mixed with an "
+                         "earlier run's")
+    ap.add_argument("--prepare", action="store_true",
+                    help="start a run in OUT: record the plan (--frameworks, --coverage) and make the data")
+    ap.add_argument("--part", action="store_true",
+                    help="one part of the run --prepare started in OUT (experiments/run_bench_gpu.sh)")
+    ap.add_argument("--summarize", action="store_true", help="only rebuild bench_gpu.json/.md from the records")
+    ap.add_argument("--record-error", action="append", default=[], metavar="NAME=REASON",
+                    help="record why a framework or coverage item gave no (or not all) figures: skipped, cut off")
     args = ap.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     args.skip = args.skip if args.skip is not None else (1 if args.tiny else 20)
     args.predict_images = args.predict_images or (4 if args.tiny else 64)
     args.workers = args.workers if args.workers is not None else (0 if args.tiny else 8)
-    images = args.images or (24 if args.tiny else 512)
-    sizes = TINY if args.tiny else FULL
-    names = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-    for name in names:
+    args.images = args.images or (24 if args.tiny else 512)
+    args.names = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    args.items = [f.strip() for f in args.coverage.split(",") if f.strip()]
+    for name in args.names:
         if name not in FRAMEWORKS:
             raise SystemExit(f"unknown framework {name!r}; known: {', '.join(FRAMEWORKS)}")
+    for item in args.items:
+        if item not in COVERAGE:
+            raise SystemExit(f"unknown coverage item {item!r}; known: {', '.join(COVERAGE)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    command = "python experiments/bench_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    result: dict = {"gpu": "unknown", "torch": "unknown", "python": platform.python_version(), "command": command,
-                    "frameworks": {}}
+    record = Recorder(out)
     for entry in args.record_error:
-        name, _, reason = entry.partition("=")
-        result["frameworks"][name.strip()] = {"error": reason.strip() or "no figures"}
-    if not names:  # only recording
-        result["command"] = "unknown"  # the benchmark's own command stays the header's
-        if args.append:
-            merge_previous(out, result)
-        write_results(out, result)
-        return result
+        target, _, reason = entry.partition("=")
+        record("note", target=target.strip(), reason=reason.strip() or "no figures")
+    if args.summarize or args.record_error:
+        return write_summary(out)  # standard library only: stays light and quick
+
+    command = "python experiments/bench_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    planned = any(r["type"] == "plan" for r in read_records(out)[0])
+    if args.part and not planned:
+        raise SystemExit(f"{out} holds no planned run: start it with --prepare (experiments/run_bench_gpu.sh does)")
+    if not args.part:  # a new run: its own plan, in a folder of its own
+        if (out / RECORDS).exists():
+            raise SystemExit(f"{out / RECORDS} already holds a benchmark run's records: give --out a new folder "
+                             "(nothing is appended to, or overwrites, an earlier run)")
+        record("plan", frameworks={n: pair_steps(args.rounds, args.yolo_ddp, n) for n in args.names},
+               coverage={i: smoke_steps(i, args.tiny) for i in args.items}, command=command)
+    data = datasets(out, args)
+    if args.prepare:
+        write_summary(out)
+        return {"data": data}
 
     import torch
 
@@ -534,26 +850,36 @@ def main(argv: list[str] | None = None) -> dict:
     from harness.split import make_split
 
     size = 128 if args.tiny else 1024
-    toy = toy_data(out / f"data{size}-{images}", images, size)
-    split = make_split(toy["labels"], toy["folds"], 0, out / f"split-{uuid.uuid4().hex[:6]}")
-    result.update(gpu=torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-                  else f"CPU ({platform.processor() or platform.machine()})",
-                  torch=torch.__version__, device=args.device, skip_iterations=args.skip, rounds=args.rounds,
-                  workers=args.workers, dataset=f"toy {images} images at {size} px")
-    if args.append:
-        merge_previous(out, result)
-    for name in names:
+    record("meta", gpu=torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+           else f"CPU ({platform.processor() or platform.machine()})", torch=torch.__version__,
+           python=platform.python_version(), device=args.device, skip_iterations=args.skip, rounds=args.rounds,
+           workers=args.workers, dataset=f"toy {args.images} images at {size} px", command=command)
+    sizes = TINY if args.tiny else FULL
+    if args.names:
+        split = make_split(data["bench"]["labels"], data["bench"]["folds"], 0, out / f"split-{uuid.uuid4().hex[:6]}")
+    for name in args.names:
         try:
-            row = bench_framework(name, sizes[name], args, split, out)
+            bench_framework(name, sizes[name], args, split, out, record)
         except Exception as err:  # noqa: BLE001 - one framework failing must not lose the others' figures
             log.exception("%s failed", name)
-            row = {"error": f"{type(err).__name__}: {err}"}
-        result["frameworks"][name] = {**row, "command": command}
-        write_results(out, result)
-    result["total_wall_s"] = round(time.perf_counter() - started, 1)
-    write_results(out, result)
+            record("note", target=name, reason=f"failed: {type(err).__name__}: {err}"[:400])
+        write_summary(out)
+    if args.items:
+        smoke_split = make_split(data["smoke"]["labels"], data["smoke"]["folds"], 0,
+                                 out / f"smoke-split-{uuid.uuid4().hex[:6]}")
+    for item in args.items:
+        try:
+            if item == "nccl":
+                nccl_check(args, out, record)
+            else:
+                zoo_smoke(item, args, smoke_split, out, record)
+        except Exception as err:  # noqa: BLE001
+            log.exception("%s failed", item)
+            record("note", target=item, reason=f"failed: {type(err).__name__}: {err}"[:400])
+        write_summary(out)
+    result = write_summary(out)
     print(markdown(result))
-    print(f"total {result['total_wall_s']} s; details in {out / 'bench_gpu.json'}")
+    print(f"this call {time.perf_counter() - started:.1f} s; records in {out / RECORDS}")
     return result
 
 

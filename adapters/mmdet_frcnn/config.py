@@ -219,7 +219,7 @@ def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | N
     cfg.log_processor = {"type": "LogProcessor", "window_size": 10, "by_epoch": True}
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": [{"type": "LocalVisBackend"}],
                       "name": f"{run_name}-visualizer"}
-    cfg.env_cfg.dist_cfg = {"backend": "gloo"}
+    cfg.env_cfg.dist_cfg = {"backend": "nccl" if spec.device.startswith("cuda") else "gloo"}  # as adapters.ddp.spawn
     cfg.randomness = {"seed": spec.seed, "deterministic": False}
     cfg.work_dir = str(workdir)
     cfg.experiment_name = run_name
