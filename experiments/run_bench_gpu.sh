@@ -30,12 +30,16 @@
 #   * log.txt holds this script's whole output (tee, flushed before the script exits), env.txt the
 #     machine and versions; caches (matplotlib, ultralytics, torch, pip, XDG) go under $BENCH_OUT/cache.
 set -uo pipefail
-cd "$(dirname "$0")/.."
 START=$SECONDS
 BUDGET=${BENCH_TIMEOUT:-540}
 RESERVE=20  # seconds kept for the last summary
-BENCH_OUT=$(realpath -m "${BENCH_OUT:-runs/bench/gpu-$(date -u +%Y%m%d-%H%M%S)}")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# paths given relative to where the script is called from; the defaults inside the repository
+BENCH_OUT=$(realpath -m "${BENCH_OUT:-$ROOT/runs/bench/gpu-$(date -u +%Y%m%d-%H%M%S)}")
+WH=$(realpath -m "${WHEELHOUSE:-$ROOT/gpu-wheelhouse}")
 PYTHON=${PYTHON:-python3}
+case $PYTHON in */*) PYTHON=$(realpath -m "$PYTHON") ;; esac
+cd "$ROOT"
 DEST=${BENCH_SITE:-$BENCH_OUT/site}
 IFS=, read -r -a WANTED <<< "${FRAMEWORKS-yolov5,detectron2_frcnn,mmdet_frcnn}"
 IFS=, read -r -a COVER <<< "${COVERAGE-ultralytics,detectron2,mmdet,nccl}"
@@ -123,7 +127,6 @@ if [ "$TINY" = 0 ]; then
     || { say "no GPU: torch sees none (the CPU rehearsal is: bash experiments/run_bench_gpu.sh --tiny)"; exit 1; }
 fi
 if [ "${BENCH_INSTALL:-1}" = 1 ]; then
-  WH=$(realpath -m "${WHEELHOUSE:-gpu-wheelhouse}")
   [ -d "$WH" ] || { say "no wheelhouse at $WH: build it with bash experiments/gpu_wheelhouse.sh (and copy it here)"; exit 1; }
   export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WH"
   PIP=("$PYTHON" -m pip --disable-pip-version-check -q)
