@@ -38,7 +38,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_OUT=$(realpath -m "${BENCH_OUT:-$ROOT/runs/bench/gpu-$(date -u +%Y%m%d-%H%M%S)}")
 WH=$(realpath -m "${WHEELHOUSE:-$ROOT/gpu-wheelhouse}")
 PYTHON=${PYTHON:-python3}
-case $PYTHON in */*) PYTHON=$(realpath -m "$PYTHON") ;; esac
+case $PYTHON in */*) PYTHON=$(realpath -ms "$PYTHON") ;; esac  # -s: a venv's python link kept
 cd "$ROOT"
 DEST=${BENCH_SITE:-$BENCH_OUT/site}
 IFS=, read -r -a WANTED <<< "${FRAMEWORKS-yolov5,detectron2_frcnn,mmdet_frcnn}"
