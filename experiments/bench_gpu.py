@@ -492,6 +492,11 @@ COVERAGE = (*ZOO_SMOKES, "nccl")
 # which adapter-vs-native framework's import check a coverage item shares (experiments/run_bench_gpu.sh)
 COVERAGE_NEEDS = {"ultralytics": "yolov5", "detectron2": "detectron2_frcnn", "mmdet": "mmdet_frcnn", "nccl": ""}
 SMOKE_IMAGES = 24  # toy images; fold 0 trains on 6 of them with boxes: 2 iterations at batch 4
+# --tiny only: CPU-sized R-CNN settings (the RoI heads dominate CPU time), recorded with the smoke
+RCNN_CPU = {"detectron2": {"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 64, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 200,
+                           "MODEL.RPN.POST_NMS_TOPK_TEST": 100},
+            "mmdet": {"model.train_cfg.rpn_proposal.max_per_img": 200, "model.test_cfg.rpn.max_per_img": 100,
+                      **{f"model.train_cfg.rcnn.{stage}.sampler.num": 64 for stage in range(3)}}}
 
 
 def smoke_steps(item: str, tiny: bool) -> list[str]:
@@ -514,6 +519,9 @@ def zoo_smoke(item: str, args, split, out: Path, record: Recorder) -> None:
         spec = TrainSpec(variant=arch, epochs=1, batch_size=4, imgsz=64 if args.tiny else 256, device=args.device,
                          workers=0 if args.tiny else 2, amp=args.device.startswith("cuda"), seed=0, lr=0.001,
                          batch_predict=2, checkpoint_keep=1)
+        if args.tiny and smoke.family == "Cascade R-CNN":
+            spec.native = dict(RCNN_CPU[item])
+            spec.reasons = {key: "CPU rehearsal: fewer RoIs and proposals" for key in spec.native}
         workdir = out / "zoo" / f"{item}-{arch.replace('/', '_')}"
         start = time.perf_counter()
         log.info("zoo smoke %s %s", item, step)
@@ -528,7 +536,8 @@ def zoo_smoke(item: str, args, split, out: Path, record: Recorder) -> None:
         else:
             record("smoke", item=item, step=step, family=smoke.family, arch=arch, passed=True,
                    train_images=(detector.consumed or {}).get("images"), imgsz=spec.imgsz, batch=spec.batch_size,
-                   predicted_boxes=len(predictions), wall_s=round(time.perf_counter() - start, 1))
+                   predicted_boxes=len(predictions), settings=spec.native,
+                   wall_s=round(time.perf_counter() - start, 1))
 
 
 def _nccl_probe(result_file: str) -> None:
@@ -675,14 +684,15 @@ def summarize(records: list[dict], unreadable: int = 0) -> dict:
 def markdown(result: dict) -> str:
     fmt = (lambda v, d=1: "—" if v is None else f"{v:.{d}f}")  # noqa: E731
     lines = [f"GPU: {result['gpu'] or 'unknown'} · torch {result['torch'] or 'unknown'} · Python "
-             f"{result.get('python') or '?'} · {result.get('dataset') or 'dataset unknown'}", "",
-             "Each framework: adapter and native runs alternated (A-B-A-B), medians of the rounds that finished; "
+             f"{result.get('python') or '?'} · {result.get('dataset') or 'dataset unknown'}", ""]
+    pairs = ["Each framework: adapter and native runs alternated (A-B-A-B), medians of the rounds that finished; "
              "images/s over the iterations after the first --skip; checkpoints written only after the last timed "
              "iteration; prediction timed after model build, checkpoint load and warm-up. One run on one machine: "
              "the ratio is the figure to read, not the absolute speed.", "",
              "| framework | status | model | input | batch | adapter img/s (min–max) | native img/s (min–max) | ratio | "
              "adapter s/iter | native s/iter | s/iter ratio | adapter peak GiB | native peak GiB | predict img/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += pairs if result["frameworks"] else ["No adapter-vs-native pair was planned."]
     notes = []
     for name, row in result["frameworks"].items():
         a, n = row["adapter"], row["native"]
@@ -717,6 +727,9 @@ def markdown(result: dict) -> str:
         for z in result["zoo"]:
             verdict = "passed" if z["passed"] else f"failed: {z['error'][:200]}"
             lines.append(f"| {z['item']} | {z['family']} | {z['arch']} | {verdict} | {z['wall_s']} |")
+        for z in result["zoo"]:
+            if z.get("settings"):
+                lines.append(f"{z['item']} {z['family']} ran with {z['settings']} (CPU rehearsal: fewer RoIs).")
     if result["nccl"]:
         c = result["nccl"]
         line = f"NCCL (adapters.ddp.spawn, world size 1, the `train.gpus` path): {c['status']}"
@@ -864,7 +877,7 @@ def main(argv: list[str] | None = None) -> dict:
             log.exception("%s failed", name)
             record("note", target=name, reason=f"failed: {type(err).__name__}: {err}"[:400])
         write_summary(out)
-    if args.items:
+    if "smoke" in data:
         smoke_split = make_split(data["smoke"]["labels"], data["smoke"]["folds"], 0,
                                  out / f"smoke-split-{uuid.uuid4().hex[:6]}")
     for item in args.items:
