@@ -45,9 +45,12 @@ IFS=, read -r -a WANTED <<< "${FRAMEWORKS-yolov5,detectron2_frcnn,mmdet_frcnn}"
 IFS=, read -r -a COVER <<< "${COVERAGE-ultralytics,detectron2,mmdet,nccl}"
 TINY=0
 for a in "$@"; do [ "$a" = "--tiny" ] && TINY=1; done
-# expected cost (minutes on one H100, estimated; with --tiny: seconds measured in the CPU rehearsal)
-if [ "$TINY" = 1 ]; then DEFAULT_WEIGHTS=yolov5=15,detectron2_frcnn=70,mmdet_frcnn=100,ultralytics=30,detectron2=40,mmdet=40,nccl=10
-else DEFAULT_WEIGHTS=yolov5=1.5,detectron2_frcnn=2.5,mmdet_frcnn=2.5,ultralytics=0.5,detectron2=0.5,mmdet=0.5,nccl=0.2
+# expected cost of each item, the weight of its share: on a GPU estimated minutes (not measured yet);
+# with --tiny seconds on a quiet 2-core CPU (the pairs measured in the 2026-12-03 rehearsal, the rest estimated)
+if [ "$TINY" = 1 ]; then
+  DEFAULT_WEIGHTS=yolov5=15,detectron2_frcnn=70,mmdet_frcnn=100,ultralytics=30,detectron2=40,mmdet=40,nccl=10
+else
+  DEFAULT_WEIGHTS=yolov5=1.5,detectron2_frcnn=2.5,mmdet_frcnn=2.5,ultralytics=0.5,detectron2=0.5,mmdet=0.5,nccl=0.2
 fi
 WEIGHTS=${BENCH_WEIGHTS:-$DEFAULT_WEIGHTS}
 
@@ -55,12 +58,13 @@ if [ -e "$BENCH_OUT/bench_gpu.jsonl" ]; then
   echo "run_bench_gpu: $BENCH_OUT already holds a run's records (bench_gpu.jsonl): set BENCH_OUT to a new folder" >&2
   exit 1
 fi
-mkdir -p "$BENCH_OUT/cache" || { echo "run_bench_gpu: cannot create $BENCH_OUT: set BENCH_OUT to a writable folder" >&2; exit 1; }
+mkdir -p "$BENCH_OUT/cache" \
+  || { echo "run_bench_gpu: cannot create $BENCH_OUT: set BENCH_OUT to a writable folder" >&2; exit 1; }
 # caches into the output folder, not the home folder
 C=$BENCH_OUT/cache
 export XDG_CACHE_HOME=$C/xdg MPLCONFIGDIR=$C/matplotlib YOLO_CONFIG_DIR=$C/ultralytics TORCH_HOME=$C/torch \
   PIP_CACHE_DIR=$C/pip FVCORE_CACHE=$C/fvcore TORCHINDUCTOR_CACHE_DIR=$C/inductor TRITON_CACHE_DIR=$C/triton \
-  CUDA_CACHE_PATH=$C/nv HF_HOME=$C/huggingface PYTHONPYCACHEPREFIX=$C/pycache
+  CUDA_CACHE_PATH=$C/nv HF_HOME=$C/huggingface
 export CUDA_DEVICE_ORDER=PCI_BUS_ID MPLBACKEND=Agg YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 PYTHONUNBUFFERED=1
 
 # the whole output into log.txt as well; tee ignores TERM/INT so that it outlives a stop and writes the
@@ -100,17 +104,17 @@ finish() {  # always: the summary from the records, then log.txt flushed
     sleep 0.1
   done
 }
-on_signal() {
+on_signal() {  # on_signal(name, exit status)
   STOPPED=$1
   if [ -n "$CHILD" ]; then
     kill -TERM "$CHILD" 2>/dev/null  # timeout passes it on to the step it runs
     wait "$CHILD" 2>/dev/null
   fi
-  exit 143
+  exit "$2"
 }
 trap finish EXIT
-trap 'on_signal TERM' TERM
-trap 'on_signal INT' INT
+trap 'on_signal TERM 143' TERM
+trap 'on_signal INT 130' INT
 
 step() {  # step(seconds, command...): the command under `timeout`, interruptible; its exit status
   timeout --kill-after=10 "$1" "${@:2}" &
@@ -127,7 +131,8 @@ if [ "$TINY" = 0 ]; then
     || { say "no GPU: torch sees none (the CPU rehearsal is: bash experiments/run_bench_gpu.sh --tiny)"; exit 1; }
 fi
 if [ "${BENCH_INSTALL:-1}" = 1 ]; then
-  [ -d "$WH" ] || { say "no wheelhouse at $WH: build it with bash experiments/gpu_wheelhouse.sh (and copy it here)"; exit 1; }
+  [ -d "$WH" ] \
+    || { say "no wheelhouse at $WH: build it with bash experiments/gpu_wheelhouse.sh (and copy it here)"; exit 1; }
   export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WH"
   PIP=("$PYTHON" -m pip --disable-pip-version-check -q)
   if [ ! -f "$DEST/.done" ]; then
@@ -138,7 +143,8 @@ if [ "${BENCH_INSTALL:-1}" = 1 ]; then
     step $(( $(left) - RESERVE )) "${PIP[@]}" install --no-deps --target "$DEST/site" "${wheels[@]}" \
       || { say "install failed or ran out of time (exit $?)"; exit 1; }
     step $(( $(left) - RESERVE )) "${PIP[@]}" install --no-deps --only-binary=:all: --python-version 3.10 \
-      --target "$DEST/d2" "$WH"/sal_detectron2-*.whl || say "detectron2 install failed (detectron2_frcnn will be skipped)"
+      --target "$DEST/d2" "$WH"/sal_detectron2-*.whl \
+      || say "detectron2 install failed (detectron2_frcnn will be skipped)"
     rm -rf "$DEST/d2/tools" "$DEST"/d2/detectron2/_C*.so
     touch "$DEST/.done"
   fi
