@@ -14,6 +14,8 @@ import sys
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -107,6 +109,7 @@ def test_nccl_check_on_cpu_says_not_available_and_rehearses_the_spawn(tmp_path):
     assert line["backend"] == "gloo" and line["world_size"] == 1 and line["ddp_step"] is True
 
 
+@pytest.mark.slow
 def test_stopped_mid_framework_keeps_its_finished_runs(tmp_path):
     """The forced cut: run_bench_gpu.sh --tiny (YOLO only, the running Python as is) is stopped with
     SIGTERM - as an outer time limit would - in the middle of YOLO's four runs (it stalls after its first
@@ -134,6 +137,11 @@ def test_stopped_mid_framework_keeps_its_finished_runs(tmp_path):
     runs = [r for r in lines if r["type"] == "run"]
     assert [(r["kind"], r["round"]) for r in runs] == [("adapter", 1)]
     assert runs[0]["images_per_s"] > 0 and runs[0]["timed_iterations"] >= 2 and runs[0]["peak_gpu_gib"] is None
+    assert runs[0]["median_s_per_iter"] > 0 and runs[0]["train_images"] > 0
+    assert runs[0]["window"]["mosaic"] in ("in", "out") or runs[0]["window"]["mosaic"].startswith("partly")
+    # checkpoints only after the last iteration: no epoch<N>.pt in the adapter's run, its last.pt written
+    assert not list((out / "yolov5").glob("adapter1/train/weights/epoch*.pt"))
+    assert (out / "yolov5" / "adapter1" / "train" / "weights" / "last.pt").is_file()
     assert any(r["type"] == "note" and r["target"] == "yolov5" and "stopped (SIGTERM)" in r["reason"] for r in lines)
     result = json.loads((out / "bench_gpu.json").read_text())
     yolo = result["frameworks"]["yolov5"]
