@@ -682,7 +682,11 @@ def summarize(records: list[dict], unreadable: int = 0) -> dict:
 
 
 def markdown(result: dict) -> str:
-    fmt = (lambda v, d=1: "—" if v is None else f"{v:.{d}f}")  # noqa: E731
+    def fmt(v, d=None):  # d decimals; without d, images/s to 3 significant digits (CPU figures are < 1)
+        if v is None:
+            return "—"
+        return f"{v:.{d}f}" if d is not None else f"{v:.{max(1, 2 - math.floor(math.log10(abs(v))))}f}" if v else "0"
+
     lines = [f"GPU: {result['gpu'] or 'unknown'} · torch {result['torch'] or 'unknown'} · Python "
              f"{result.get('python') or '?'} · {result.get('dataset') or 'dataset unknown'}", ""]
     pairs = ["Each framework: adapter and native runs alternated (A-B-A-B), medians of the rounds that finished; "
