@@ -27,6 +27,8 @@
 #   * the install, the import check and the data are made first, inside the budget (`timeout`); then
 #     each framework gets a share of the time left weighted by its expected cost; one cut off is named;
 #   * a framework whose imports fail is skipped and named; the others run;
+#   * exit status: 0 when everything planned finished, 3 when some of it did not (the summary says
+#     what), 143/130 when stopped, 1 when the run could not start (no GPU, no wheelhouse, ...);
 #   * log.txt holds this script's whole output (tee, flushed before the script exits), env.txt the
 #     machine and versions; caches (matplotlib, ultralytics, torch, pip, XDG) go under $BENCH_OUT/cache.
 set -uo pipefail
@@ -117,6 +119,7 @@ trap 'on_signal TERM 143' TERM
 trap 'on_signal INT 130' INT
 
 step() {  # step(seconds, command...): the command under `timeout`, interruptible; its exit status
+  [ "$1" -gt 0 ] || return 124  # no time left (`timeout 0` would mean no limit at all)
   timeout --kill-after=10 "$1" "${@:2}" &
   CHILD=$!
   wait "$CHILD"
@@ -179,6 +182,7 @@ for item in "${ITEMS[@]}"; do
   [ -n "$need" ] && ! printf '%s\n' "${CHECKED[@]}" | grep -qx "$need" && CHECKED+=("$need")
 done
 say "import check"
+[ $(( $(left) - RESERVE )) -gt 0 ] || { say "no time left for the import check within BENCH_TIMEOUT=${BUDGET} s"; exit 1; }
 CHECK=$(timeout --kill-after=5 $(( $(left) - RESERVE )) "$PYTHON" - "${CHECKED[@]}" <<'PY'
 import importlib, sys
 # the modules training builds from, not only the packages' top level (mmdet.models imports six, which the
@@ -254,4 +258,9 @@ for item in "${ITEMS[@]}"; do
 done
 [ ${#PAIRS[@]} -gt 0 ] && run_items pair "${PAIRS[@]}"
 [ ${#SMOKES[@]} -gt 0 ] && run_items coverage "${SMOKES[@]}"
+bench --summarize >/dev/null || { say "could not build the summary from bench_gpu.jsonl"; exit 1; }
+if grep -q '^\*\*Did not finish\*\*' "$BENCH_OUT/bench_gpu.md"; then
+  say "not everything planned finished: bench_gpu.md lists what did not and why (run those again with FRAMEWORKS=/COVERAGE= and a new BENCH_OUT)"
+  exit 3
+fi
 exit 0
