@@ -543,8 +543,6 @@ def zoo_smoke(item: str, args, split, out: Path, record: Recorder) -> None:
 def _nccl_probe(result_file: str) -> None:
     """One process of adapters.ddp.spawn: the backend it joined, an all_reduce, and one
     DistributedDataParallel step (its parameter broadcast and gradient all-reduce)."""
-    import json
-
     import torch
     import torch.distributed as dist
 
