@@ -138,8 +138,13 @@ if [ "${BENCH_INSTALL:-1}" = 1 ]; then
     || { say "no wheelhouse at $WH: build it with bash experiments/gpu_wheelhouse.sh (and copy it here)"; exit 1; }
   export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WH"
   PIP=("$PYTHON" -m pip --disable-pip-version-check -q)
-  if [ ! -f "$DEST/.done" ]; then
-    rm -rf "$DEST"
+  # an earlier install (BENCH_SITE set to a kept folder) is reused only when made from the same wheels
+  WHEELS_ID=$(cd "$WH" && ls -l --time-style=+%s -- *.whl | awk '{print $5, $6, $7}' | md5sum | cut -d' ' -f1)
+  if [ "$(cat "$DEST/.done" 2>/dev/null)" != "$WHEELS_ID" ]; then
+    if [ -e "$DEST" ] && [ ! -f "$DEST/.done" ]; then
+      say "$DEST exists but holds no install of this script: set BENCH_SITE to a new folder"; exit 1
+    fi
+    rm -rf "$DEST"  # this script's install from other wheels
     say "installing the wheelhouse into $DEST (offline; up to $(( $(left) - RESERVE )) s)"
     # every wheel but detectron2's (cp310-tagged: installed into its own folder, without _C)
     mapfile -t wheels < <(ls "$WH"/*.whl | grep -v sal_detectron2)
@@ -149,7 +154,7 @@ if [ "${BENCH_INSTALL:-1}" = 1 ]; then
       --target "$DEST/d2" "$WH"/sal_detectron2-*.whl \
       || say "detectron2 install failed (detectron2_frcnn will be skipped)"
     rm -rf "$DEST/d2/tools" "$DEST"/d2/detectron2/_C*.so
-    touch "$DEST/.done"
+    echo "$WHEELS_ID" > "$DEST/.done"
   fi
   export PYTHONPATH="$PWD:$DEST/site:$DEST/d2${PYTHONPATH:+:$PYTHONPATH}"
 else
