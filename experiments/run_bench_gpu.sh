@@ -18,6 +18,8 @@
 #                  two-iteration smoke of each zoo family per framework, and one NCCL process group
 #   BENCH_WEIGHTS  expected cost of each item, for its share of the time (default below)
 #   PYTHON         the interpreter (default python3)
+#   BENCH_SITE     where the wheelhouse is installed (default $BENCH_OUT/site); a folder kept across runs
+#                  is reused only when installed from the same wheels
 #
 # Built to return what finished, whatever fails:
 #   * every finished run, prediction, smoke and check is appended to $BENCH_OUT/bench_gpu.jsonl at once
