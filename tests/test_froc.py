@@ -186,3 +186,44 @@ def test_bootstrap_rows_equal_the_count_on_the_drawn_images(rule):
         assert cpm(hits, weights=weights)[row] == pytest.approx(np.mean(sens[row]))
         if len({a["image_id"] for a in cgt["annotations"]}) not in (0, len(cgt["images"])):
             assert areas[row] == pytest.approx(_brute_auroc(cgt, cdets), abs=1e-12)
+
+
+def test_report_gives_cpm_and_auroc_columns_curves_and_operating_points(toy_dataset, tmp_path):
+    """build_report: results.csv's cpm / auroc equal the brute-force count on each fold's files (mean over
+    folds on the mean row, inside its interval), results.md has the section, the charts and CSVs exist."""
+    import json
+
+    import pandas as pd
+    from analysis_sweep import make_analysis_sweep
+
+    from harness.report import AnalysisSettings, BootstrapSettings, build_report
+    from harness.report.uncertainty import ground_truth_for
+
+    root = make_analysis_sweep(toy_dataset, tmp_path / "sweep")
+    paths = build_report(root, bootstrap=BootstrapSettings(resamples=40), analysis=AnalysisSettings(gallery=0))
+    table = pd.read_csv(paths["results_csv"])
+    for name in ("loose", "sharp"):
+        cpms = []
+        for fold in ("fold0", "fold1"):
+            run = root / name / fold
+            gt = json.loads(ground_truth_for(run, json.loads((run / "metrics.json").read_text()), root).read_text())
+            dets = Predictions.load(run / "predictions.json").detections
+            cpms.append(np.mean(_brute_sensitivities(gt, dets, "iou")))
+            row = table[(table["name"] == name) & (table["fold"] == fold)].iloc[0]
+            assert row["cpm"] == pytest.approx(cpms[-1], abs=1e-5)
+            if len({a["image_id"] for a in gt["annotations"]}) < len(gt["images"]):
+                assert row["auroc"] == pytest.approx(_brute_auroc(gt, dets), abs=1e-5)
+        mean = table[(table["name"] == name) & (table["fold"] == "mean")].iloc[0]
+        assert mean["cpm"] == pytest.approx(np.mean(cpms), abs=1e-5)
+        assert mean["cpm ci_low"] <= mean["cpm"] <= mean["cpm ci_high"]
+    assert table.loc[table["name"] == "loose", "cpm"].iloc[0] < table.loc[table["name"] == "sharp", "cpm"].iloc[0]
+    text = paths["results_md"].read_text()
+    assert "## FROC and image-level AUROC" in text and "## Operating points" in text and "| CPM | image AUROC |" in text
+    curves = pd.read_csv(paths["froc_csv"])
+    assert set(curves["name"]) == {"loose", "sharp", "ensemble:wbf"} and "all" in set(curves["class"])
+    budget = pd.read_csv(paths["operating_point_budget_csv"]).set_index("name")
+    assert (budget["budget fp_per_image"] <= 1.0).all()
+    for key in ("froc_png", "operating_points_png"):
+        assert paths[key].stat().st_size > 5000
+    page = paths["index_html"].read_text()
+    assert page.index('id="froc-and-image-level-auroc"') < page.index("froc.png")

@@ -211,3 +211,37 @@ def auroc(hits: LesionHits, weights=None) -> np.ndarray:
     ok = (n_pos > 0) & (n_neg > 0)
     out[ok] = wins[ok] / (n_pos[ok] * n_neg[ok])
     return out
+
+
+def pool(parts: list[LesionHits]) -> LesionHits:
+    """Several folds' hits as one set (their val images are disjoint): the out-of-fold curve."""
+    if not parts:
+        raise ValueError("no hits to pool")
+    offsets = np.cumsum([0, *[len(p.image_ids) for p in parts[:-1]]])
+    image = np.concatenate([p.image + off for p, off in zip(parts, offsets)])
+    score = np.concatenate([p.score for p in parts])
+    order = np.argsort(-score, kind="mergesort")
+    cats = sorted({c for p in parts for c in p.lesions})
+    lesions = {c: np.concatenate([p.lesions.get(c, np.zeros(len(p.image_ids), np.int64)) for p in parts]) for c in cats}
+    return LesionHits([i for p in parts for i in p.image_ids], image[order],
+                      np.concatenate([p.category for p in parts])[order], score[order],
+                      np.concatenate([p.hit for p in parts])[order], lesions, parts[0].rule)
+
+
+def operating_points(hits: LesionHits) -> pd.DataFrame:
+    """Precision, recall (= lesion sensitivity), F1 and FP per image at every distinct score threshold
+    (all classes pooled, descending threshold): a detection counts when its score is >= threshold."""
+    curve = froc_curve(hits)
+    if curve.empty:
+        return pd.DataFrame(columns=[*curve.columns, "precision", "recall", "f1"])
+    precision = curve["tp"] / (curve["tp"] + curve["fp"])
+    recall = curve["sensitivity"]
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall).where(lambda s: s > 0, 1), 0.0)
+    return curve.assign(precision=precision, recall=recall, f1=f1)
+
+
+def threshold_for_budget(points: pd.DataFrame, fp_per_image: float) -> pd.Series | None:
+    """The operating point with the most lesions found while FP per image stays <= the budget (the
+    lowest such threshold); None when even the highest threshold exceeds it."""
+    within = points[points["fp_per_image"] <= fp_per_image + 1e-12]
+    return None if within.empty else within.iloc[-1]

@@ -78,7 +78,9 @@ class SweepAnalysis:
         return [r.table for r in self.runs if (r.kind, r.name) == (kind, name)]
 
 
-def _load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], list[str]]:
+def load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], list[str]]:
+    """One MatchTable (the one pycocotools pass) per run with predictions and val ground truth, and the
+    runs left out with why."""
     found, skipped = [], []
     for row in runs.itertuples():
         run_dir = Path(row.path)
@@ -102,18 +104,23 @@ def _load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], 
     return found, skipped
 
 
+def classes_of(runs: list[RunAnalysis]) -> tuple[str, ...]:
+    """The dataset's class names by category id (from the first run's val ground truth)."""
+    return tuple(class_names(load_gt(runs[0].gt_path))) if runs else tuple(CLASSES)
+
+
 def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, settings: AnalysisSettings | None = None,
             bootstrap: BootstrapSettings | None = None) -> SweepAnalysis:
     settings = settings or AnalysisSettings()
     out = SweepAnalysis(settings, bootstrap=bootstrap or BootstrapSettings())
     if not settings.enabled or runs.empty:
         return out
-    out.runs, out.skipped = _load_runs(runs, Path(sweep_dir))
+    out.runs, out.skipped = load_runs(runs, Path(sweep_dir))
     present = {(r.kind, r.name) for r in out.runs}
     out.order = [(k, n) for k, n in zip(summ["kind"], summ["name"]) if (k, n) in present]
     if not out.runs:
         return out
-    out.classes = class_names(load_gt(out.runs[0].gt_path))
+    out.classes = classes_of(out.runs)
     out.errors = _errors_frame(out)
     out.lines = [summary_line(name, _mean_errors(out, kind, name)) for kind, name in out.order]
     out.ensemble_lines = _ensemble_lines(out, summ)

@@ -14,11 +14,13 @@ from pathlib import Path
 from harness import atomic
 from harness.report import analysis as analysis_section
 from harness.report import by_arch
+from harness.report import froc as froc_section
 from harness.report import nofinding as nofinding_section
 from harness.report import seeds, uncertainty
 from harness.report.charts import per_class_heatmap, results_chart
 from harness.report.analysis import AnalysisSettings
 from harness.report.external import sweep_external_markdown
+from harness.report.froc import FrocSettings
 from harness.report.html import write_index
 from harness.report.nofinding import NoFindingSettings
 from harness.report.protocol import collect_protocols, fairness_summary, write_protocol
@@ -30,8 +32,8 @@ from harness.report.uncertainty import BootstrapSettings
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                  bootstrap: BootstrapSettings | None = None, reader_reference: bool = True,
-                 nofinding: NoFindingSettings | None = None, analysis: AnalysisSettings | None = None
-                 ) -> dict[str, Path]:
+                 nofinding: NoFindingSettings | None = None, analysis: AnalysisSettings | None = None,
+                 froc: FrocSettings | None = None) -> dict[str, Path]:
     """Write results.md, results.csv, results.png and per_class.png into out_dir (default
     <sweep_dir>/report); returns {"results_md", "results_csv", "results_png", "per_class_png"}, plus
     "protocol_md" when at least one run recorded a protocol (a sweep from before the protocol card
@@ -46,7 +48,10 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     (harness.report.tuning); external validations under the sweep (`cxr-predict predict.input=external`,
     external.json) add their tables (harness.report.external).
     `analysis`: the error analysis, per-class curves, box sizes and worst-image gallery
-    (harness.report.analysis, files under analysis/); index.html puts the whole report on one page."""
+    (harness.report.analysis, files under analysis/); index.html puts the whole report on one page.
+    `froc` (default: on, the IoU-0.4 hit rule, 1 FP per image): FROC, CPM and image-level AUROC, operating
+    points (harness.report.froc): cpm / auroc columns in results.csv, analysis/froc*.csv/png and
+    operating_points*.csv/png; from the analysis' match tables (one pycocotools pass per run)."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
@@ -60,11 +65,17 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
     why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings)
+    froc = froc or FrocSettings()
+    tables = why.runs if why.runs or not froc.enabled else analysis_section.load_runs(results.runs, sweep_dir)[0]
+    lesions = froc_section.compute(tables, list(zip(summ["kind"], summ["name"])), froc, settings,
+                                   why.classes if why.runs else analysis_section.classes_of(tables))
+    froc_section.add_columns(results.runs, summ, lesions)
     seed_tables = None
     if seeds.is_seed_sweep(results.runs):  # a sweep over train.seed: mean ± sd over seeds, pairs per seed
         seed_tables = (seeds.spread(results.runs, summ, unc), seeds.pair_spread(results.runs, unc.pairs))
     extra = [by_arch.markdown(results.runs, summ), seeds.markdown(*seed_tables, settings.ci) if seed_tables else None,
-             nofinding_section.markdown(stage) if not stage.rows.empty else None, analysis_section.markdown(why),
+             nofinding_section.markdown(stage) if not stage.rows.empty else None, froc_section.markdown(lesions),
+             analysis_section.markdown(why),
              sweep_external_markdown(sweep_dir)]
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
@@ -85,5 +96,6 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                                          reference=reference)
     paths["per_class_png"] = per_class_heatmap(summ, out_dir / "per_class.png")
     paths.update(analysis_section.write(why, out_dir))
+    paths.update(froc_section.write(lesions, out_dir))
     paths["index_html"] = write_index(out_dir, title=f"Results: {sweep_dir.name}", paths=paths)
     return paths

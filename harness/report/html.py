@@ -43,6 +43,8 @@ SECTION_FIGURES = {
     "Per-class AP@0.4 with": ("pr_overview_png", "@pr"),
     "Per-class AP@0.4\n": ("pr_overview_png", "@pr"),
     "AP@0.4 by box size": ("ap_by_size_png",),
+    "FROC and image-level AUROC": ("froc_png",),
+    "Operating points": ("operating_points_png",),
 }
 
 
