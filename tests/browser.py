@@ -29,6 +29,11 @@ PAGE_PROBE = """JSON.stringify({
 
 
 def chromium_binary() -> str | None:
+    """CXR_CHROMIUM (a binary's path or name) when set - None if it is not executable - else the first of
+    chromium, chromium-browser, google-chrome on PATH."""
+    configured = os.environ.get("CXR_CHROMIUM")
+    if configured:
+        return shutil.which(configured)
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:

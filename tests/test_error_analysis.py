@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import missing_reference
 from test_eval_voc import random_case
 
 from harness.classes import coco_categories
@@ -139,9 +140,8 @@ def _import_tidecv():
     try:
         return importlib.import_module("tidecv"), importlib.import_module("tidecv.errors.main_errors")
     except ImportError:
-        if os.environ.get("CI") == "true" and extra:
-            raise
-        pytest.skip("tidecv is not importable (set CXR_TIDECV_PATH to a folder it is installed in)")
+        missing_reference("tidecv", "CXR_TIDECV_PATH", "install it into a --target folder named by CXR_TIDECV_PATH, "
+                          "as .ci/run does")
 
 
 def _tidecv_case(seed):

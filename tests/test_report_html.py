@@ -3,13 +3,13 @@ headless browser (Debian's chromium): it renders, every image loads, no console 
 leaves the file."""
 from __future__ import annotations
 
-import os
 import re
 
 import pandas as pd
 import pytest
 from analysis_sweep import make_analysis_sweep
 from browser import check_page, chromium_binary
+from conftest import missing_reference
 
 from harness.report import AnalysisSettings, BootstrapSettings, build_report
 
@@ -91,9 +91,8 @@ def test_index_html_is_self_contained(report):
 
 def _browser_or_skip():
     if chromium_binary() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
+        missing_reference("chromium", "CXR_CHROMIUM", "apt-get install chromium (as .ci/run does), or name the "
+                          "binary in CXR_CHROMIUM")
 
 
 def test_browser_check_catches_a_broken_page(tmp_path):
