@@ -117,3 +117,46 @@ def test_index_html_in_headless_chromium(report):
     assert result.page["tables"] >= 5 and "Why: error analysis (TIDE at IoU 0.4)" in result.page["headings"]
     assert result.outside_requests() == []
     assert result.console == [] and result.exceptions == [] and result.log_errors == []
+    # the first screen at 1280 x 800 answers: the summary box starts on it, with the ranking and the caveat
+    page = result.page
+    assert page["viewport"] == [1280, 800] and page["glance"] is not None and page["glance"]["top"] < 400
+    assert "At a glance" in page["glance"]["text"] and "WBF ensemble" in page["glance"]["text"]
+    assert "One training seed" in page["glance"]["text"] and "Cardiomegaly" in page["glance"]["text"]
+    assert page["width"] <= 1280 and page["overflowing"] == []  # tables fit or scroll inside themselves
+    assert page["nav"] == page["headings"]                           # full navigation labels
+    assert page["headers_without_scope"] == 0 and page["tables_without_caption"] == 0
+    assert not [alt for alt in page["alts"] if alt.endswith(".png") or len(alt) < 15]
+
+
+def test_readable_names():
+    from harness.report.names import display_name
+
+    assert display_name("ensemble:wbf-iou0.55") == "WBF ensemble, IoU 0.55"
+    assert display_name("ensemble:soft_nms-tuned") == "Soft-NMS ensemble, tuned on the other folds"
+    assert display_name("detectron2_frcnn (R18-FPN) · seed 2") == "Detectron2 Faster R-CNN (R18-FPN) · seed 2"
+    assert display_name("something") == "something"
+
+
+def test_summary_box_ranks_with_verdicts_against_the_leader_and_states_the_caveats():
+    from harness.report.summary import markdown
+    from harness.report.uncertainty import BootstrapSettings, Uncertainty
+
+    summ = pd.DataFrame({"kind": ["model", "model", "ensemble"], "name": ["yolov5", "mmdet_frcnn", "ensemble:wbf-iou0.55"],
+                         "n_folds": [1, 1, 1], "map40 mean": [0.4681, 0.1645, 0.5601],
+                         "map40 ci_low": [0.41, 0.12, 0.50], "map40 ci_high": [0.52, 0.21, 0.62]})
+    unc = Uncertainty(BootstrapSettings())
+    unc.pairs = pd.DataFrame([
+        {"a": "yolov5", "b": "ensemble:wbf-iou0.55", "delta": -0.092, "delta_ci_low": -0.2, "delta_ci_high": 0.01,
+         "verdict": "not distinguishable"},
+        {"a": "ensemble:wbf-iou0.55", "b": "mmdet_frcnn", "delta": 0.3956, "delta_ci_low": 0.3, "delta_ci_high": 0.45,
+         "verdict": "ensemble:wbf-iou0.55 better"}])
+    text = markdown(summ, unc, [], ("a",), ["YOLOv5: mAP@0.4 46.8; fixing localisation +5.0 AP points"],
+                    seed_sweep=False, n_images=120)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split(" | ")[1] for r in rows] == ["WBF ensemble, IoU 0.55", "YOLOv5", "MMDetection Faster R-CNN"]
+    assert "| 0.560 | [0.500, 0.620] | leader |" in rows[0]
+    assert "**not distinguishable** (Δ -0.092 [-0.200, +0.010])" in rows[1]
+    assert "behind (Δ -0.396 [-0.450, -0.300])" in rows[2]
+    assert "One training seed" in text and "One fold" in text and "120 validation images" in text
+    assert "- YOLOv5: mAP@0.4 46.8" in text
+    assert "One training seed" not in markdown(summ, unc, [], ("a",), [], seed_sweep=True, n_images=5000)

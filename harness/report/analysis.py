@@ -122,7 +122,7 @@ def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, setti
         return out
     out.classes = classes_of(out.runs)
     out.errors = _errors_frame(out)
-    out.lines = [summary_line(name, _mean_errors(out, kind, name)) for kind, name in out.order]
+    out.lines = [summary_line(name, mean_errors(out, kind, name)) for kind, name in out.order]
     out.ensemble_lines = _ensemble_lines(out, summ)
     out.confusion = {name: sum(confusion_matrix(t, settings.score_thr, out.classes) for t in out.tables(kind, name))
                      for kind, name in out.order}
@@ -144,7 +144,7 @@ def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, setti
     return out
 
 
-def _mean_errors(analysis: SweepAnalysis, kind: str, name: str) -> ErrorAnalysis:
+def mean_errors(analysis: SweepAnalysis, kind: str, name: str) -> ErrorAnalysis:
     """One model's errors over its folds: counts summed, mAP and dAP averaged."""
     runs = [r.errors for r in analysis.runs if (r.kind, r.name) == (kind, name)]
     first = runs[0]
@@ -157,7 +157,7 @@ def _mean_errors(analysis: SweepAnalysis, kind: str, name: str) -> ErrorAnalysis
 def _errors_frame(analysis: SweepAnalysis) -> pd.DataFrame:
     rows = []
     for kind, name in analysis.order:
-        errors = _mean_errors(analysis, kind, name)
+        errors = mean_errors(analysis, kind, name)
         for key in (*ERROR_TYPES, "false_pos", "false_neg"):
             rows.append({"kind": kind, "name": name, "type": key, "description": ERROR_NAMES[key],
                          "count": errors.counts.get(key, np.nan), "dap": errors.delta_ap[key], "map40": errors.map})
@@ -170,12 +170,12 @@ def _ensemble_lines(analysis: SweepAnalysis, summ: pd.DataFrame) -> list[str]:
         return []
     means = dict(zip(zip(summ["kind"], summ["name"]), summ["map40 mean"]))
     best = max(models, key=lambda m: means.get(m, -1))
-    base = _mean_errors(analysis, *best)
+    base = mean_errors(analysis, *best)
     lines = []
     for kind, name in analysis.order:
         if kind != "ensemble":
             continue
-        ens = _mean_errors(analysis, kind, name)
+        ens = mean_errors(analysis, kind, name)
         changes = []
         for key in ERROR_TYPES:
             before, after = base.counts[key], ens.counts[key]

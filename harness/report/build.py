@@ -12,15 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import atomic
+from harness.eval.errors import summary_line
 from harness.report import analysis as analysis_section
 from harness.report import by_arch
 from harness.report import froc as froc_section
 from harness.report import nofinding as nofinding_section
 from harness.report import seeds, uncertainty
+from harness.report import summary as glance
 from harness.report.charts import per_class_heatmap, results_chart
 from harness.report.analysis import AnalysisSettings
 from harness.report.external import sweep_external_markdown
 from harness.report.froc import FrocSettings
+from harness.report.names import display_name
 from harness.report.html import write_index
 from harness.report.nofinding import NoFindingSettings
 from harness.report.protocol import collect_protocols, fairness_summary, write_protocol
@@ -70,6 +73,10 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     lesions = froc_section.compute(tables, list(zip(summ["kind"], summ["name"])), froc, settings,
                                    why.classes if why.runs else analysis_section.classes_of(tables))
     froc_section.add_columns(results.runs, summ, lesions)
+    first_screen = glance.markdown(
+        summ, unc, tables, why.classes if why.runs else analysis_section.classes_of(tables),
+        [summary_line(display_name(n), analysis_section.mean_errors(why, k, n)) for k, n in why.order],
+        seeds.is_seed_sweep(results.runs), glance.n_images(tables) if tables else None)
     seed_tables = None
     if seeds.is_seed_sweep(results.runs):  # a sweep over train.seed: mean ± sd over seeds, pairs per seed
         seed_tables = (seeds.spread(results.runs, summ, unc), seeds.pair_spread(results.runs, unc.pairs))
@@ -81,7 +88,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
                          protocol=fairness_summary(protocols) if protocol_md else None, pairs=unc.pairs,
                          reference=reference, ci_note=ci_note, tuning=collect_tuning(sweep_dir),
                          extra="\n\n".join(e for e in extra if e) or None,
-                         pair_warnings=unc.warnings)
+                         pair_warnings=unc.warnings, lead=first_screen or None)
     if seed_tables is not None:
         paths["seeds_csv"] = out_dir / "seeds.csv"
         with atomic.atomic_path(paths["seeds_csv"]) as tmp:

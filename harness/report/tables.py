@@ -297,12 +297,14 @@ def _ci(low: float, high: float, digits: int = 3) -> str:
 def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
              pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None,
              extra: str | None = None, tuning: list[dict] | None = None,
-             pair_warnings: list[str] | None = None) -> str:
+             pair_warnings: list[str] | None = None, lead: str | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
     runs = results.runs
     lines = [f"# {title}", ""]
+    if lead:  # the first screen (harness.report.summary)
+        lines += [lead.rstrip("\n"), ""]
     if protocol is not None:
         lines += ["Protocol and fairness check: [protocol.md](protocol.md)" + (f" — {protocol}" if protocol else ""),
                   ""]
@@ -395,7 +397,8 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
                  protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
                  ci_note: str | None = None, extra: str | None = None,
-                 tuning: list[dict] | None = None, pair_warnings: list[str] | None = None) -> dict[str, Path]:
+                 tuning: list[dict] | None = None, pair_warnings: list[str] | None = None,
+                 lead: str | None = None) -> dict[str, Path]:
     """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table().
     `extra`: a Markdown section added before the failed jobs (the "No finding" stage)."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
@@ -403,5 +406,6 @@ def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title
     with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ, pairs, reference, tuning).to_csv(tmp, index=False, float_format="%.6g")
     atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
-                                        ci_note=ci_note, extra=extra, tuning=tuning, pair_warnings=pair_warnings))
+                                        ci_note=ci_note, extra=extra, tuning=tuning, pair_warnings=pair_warnings,
+                                        lead=lead))
     return {"results_csv": csv_path, "results_md": md_path}
