@@ -160,3 +160,27 @@ def test_summary_box_ranks_with_verdicts_against_the_leader_and_states_the_cavea
     assert "One training seed" in text and "One fold" in text and "120 validation images" in text
     assert "- YOLOv5: mAP@0.4 46.8" in text
     assert "One training seed" not in markdown(summ, unc, [], ("a",), [], seed_sweep=True, n_images=5000)
+
+
+def test_first_screen_counts_and_ap_by_size_explained(report):
+    """The summary box counts each val set once; AP by size shows where the toy's "all 0.708 but every band
+    1.000" comes from: sharp's box on nothing in every image is small, and class 3 has no small boxes."""
+    import json
+
+    root, paths = report
+    boxes, images = _gt_counts(root)
+    md = paths["results_md"].read_text()
+    glance = md[md.index("## At a glance"):md.index("## mAP@0.4 by model and fold")]
+    n_images = {c: 0 for c in boxes}
+    for fold in (0, 1):
+        gt = json.loads((root / "sharp" / f"fold{fold}" / "split" / "val.json").read_text())
+        for cat in boxes:
+            n_images[cat] += len({a["image_id"] for a in gt["annotations"] if a["category_id"] == cat})
+    assert f"| Cardiomegaly | {n_images[3]} | {boxes[3]} |" in glance
+    assert f"| Aortic enlargement | {n_images[0]} | {boxes[0]} |" in glance
+    assert f"**{images} validation images**" in glance and "No validation boxes (left out of every mAP): Atelectasis" in glance
+    sizes = pd.read_csv(paths["ap_by_size_csv"]).set_index(["name", "band"])
+    assert sizes.loc[("sharp", "small"), "map40"] == 1.0 and sizes.loc[("sharp", "all"), "map40"] < 0.75
+    assert sizes.loc[("sharp", "small"), "fp_left_out"] == images and sizes.loc[("sharp", "small"), "fp"] == 0
+    assert sizes.loc[("sharp", "small"), "classes"] == "Aortic enlargement"
+    assert "not an average of the bands" in md and "not TIDE's classification count" in md

@@ -216,20 +216,41 @@ def _per_class_ci(analysis: SweepAnalysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _band_false_positives(table: MatchTable, lo: float, hi: float) -> tuple[set, int, int]:
+    """(classes with ground truth in the band, false positives of those classes in the band, false positives
+    in the band of classes without ground truth there - which the band's mAP leaves out), from the
+    metric's match over all boxes; a detection's band is its own box area."""
+    gt = table.gt[~table.gt["ignore"]]
+    present = set(gt.loc[(gt["area"] >= lo) & (gt["area"] <= hi), "category_id"])
+    det = table.det[~table.det["ignore"] & ~table.det["tp"]]
+    area = det["w"] * det["h"]
+    in_band = det[(area >= lo) & (area <= hi)]
+    counted = int(in_band["category_id"].isin(present).sum())
+    return present, counted, int(len(in_band) - counted)
+
+
 def _sizes_frame(analysis: SweepAnalysis) -> pd.DataFrame:
     rows = []
+    ranges = dict(zip(("all", *BAND_NAMES), [(0.0, 1e10), *analysis.bands.ranges()]))
     for kind, name in analysis.order:
         per_band: dict[str, list] = {band: [] for band in ("all", *BAND_NAMES)}
         n_gt = {band: 0 for band in per_band}
+        classes: dict[str, set] = {band: set() for band in per_band}
+        fp = {band: [0, 0] for band in per_band}
         for run in (r for r in analysis.runs if (r.kind, r.name) == (kind, name)):
             result = ap_by_size(load_gt(run.gt_path), run.preds, analysis.bands, max_dets=run.max_dets)
             for band, values in result.items():
                 per_band[band].append(values["map"])
                 n_gt[band] += values["n_gt"]
+                present, counted, left_out = _band_false_positives(run.table, *ranges[band])
+                classes[band] |= present
+                fp[band][0] += counted
+                fp[band][1] += left_out
         for band, values in per_band.items():
             present = [v for v in values if v is not None]
             rows.append({"kind": kind, "name": name, "band": band, "map40": float(np.mean(present)) if present else np.nan,
-                         "n_gt": n_gt[band]})
+                         "n_gt": n_gt[band], "classes": "; ".join(analysis.classes[c] for c in sorted(classes[band])),
+                         "fp": fp[band][0], "fp_left_out": fp[band][1]})
     return pd.DataFrame(rows)
 
 
@@ -288,7 +309,11 @@ def markdown(analysis: SweepAnalysis) -> str:
         cells = [f"{rows.loc[k, 'dap'] * 100:.1f} ({int(rows.loc[k, 'count'])})" for k in ERROR_TYPES]
         cells += [f"{rows.loc[k, 'dap'] * 100:.1f}" for k in ("false_pos", "false_neg")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: dAP in AP points (error count).", ""]
+    lines += ["", "Cells: dAP in AP points (error count). The confusion matrices below are not TIDE's classification "
+              f"count: they keep only detections scoring ≥ {analysis.settings.score_thr:g}, count a detection as a "
+              "confusion only with another class's box that no kept detection found (each box once), and do not test "
+              "localisation first (a detection 0.1–0.4 IoU from a box of its own class that covers another class's "
+              "free box is a confusion there, a localisation error in TIDE).", ""]
     lines += _per_class_markdown(analysis)
     if analysis.bands is not None:
         lines += ["", "## AP@0.4 by box size", "", f"Bands: {analysis.bands.describe()}.", "",
@@ -297,7 +322,22 @@ def markdown(analysis: SweepAnalysis) -> str:
             rows = analysis.sizes[analysis.sizes["name"] == name].set_index("band")
             cells = [_fmt(rows.loc[b, "map40"]) + f" ({int(rows.loc[b, 'n_gt'])})" for b in ("all", *BAND_NAMES)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Cells: mAP@0.4 (ground-truth boxes in the band).", ""]
+        lines += ["", "Cells: mAP@0.4 (ground-truth boxes in the band). \"all\" is the mAP over every box, not an average "
+                  "of the bands: each band's mAP averages only the classes with ground truth in that band, and a class "
+                  "without boxes in a band drops out of it together with its false positives in that band.", ""]
+        first = analysis.sizes[analysis.sizes["name"] == analysis.order[0][1]].set_index("band")
+        lines += ["| band | classes with boxes in the band | " + " | ".join(f"{n}: FP counted / left out"
+                                                                              for _, n in analysis.order) + " |",
+                  "|---|---|" + "---|" * len(analysis.order)]
+        for band in BAND_NAMES:
+            cells = []
+            for _, name in analysis.order:
+                row = analysis.sizes[(analysis.sizes["name"] == name) & (analysis.sizes["band"] == band)].iloc[0]
+                cells.append(f"{int(row['fp'])} / {int(row['fp_left_out'])}")
+            lines.append(f"| {band} | {first.loc[band, 'classes'] or '–'} | " + " | ".join(cells) + " |")
+        lines += ["", "False positives by the detection's own box area, from the IoU-0.4 match over all boxes; \"left "
+                  "out\": false positives of classes without ground truth in the band, which that band's mAP does "
+                  "not see.", ""]
     if analysis.skipped:
         lines += ["", "Not analysed: " + "; ".join(analysis.skipped), ""]
     return "\n".join(lines)

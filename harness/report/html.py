@@ -182,7 +182,7 @@ def _accessible_tables(body: str) -> str:
     """Every header cell scoped to its column, and every table captioned with the section it belongs to
     (numbered when a section holds several)."""
     body = body.replace("<th>", '<th scope="col">').replace('<th style=', '<th scope="col" style=')
-    out, heading, lead, count = [], "Table", None, {}
+    out, heading, lead, lead_at, count = [], "Table", None, 0, {}
     for part in re.split(r"(<h[23][^>]*>.*?</h[23]>|<p>.*?</p>|<table>)", body, flags=re.S):
         match = re.match(r"<h[23][^>]*>(.*?)</h[23]>", part, re.S)
         if match:
@@ -190,9 +190,12 @@ def _accessible_tables(body: str) -> str:
         elif part.startswith("<p>"):
             text = re.sub(r"<[^>]+>", "", part[3:-4]).strip()
             lead = text.rstrip(":") if text.endswith(":") and len(text) <= 140 else None  # a table's own intro
+            lead_at = len(out)
         elif part == "<table>":
             count[heading] = count.get(heading, 0) + 1
             label = lead or (heading if count[heading] == 1 else f"{heading} ({count[heading]})")
+            if lead:
+                out[lead_at] = ""  # the intro becomes the caption, said once
             part, lead = f"<table><caption>{label}</caption>", None
         elif part.strip():
             lead = None if "</table>" in part else lead

@@ -39,21 +39,22 @@ def _versus(pairs: pd.DataFrame, a: str, leader: str) -> str:
     return "not compared (no shared images)"
 
 
+def _val_sets(tables: list) -> list:
+    """One run per validation set (fold and image ids): several runs, and copies of one val file, share one."""
+    return list({(str(t.fold), tuple(t.table.image_ids)): t for t in tables}.values())
+
+
 def n_images(tables: list) -> int:
     """Validation images over the folds (each val set once)."""
-    return sum(len(t.table.image_ids) for t in {str(t.gt_path): t for t in tables}.values())
+    return sum(len(t.table.image_ids) for t in _val_sets(tables))
 
 
 def class_counts(tables: list) -> pd.DataFrame:
     """Validation images and boxes per class over the folds (each val set once), from the runs' match tables."""
-    seen, rows = set(), []
-    for run in tables:
-        key = str(run.gt_path)
-        if key in seen:
-            continue
-        seen.add(key)
+    rows = []
+    for run in _val_sets(tables):
         gt = run.table.gt[~run.table.gt["ignore"]]
-        rows.append(gt[["image_id", "category_id"]].assign(val=key))
+        rows.append(gt[["image_id", "category_id"]].assign(val=str(run.fold)))
     if not rows:
         return pd.DataFrame(columns=["category_id", "images", "boxes"])
     gt = pd.concat(rows, ignore_index=True)
