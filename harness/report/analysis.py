@@ -28,7 +28,7 @@ from harness.eval.confusion import SCORE_THR, confusion_matrix
 from harness.eval.errors import ERROR_NAMES, ERROR_TYPES, ErrorAnalysis, summary_line, tide_errors
 from harness.eval.matches import MatchTable
 from harness.eval.per_image import per_image_counts
-from harness.eval.sizes import BAND_NAMES, SizeBands, ap_by_size, size_bands
+from harness.eval.sizes import BAND_NAMES, SizeBands, ap_by_size, ap_by_size_from_table, size_bands
 from harness.predictions import Predictions
 from harness.report import analysis_charts, gallery
 from harness.report.gallery import slugify
@@ -53,7 +53,7 @@ class RunAnalysis:
     gt_path: Path
     preds: Predictions
     table: MatchTable
-    errors: ErrorAnalysis
+    errors: ErrorAnalysis | None          # None: loaded without the TIDE decomposition (load_runs(errors=False))
     max_dets: int | None = None
 
 
@@ -78,7 +78,7 @@ class SweepAnalysis:
         return [r.table for r in self.runs if (r.kind, r.name) == (kind, name)]
 
 
-def load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], list[str]]:
+def load_runs(runs: pd.DataFrame, sweep_dir: Path, errors: bool = True) -> tuple[list[RunAnalysis], list[str]]:
     """One MatchTable (the one pycocotools pass) per run with predictions and val ground truth, and the
     runs left out with why."""
     found, skipped = [], []
@@ -96,7 +96,8 @@ def load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], l
                 continue
             preds = Predictions.load(preds_path)
             table = MatchTable.from_coco(load_gt(gt_path), preds, max_dets=metrics.get("max_dets"))
-            found.append(RunAnalysis(row.kind, row.name, row.fold, run_dir, gt_path, preds, table, tide_errors(table),
+            found.append(RunAnalysis(row.kind, row.name, row.fold, run_dir, gt_path, preds, table,
+                                     tide_errors(table) if errors else None,
                                      metrics.get("max_dets")))
         except (OSError, ValueError) as err:
             log.warning("analysis skipped for %s: %s", run_dir, err)
@@ -110,12 +111,14 @@ def classes_of(runs: list[RunAnalysis]) -> tuple[str, ...]:
 
 
 def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, settings: AnalysisSettings | None = None,
-            bootstrap: BootstrapSettings | None = None) -> SweepAnalysis:
+            bootstrap: BootstrapSettings | None = None,
+            loaded: tuple[list[RunAnalysis], list[str]] | None = None) -> SweepAnalysis:
+    """`loaded`: load_runs()'s result when the report already built the match tables."""
     settings = settings or AnalysisSettings()
     out = SweepAnalysis(settings, bootstrap=bootstrap or BootstrapSettings())
     if not settings.enabled or runs.empty:
         return out
-    out.runs, out.skipped = load_runs(runs, Path(sweep_dir))
+    out.runs, out.skipped = loaded if loaded is not None else load_runs(runs, Path(sweep_dir))
     present = {(r.kind, r.name) for r in out.runs}
     out.order = [(k, n) for k, n in zip(summ["kind"], summ["name"]) if (k, n) in present]
     if not out.runs:
@@ -238,7 +241,10 @@ def _sizes_frame(analysis: SweepAnalysis) -> pd.DataFrame:
         classes: dict[str, set] = {band: set() for band in per_band}
         fp = {band: [0, 0] for band in per_band}
         for run in (r for r in analysis.runs if (r.kind, r.name) == (kind, name)):
-            result = ap_by_size(load_gt(run.gt_path), run.preds, analysis.bands, max_dets=run.max_dets)
+            try:  # from the run's match table: no second pycocotools pass
+                result = ap_by_size_from_table(run.table, analysis.bands)
+            except ValueError:  # crowd regions: pycocotools' own area-range pass
+                result = ap_by_size(load_gt(run.gt_path), run.preds, analysis.bands, max_dets=run.max_dets)
             for band, values in result.items():
                 per_band[band].append(values["map"])
                 n_gt[band] += values["n_gt"]

@@ -60,16 +60,21 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     settings = bootstrap if bootstrap is not None else BootstrapSettings()
     results = collect(sweep_dir)
     summ = summary(results.runs)
-    unc = uncertainty.compute(results.runs, sweep_dir, settings)
+    froc = froc or FrocSettings()
+    analysis = analysis or AnalysisSettings()
+    # each run's one pycocotools pass at IoU 0.4 (a MatchTable): the bootstrap, the analysis (TIDE, confusion,
+    # PR, AP by size, gallery), FROC and the summary all read it
+    loaded = analysis_section.load_runs(results.runs, sweep_dir, errors=analysis.enabled) \
+        if not results.runs.empty and (analysis.enabled or froc.enabled or settings.enabled) else ([], [])
+    tables = loaded[0]
+    unc = uncertainty.compute(results.runs, sweep_dir, settings, {str(r.path): r.table for r in tables})
     uncertainty.add_ci_columns(results.runs, summ, unc)
     reference = sweep_reference(sweep_dir) if reader_reference else None
     protocols = collect_protocols(sweep_dir)
     protocol_md = write_protocol(sweep_dir, out_dir, protocols) if protocols.recorded else None
     ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
-    why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings)
-    froc = froc or FrocSettings()
-    tables = why.runs if why.runs or not froc.enabled else analysis_section.load_runs(results.runs, sweep_dir)[0]
+    why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings, loaded)
     lesions = froc_section.compute(tables, list(zip(summ["kind"], summ["name"])), froc, settings,
                                    why.classes if why.runs else analysis_section.classes_of(tables))
     froc_section.add_columns(results.runs, summ, lesions)
