@@ -184,3 +184,5 @@ def test_first_screen_counts_and_ap_by_size_explained(report):
     assert sizes.loc[("sharp", "small"), "fp_left_out"] == images and sizes.loc[("sharp", "small"), "fp"] == 0
     assert sizes.loc[("sharp", "small"), "classes"] == "Aortic enlargement"
     assert "not an average of the bands" in md and "not TIDE's classification count" in md
+    from harness.report.html import PAGE_BUDGET_BYTES
+    assert paths["index_html"].stat().st_size < PAGE_BUDGET_BYTES

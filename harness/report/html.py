@@ -13,10 +13,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import re
 from pathlib import Path
 
 from harness import atomic
+
+log = logging.getLogger(__name__)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -237,5 +240,9 @@ def build_html(out_dir: str | Path, title: str, paths: dict[str, Path]) -> str:
 def write_index(out_dir: str | Path, title: str, paths: dict[str, Path]) -> Path:
     """Write out_dir/index.html atomically from the report files already in out_dir."""
     path = Path(out_dir) / "index.html"
-    atomic.write_text(path, build_html(out_dir, title, paths))
+    page = build_html(out_dir, title, paths)
+    if len(page.encode()) > PAGE_BUDGET_BYTES:
+        log.warning("%s is %.1f MB, over the page's %.1f MB budget (many models or a large gallery: lower "
+                    "report.analysis.gallery)", path, len(page.encode()) / 1e6, PAGE_BUDGET_BYTES / 1e6)
+    atomic.write_text(path, page)
     return path
