@@ -303,11 +303,11 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
     top, so a table that compares unequal protocols says so where it is read."""
     runs = results.runs
     lines = [f"# {title}", ""]
-    if lead:  # the first screen (harness.report.summary)
-        lines += [lead.rstrip("\n"), ""]
     if protocol is not None:
         lines += ["Protocol and fairness check: [protocol.md](protocol.md)" + (f" — {protocol}" if protocol else ""),
                   ""]
+    if lead:  # the first screen (harness.report.summary)
+        lines += [lead.rstrip("\n"), ""]
     if runs.empty:
         lines += ["No finished runs (no metrics.json) were found.", ""]
     else:
