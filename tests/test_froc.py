@@ -226,4 +226,5 @@ def test_report_gives_cpm_and_auroc_columns_curves_and_operating_points(toy_data
     for key in ("froc_png", "operating_points_png"):
         assert paths[key].stat().st_size > 5000
     page = paths["index_html"].read_text()
-    assert page.index('id="froc-and-image-level-auroc"') < page.index("froc.png")
+    assert page.index('id="froc-and-image-level-auroc"') < page.index('alt="FROC: lesion sensitivity') \
+        < page.index('id="operating-points"') < page.index('alt="Precision, recall and F1 against the score')
