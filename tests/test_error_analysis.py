@@ -246,3 +246,27 @@ def test_pr_curve_ends_at_the_class_recall_and_pools_folds():
     twice = pr_curve([table, table], 0)
     assert len(twice) == 2 * len(curve) and twice["recall"].iloc[-1] == curve["recall"].iloc[-1]
     assert pr_curve([table], 13).empty or table.n_gt()[13] > 0
+
+
+def test_pr_legend_ap_is_the_pooled_curves_own():
+    """Over several folds the PR chart pools the folds, so its legend gives the pooled curve's AP: the AP of
+    the folds' images scored as one set (here: two cases merged with new ids), not the mean over folds."""
+    from harness.report.analysis_charts import pooled_ap
+
+    parts = [random_case(seed, n_images=15) for seed in (3, 4)]
+    merged_images, merged_anns, merged_dets = [], [], []
+    for offset, (gt, preds) in zip((0, 1000), parts):
+        merged_images += [{**im, "id": im["id"] + offset} for im in gt["images"]]
+        merged_anns += [{**a, "id": a["id"] + offset, "image_id": a["image_id"] + offset} for a in gt["annotations"]]
+        merged_dets += [{**d, "image_id": d["image_id"] + offset} for d in preds.detections]
+    merged = {**parts[0][0], "images": merged_images, "annotations": merged_anns}
+    whole = MatchTable.from_coco(merged, Predictions("m", None, [im["id"] for im in merged_images], merged_dets))
+    tables = [MatchTable.from_coco(gt, preds) for gt, preds in parts]
+    checked = 0
+    for cat, ap in whole.per_class_ap().items():
+        if ap is None or any(t.n_gt().get(cat, 0) == 0 for t in tables):
+            continue
+        assert pooled_ap(tables, cat) == pytest.approx(ap, abs=1e-12)
+        fold_mean = np.mean([t.per_class_ap()[cat] for t in tables])
+        checked += abs(fold_mean - ap) > 1e-6
+    assert checked  # at least one class where the pooled AP is not the fold mean

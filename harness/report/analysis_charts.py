@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.classes import CLASSES
+from harness.eval.bootstrap import ap101
 from harness.eval.confusion import normalised
 from harness.eval.errors import ERROR_NAMES, ERROR_TYPES
 from harness.eval.matches import MatchTable, pr_curve
@@ -90,8 +91,11 @@ def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: p
         curve = pr_curve(tables, cat)
         if curve.empty:
             continue
-        ap = per_class[(per_class["name"] == name) & (per_class["class"] == classes[cat])]["ap"]
-        label = name if small else f"{name} (AP {ap.iloc[0]:.3f})" if len(ap) and not math.isnan(ap.iloc[0]) else name
+        if len(tables) > 1:  # the curve pools the folds: its legend gives the pooled curve's own AP
+            label = name if small else f"{name} (pooled AP {pooled_ap(tables, cat):.3f})"
+        else:
+            ap = per_class[(per_class["name"] == name) & (per_class["class"] == classes[cat])]["ap"]
+            label = name if small else f"{name} (AP {ap.iloc[0]:.3f})" if len(ap) and not math.isnan(ap.iloc[0]) else name
         recall = np.concatenate([[0.0], curve["recall"].to_numpy()])
         precision = np.concatenate([[curve["envelope"].iloc[0]], curve["envelope"].to_numpy()])
         ax.step(recall, precision, where="post", color=colours[name], lw=1.2 if small else 1.8, label=label)
@@ -102,6 +106,14 @@ def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: p
         ax.text(0.5, 0.5, "no ground truth\nor no detections", ha="center", va="center", fontsize=7 if small else 10,
                 color="0.4", transform=ax.transAxes)
     return drawn
+
+
+def pooled_ap(tables: list[MatchTable], cat: int) -> float:
+    """pycocotools' 101-point AP of the pooled curve (its detections in score order, all folds' boxes)."""
+    rows = pd.concat([t.det[(t.det["category_id"] == cat) & ~t.det["ignore"]] for t in tables])
+    rows = rows.iloc[np.argsort(-rows["score"].to_numpy(float), kind="mergesort")]
+    tp = rows["tp"].to_numpy(bool)
+    return ap101(tp, ~tp, sum(t.n_gt().get(cat, 0) for t in tables))
 
 
 def pr_figures(curves: dict[str, list[MatchTable]], per_class: pd.DataFrame, out_dir: Path,
