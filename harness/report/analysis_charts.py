@@ -211,7 +211,7 @@ def froc_chart(curves: pd.DataFrame, cpm: dict[str, float], rates, path: Path, p
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("false positives per image (dotted: the CPM's rates)")
     ax.set_ylabel("lesion sensitivity")
-    where = "folds pooled (out-of-fold)" if pooled else "val images"
+    where = "out-of-fold: folds pooled" if pooled else "val images"
     ax.set_title(f"FROC, all classes ({where}); legend: CPM, mean over folds", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.85)
