@@ -12,23 +12,53 @@ Where: ``logger.tracking_uri`` if given (any MLflow tracking URI), else a local 
 (``<sweep>/mlflow/mlflow.db`` with artefacts in ``<sweep>/mlflow/artifacts``; MLflow's file store is
 in maintenance mode, SQLite is its local default). Off unless asked for; MLflow is an extra
 (``pip install cxr-bench[mlflow]``), imported only here and only when logging.
+
+Offline: MLflow (>= 3.2) sends usage telemetry by default, from a thread it starts when ``mlflow`` is
+first imported. Before that import this module sets MLflow's own switches off
+(``MLFLOW_DISABLE_TELEMETRY=true``, ``DO_NOT_TRACK=true``; a telemetry client an earlier import already
+started is dropped), and with a local store (the default SQLite under the sweep, or any ``sqlite:`` /
+``file:`` URI) the whole logging runs inside ``harness.netguard.no_network()``: an attempt to reach the
+network fails the step instead of leaving the machine. A remote ``logger.tracking_uri`` is the network
+on purpose and is not guarded. MLflow turns telemetry off by itself under pytest and CI (it looks for
+``PYTEST_CURRENT_TEST``, ``CI`` and other CI markers), so tests/test_tracking.py checks this in a
+subprocess with those markers removed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from harness.classes import CLASSES
+from harness.netguard import no_network
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
 PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+#: MLflow's own switches that stop its usage telemetry, set before MLflow is imported.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+LOCAL_SCHEMES = ("sqlite:", "file:")
+
+
+def telemetry_off() -> None:
+    """Turn MLflow's usage telemetry off for this process: its switches in the environment before the
+    first ``import mlflow``; a telemetry client that an earlier import started is dropped."""
+    os.environ.update(TELEMETRY_OFF)
+    if "mlflow.telemetry" in sys.modules:
+        sys.modules["mlflow.telemetry"].set_telemetry_client()  # re-reads the switches: no client
+
+
+def is_local(tracking_uri: str) -> bool:
+    """A store on this machine (SQLite, a file store or a plain path): logging to it needs no network."""
+    return tracking_uri.startswith(LOCAL_SCHEMES) or "://" not in tracking_uri
 
 
 def local_store(sweep_dir: Path) -> tuple[str, str]:
@@ -51,6 +81,7 @@ def flatten(config, prefix: str = "") -> dict[str, str]:
 
 
 def _client(sweep_dir: Path, tracking_uri: str | None, experiment: str):
+    telemetry_off()
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as err:
@@ -82,13 +113,19 @@ def _metrics(values: dict) -> list:
 def log_sweep(sweep_dir: str | Path, report_dir: str | Path, tracking_uri: str | None = None,
               experiment: str | None = None) -> dict:
     """Log every run of the sweep and the report folder; returns {"tracking_uri", "experiment_id",
-    "runs": {run folder: MLflow run id}}."""
-    from mlflow.entities import Param
+    "runs": {run folder: MLflow run id}}. MLflow's telemetry is off before it is imported; a local store is
+    written inside no_network()."""
+    telemetry_off()
+    guard = no_network() if is_local(tracking_uri or "sqlite:") else contextlib.nullcontext()
+    with guard:  # a local store: nothing may reach the network (a remote tracking URI is the network)
+        return _log_sweep(Path(sweep_dir), Path(report_dir), tracking_uri, experiment)
 
+
+def _log_sweep(sweep_dir: Path, report_dir: Path, tracking_uri: str | None, experiment: str | None) -> dict:
     from harness.report.tables import collect
 
-    sweep_dir, report_dir = Path(sweep_dir), Path(report_dir)
     client, experiment_id, uri = _client(sweep_dir, tracking_uri, experiment or sweep_dir.name)
+    from mlflow.entities import Param  # after _client turned telemetry off
     runs = collect(sweep_dir).runs
     intervals = _intervals(report_dir)
     logged = {}

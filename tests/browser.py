@@ -25,10 +25,24 @@ PAGE_PROBE = """JSON.stringify({
   title: document.title,
   headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
   tables: document.querySelectorAll('table').length,
-  width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight})"""
+  width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight,
+  viewport: [innerWidth, innerHeight],
+  glance: (el => el ? {top: el.getBoundingClientRect().top, text: el.textContent.slice(0, 4000)} : null)(
+    document.querySelector('section.glance')),
+  overflowing: [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > innerWidth + 1)
+    .map(t => (t.caption ? t.caption.textContent : '?')),
+  alts: [...document.images].map(i => i.alt),
+  nav: [...document.querySelectorAll('nav a')].map(a => a.textContent),
+  headers_without_scope: document.querySelectorAll('th:not([scope])').length,
+  tables_without_caption: [...document.querySelectorAll('table')].filter(t => !t.caption).length})"""
 
 
 def chromium_binary() -> str | None:
+    """CXR_CHROMIUM (a binary's path or name) when set - None if it is not executable - else the first of
+    chromium, chromium-browser, google-chrome on PATH."""
+    configured = os.environ.get("CXR_CHROMIUM")
+    if configured:
+        return shutil.which(configured)
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
@@ -120,8 +134,10 @@ class _Pipe:
             os.close(self._evt_read)
 
 
-def check_page(path: Path, screenshot: bool = False, settle_s: float = 0.5) -> PageCheck:
-    """Open `path` in headless chromium and report what happened (see the module doc)."""
+def check_page(path: Path, screenshot: bool = False, settle_s: float = 0.5,
+               viewport: tuple[int, int] = (1280, 800)) -> PageCheck:
+    """Open `path` in headless chromium at `viewport` (width, height in CSS px) and report what happened (see
+    the module doc); `screenshot`: also capture the first screen (PNG bytes in .screenshot)."""
     binary = chromium_binary()
     if binary is None:
         raise FileNotFoundError("chromium is not installed (Debian: apt-get install chromium)")
@@ -133,6 +149,8 @@ def check_page(path: Path, screenshot: bool = False, settle_s: float = 0.5) -> P
             session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log", "Network"):
                 pipe.send(f"{domain}.enable", session=session)
+            pipe.send("Emulation.setDeviceMetricsOverride", {"width": viewport[0], "height": viewport[1],
+                                                             "deviceScaleFactor": 1, "mobile": False}, session=session)
             pipe.events.clear()
             pipe.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
             pipe.wait_for("Page.loadEventFired", timeout=120)

@@ -114,6 +114,22 @@ def toy_dataset(tmp_path_factory) -> dict:
     return make_toy_dataset(tmp_path_factory.mktemp("toy"), n_images=24, size=128, seed=0, k=2)
 
 
+def reference_required(setting: str | None = None) -> bool:
+    """A test-only reference (tidecv, MLflow, chromium) must be there - its test fails instead of skipping -
+    when its path or binary is configured (`setting`, an environment variable) or CI is set (any value but
+    "", "0" or "false"; .ci/run exports CI=true)."""
+    configured = bool(setting and os.environ.get(setting))
+    return configured or os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def missing_reference(what: str, setting: str | None, remedy: str) -> None:
+    """Fail (required: see reference_required) or skip, naming what is missing and how to get it."""
+    if reference_required(setting):
+        where = f"{setting}={os.environ.get(setting)!r}" if setting and os.environ.get(setting) else "CI is set"
+        pytest.fail(f"{what} is missing but required ({where}): {remedy}")
+    pytest.skip(f"{what} is not available ({remedy})")
+
+
 @pytest.fixture
 def forbid_network():
     """Any socket connection (or DNS lookup) inside the test raises NetworkAttempt."""

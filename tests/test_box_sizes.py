@@ -63,3 +63,31 @@ def test_per_image_counts_agree_with_the_confusion_matrix():
     assert counts["n_gt"].sum() == matrix.iloc[:-1].to_numpy().sum()
     assert counts["fn"].sum() >= matrix[BACKGROUND].sum()  # a confused box is an FN here, off-diagonal there
     assert (counts["tp"] + counts["fn"] == counts["n_gt"]).all() and (counts["tp"] + counts["fp"] == counts["n_det"]).all()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ap_by_size_from_the_match_table_equals_pycocotools_area_ranges(seed):
+    """No second pass: the match table's bands give pycocotools' own area-range numbers exactly (odd seeds:
+    scores rounded to 0.1, many ties)."""
+    from harness.eval.matches import MatchTable
+    from harness.eval.sizes import ap_by_size_from_table
+
+    gt, preds = random_case(seed, n_images=30)
+    if seed % 2:
+        for det in preds.detections:
+            det["score"] = round(det["score"] * 10) / 10
+    bands = size_bands([a["area"] for a in gt["annotations"]])
+    theirs = ap_by_size(gt, preds, bands)
+    ours = ap_by_size_from_table(MatchTable.from_coco(gt, preds), bands)
+    assert ours == theirs
+    assert theirs["small"]["map"] != theirs["all"]["map"]  # the bands do differ from "all" here
+
+
+def test_ap_by_size_from_the_table_refuses_crowd_regions():
+    from harness.eval.matches import MatchTable
+    from harness.eval.sizes import ap_by_size_from_table
+
+    gt, preds = case([(1, 0, (0, 0, 50, 50))], [(1, 0, (0, 0, 50, 50), 0.9)])
+    gt["annotations"][0]["iscrowd"] = 1
+    with pytest.raises(ValueError, match="crowd"):
+        ap_by_size_from_table(MatchTable.from_coco(gt, preds), SizeBands((500.0, 10_000.0)))

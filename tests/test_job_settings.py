@@ -59,3 +59,15 @@ def test_every_preset_gives_a_reason_for_each_native_override(preset, model):
         cfg = compose(config_name="train", overrides=[f"experiment={preset}", f"model={model}"])
     _, _, train = model_settings(cfg)
     assert set(train["native"]) <= set(train["reasons"]), (preset, model, train["native"], train["reasons"])
+
+
+def test_froc_settings_default_in_one_place_and_checked():
+    from harness.jobs.settings import froc_settings
+    from harness.report.froc import FrocSettings
+
+    assert froc_settings(report_config([]).report.froc) == FrocSettings() == froc_settings(None)
+    assert FrocSettings().rule == "iou" and FrocSettings().fp_budget == 1.0
+    cfg = report_config(["report.froc.rule=centre", "report.froc.fp_budget=0.5"])
+    assert froc_settings(cfg.report.froc) == FrocSettings(rule="centre", fp_budget=0.5)
+    with pytest.raises(ValueError, match="report.froc.rule"):
+        froc_settings(report_config(["report.froc.rule=overlap"]).report.froc)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from harness.jobs.settings import analysis_settings, bootstrap_settings, nofinding_settings
+from harness.jobs.settings import analysis_settings, bootstrap_settings, froc_settings, nofinding_settings
 from harness.predictions import Predictions
 from harness.report import build_report, write_overlays
 from harness.sweep import model_runs
@@ -40,7 +40,8 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
     paths = build_report(sweep_dir, out_dir, bootstrap=bootstrap_settings(cfg.report.get("bootstrap")),
                          reader_reference=bool(cfg.report.get("reader_reference", True)),
                          nofinding=nofinding_settings(cfg.get("nofinding")),
-                         analysis=analysis_settings(cfg.report.get("analysis")))
+                         analysis=analysis_settings(cfg.report.get("analysis")),
+                         froc=froc_settings(cfg.report.get("froc")))
     if cfg.report.overlays:
         for name, preds_path, val_json, run_dir in _overlay_sources(sweep_dir):
             write_overlays(Predictions.load(preds_path), val_json, _image_root(run_dir), out_dir / "overlays" / name,

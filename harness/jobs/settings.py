@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.nofinding import NoFindingSettings, check_thresholds
 from harness.report.analysis import AnalysisSettings
+from harness.report.froc import FrocSettings
 from harness.report.uncertainty import BootstrapSettings
 
 
@@ -42,3 +43,9 @@ def analysis_settings(node: Any) -> AnalysisSettings:
     """`report.analysis` ({enabled, score_thr, gallery}) -> AnalysisSettings."""
     casts = {"enabled": bool, "score_thr": float, "gallery": int}
     return AnalysisSettings(**{key: cast(_get(node, key)) for key, cast in casts.items() if _get(node, key) is not None})
+
+
+def froc_settings(node: Any) -> FrocSettings:
+    """`report.froc` ({enabled, rule, fp_budget}) -> FrocSettings (rule and budget checked)."""
+    casts = {"enabled": bool, "rule": str, "fp_budget": float}
+    return FrocSettings(**{key: cast(_get(node, key)) for key, cast in casts.items() if _get(node, key) is not None})

@@ -28,7 +28,7 @@ from harness.eval.confusion import SCORE_THR, confusion_matrix
 from harness.eval.errors import ERROR_NAMES, ERROR_TYPES, ErrorAnalysis, summary_line, tide_errors
 from harness.eval.matches import MatchTable
 from harness.eval.per_image import per_image_counts
-from harness.eval.sizes import BAND_NAMES, SizeBands, ap_by_size, size_bands
+from harness.eval.sizes import BAND_NAMES, SizeBands, ap_by_size, ap_by_size_from_table, size_bands
 from harness.predictions import Predictions
 from harness.report import analysis_charts, gallery
 from harness.report.gallery import slugify
@@ -53,7 +53,7 @@ class RunAnalysis:
     gt_path: Path
     preds: Predictions
     table: MatchTable
-    errors: ErrorAnalysis
+    errors: ErrorAnalysis | None          # None: loaded without the TIDE decomposition (load_runs(errors=False))
     max_dets: int | None = None
 
 
@@ -78,7 +78,9 @@ class SweepAnalysis:
         return [r.table for r in self.runs if (r.kind, r.name) == (kind, name)]
 
 
-def _load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], list[str]]:
+def load_runs(runs: pd.DataFrame, sweep_dir: Path, errors: bool = True) -> tuple[list[RunAnalysis], list[str]]:
+    """One MatchTable (the one pycocotools pass) per run with predictions and val ground truth, and the
+    runs left out with why."""
     found, skipped = [], []
     for row in runs.itertuples():
         run_dir = Path(row.path)
@@ -94,7 +96,8 @@ def _load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], 
                 continue
             preds = Predictions.load(preds_path)
             table = MatchTable.from_coco(load_gt(gt_path), preds, max_dets=metrics.get("max_dets"))
-            found.append(RunAnalysis(row.kind, row.name, row.fold, run_dir, gt_path, preds, table, tide_errors(table),
+            found.append(RunAnalysis(row.kind, row.name, row.fold, run_dir, gt_path, preds, table,
+                                     tide_errors(table) if errors else None,
                                      metrics.get("max_dets")))
         except (OSError, ValueError) as err:
             log.warning("analysis skipped for %s: %s", run_dir, err)
@@ -102,20 +105,27 @@ def _load_runs(runs: pd.DataFrame, sweep_dir: Path) -> tuple[list[RunAnalysis], 
     return found, skipped
 
 
+def classes_of(runs: list[RunAnalysis]) -> tuple[str, ...]:
+    """The dataset's class names by category id (from the first run's val ground truth)."""
+    return tuple(class_names(load_gt(runs[0].gt_path))) if runs else tuple(CLASSES)
+
+
 def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, settings: AnalysisSettings | None = None,
-            bootstrap: BootstrapSettings | None = None) -> SweepAnalysis:
+            bootstrap: BootstrapSettings | None = None,
+            loaded: tuple[list[RunAnalysis], list[str]] | None = None) -> SweepAnalysis:
+    """`loaded`: load_runs()'s result when the report already built the match tables."""
     settings = settings or AnalysisSettings()
     out = SweepAnalysis(settings, bootstrap=bootstrap or BootstrapSettings())
     if not settings.enabled or runs.empty:
         return out
-    out.runs, out.skipped = _load_runs(runs, Path(sweep_dir))
+    out.runs, out.skipped = loaded if loaded is not None else load_runs(runs, Path(sweep_dir))
     present = {(r.kind, r.name) for r in out.runs}
     out.order = [(k, n) for k, n in zip(summ["kind"], summ["name"]) if (k, n) in present]
     if not out.runs:
         return out
-    out.classes = class_names(load_gt(out.runs[0].gt_path))
+    out.classes = classes_of(out.runs)
     out.errors = _errors_frame(out)
-    out.lines = [summary_line(name, _mean_errors(out, kind, name)) for kind, name in out.order]
+    out.lines = [summary_line(name, mean_errors(out, kind, name)) for kind, name in out.order]
     out.ensemble_lines = _ensemble_lines(out, summ)
     out.confusion = {name: sum(confusion_matrix(t, settings.score_thr, out.classes) for t in out.tables(kind, name))
                      for kind, name in out.order}
@@ -137,7 +147,7 @@ def compute(runs: pd.DataFrame, summ: pd.DataFrame, sweep_dir: str | Path, setti
     return out
 
 
-def _mean_errors(analysis: SweepAnalysis, kind: str, name: str) -> ErrorAnalysis:
+def mean_errors(analysis: SweepAnalysis, kind: str, name: str) -> ErrorAnalysis:
     """One model's errors over its folds: counts summed, mAP and dAP averaged."""
     runs = [r.errors for r in analysis.runs if (r.kind, r.name) == (kind, name)]
     first = runs[0]
@@ -150,7 +160,7 @@ def _mean_errors(analysis: SweepAnalysis, kind: str, name: str) -> ErrorAnalysis
 def _errors_frame(analysis: SweepAnalysis) -> pd.DataFrame:
     rows = []
     for kind, name in analysis.order:
-        errors = _mean_errors(analysis, kind, name)
+        errors = mean_errors(analysis, kind, name)
         for key in (*ERROR_TYPES, "false_pos", "false_neg"):
             rows.append({"kind": kind, "name": name, "type": key, "description": ERROR_NAMES[key],
                          "count": errors.counts.get(key, np.nan), "dap": errors.delta_ap[key], "map40": errors.map})
@@ -163,12 +173,12 @@ def _ensemble_lines(analysis: SweepAnalysis, summ: pd.DataFrame) -> list[str]:
         return []
     means = dict(zip(zip(summ["kind"], summ["name"]), summ["map40 mean"]))
     best = max(models, key=lambda m: means.get(m, -1))
-    base = _mean_errors(analysis, *best)
+    base = mean_errors(analysis, *best)
     lines = []
     for kind, name in analysis.order:
         if kind != "ensemble":
             continue
-        ens = _mean_errors(analysis, kind, name)
+        ens = mean_errors(analysis, kind, name)
         changes = []
         for key in ERROR_TYPES:
             before, after = base.counts[key], ens.counts[key]
@@ -209,20 +219,44 @@ def _per_class_ci(analysis: SweepAnalysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _band_false_positives(table: MatchTable, lo: float, hi: float) -> tuple[set, int, int]:
+    """(classes with ground truth in the band, false positives of those classes in the band, false positives
+    in the band of classes without ground truth there - which the band's mAP leaves out), from the
+    metric's match over all boxes; a detection's band is its own box area."""
+    gt = table.gt[~table.gt["ignore"]]
+    present = set(gt.loc[(gt["area"] >= lo) & (gt["area"] <= hi), "category_id"])
+    det = table.det[~table.det["ignore"] & ~table.det["tp"]]
+    area = det["w"] * det["h"]
+    in_band = det[(area >= lo) & (area <= hi)]
+    counted = int(in_band["category_id"].isin(present).sum())
+    return present, counted, int(len(in_band) - counted)
+
+
 def _sizes_frame(analysis: SweepAnalysis) -> pd.DataFrame:
     rows = []
+    ranges = dict(zip(("all", *BAND_NAMES), [(0.0, 1e10), *analysis.bands.ranges()]))
     for kind, name in analysis.order:
         per_band: dict[str, list] = {band: [] for band in ("all", *BAND_NAMES)}
         n_gt = {band: 0 for band in per_band}
+        classes: dict[str, set] = {band: set() for band in per_band}
+        fp = {band: [0, 0] for band in per_band}
         for run in (r for r in analysis.runs if (r.kind, r.name) == (kind, name)):
-            result = ap_by_size(load_gt(run.gt_path), run.preds, analysis.bands, max_dets=run.max_dets)
+            try:  # from the run's match table: no second pycocotools pass
+                result = ap_by_size_from_table(run.table, analysis.bands)
+            except ValueError:  # crowd regions: pycocotools' own area-range pass
+                result = ap_by_size(load_gt(run.gt_path), run.preds, analysis.bands, max_dets=run.max_dets)
             for band, values in result.items():
                 per_band[band].append(values["map"])
                 n_gt[band] += values["n_gt"]
+                present, counted, left_out = _band_false_positives(run.table, *ranges[band])
+                classes[band] |= present
+                fp[band][0] += counted
+                fp[band][1] += left_out
         for band, values in per_band.items():
             present = [v for v in values if v is not None]
             rows.append({"kind": kind, "name": name, "band": band, "map40": float(np.mean(present)) if present else np.nan,
-                         "n_gt": n_gt[band]})
+                         "n_gt": n_gt[band], "classes": "; ".join(analysis.classes[c] for c in sorted(classes[band])),
+                         "fp": fp[band][0], "fp_left_out": fp[band][1]})
     return pd.DataFrame(rows)
 
 
@@ -281,7 +315,11 @@ def markdown(analysis: SweepAnalysis) -> str:
         cells = [f"{rows.loc[k, 'dap'] * 100:.1f} ({int(rows.loc[k, 'count'])})" for k in ERROR_TYPES]
         cells += [f"{rows.loc[k, 'dap'] * 100:.1f}" for k in ("false_pos", "false_neg")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: dAP in AP points (error count).", ""]
+    lines += ["", "Cells: dAP in AP points (error count). The confusion matrices below are not TIDE's classification "
+              f"count: they keep only detections scoring ≥ {analysis.settings.score_thr:g}, count a detection as a "
+              "confusion only with another class's box that no kept detection found (each box once), and do not test "
+              "localisation first (a detection 0.1–0.4 IoU from a box of its own class that covers another class's "
+              "free box is a confusion there, a localisation error in TIDE).", ""]
     lines += _per_class_markdown(analysis)
     if analysis.bands is not None:
         lines += ["", "## AP@0.4 by box size", "", f"Bands: {analysis.bands.describe()}.", "",
@@ -290,7 +328,22 @@ def markdown(analysis: SweepAnalysis) -> str:
             rows = analysis.sizes[analysis.sizes["name"] == name].set_index("band")
             cells = [_fmt(rows.loc[b, "map40"]) + f" ({int(rows.loc[b, 'n_gt'])})" for b in ("all", *BAND_NAMES)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Cells: mAP@0.4 (ground-truth boxes in the band).", ""]
+        lines += ["", "Cells: mAP@0.4 (ground-truth boxes in the band). \"all\" is the mAP over every box, not an average "
+                  "of the bands: each band's mAP averages only the classes with ground truth in that band, and a class "
+                  "without boxes in a band drops out of it together with its false positives in that band.", ""]
+        first = analysis.sizes[analysis.sizes["name"] == analysis.order[0][1]].set_index("band")
+        lines += ["| band | classes with boxes in the band | " + " | ".join(f"{n}: FP counted / left out"
+                                                                              for _, n in analysis.order) + " |",
+                  "|---|---|" + "---|" * len(analysis.order)]
+        for band in BAND_NAMES:
+            cells = []
+            for _, name in analysis.order:
+                row = analysis.sizes[(analysis.sizes["name"] == name) & (analysis.sizes["band"] == band)].iloc[0]
+                cells.append(f"{int(row['fp'])} / {int(row['fp_left_out'])}")
+            lines.append(f"| {band} | {first.loc[band, 'classes'] or '–'} | " + " | ".join(cells) + " |")
+        lines += ["", "False positives by the detection's own box area, from the IoU-0.4 match over all boxes; \"left "
+                  "out\": false positives of classes without ground truth in the band, which that band's mAP does "
+                  "not see.", ""]
     if analysis.skipped:
         lines += ["", "Not analysed: " + "; ".join(analysis.skipped), ""]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.classes import CLASSES
+from harness.eval.bootstrap import ap101
 from harness.eval.confusion import normalised
 from harness.eval.errors import ERROR_NAMES, ERROR_TYPES
 from harness.eval.matches import MatchTable, pr_curve
@@ -90,8 +91,11 @@ def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: p
         curve = pr_curve(tables, cat)
         if curve.empty:
             continue
-        ap = per_class[(per_class["name"] == name) & (per_class["class"] == classes[cat])]["ap"]
-        label = name if small else f"{name} (AP {ap.iloc[0]:.3f})" if len(ap) and not math.isnan(ap.iloc[0]) else name
+        if len(tables) > 1:  # the curve pools the folds: its legend gives the pooled curve's own AP
+            label = name if small else f"{name} (pooled AP {pooled_ap(tables, cat):.3f})"
+        else:
+            ap = per_class[(per_class["name"] == name) & (per_class["class"] == classes[cat])]["ap"]
+            label = name if small else f"{name} (AP {ap.iloc[0]:.3f})" if len(ap) and not math.isnan(ap.iloc[0]) else name
         recall = np.concatenate([[0.0], curve["recall"].to_numpy()])
         precision = np.concatenate([[curve["envelope"].iloc[0]], curve["envelope"].to_numpy()])
         ax.step(recall, precision, where="post", color=colours[name], lw=1.2 if small else 1.8, label=label)
@@ -102,6 +106,14 @@ def _draw_curves(ax, curves: dict[str, list[MatchTable]], cat: int, per_class: p
         ax.text(0.5, 0.5, "no ground truth\nor no detections", ha="center", va="center", fontsize=7 if small else 10,
                 color="0.4", transform=ax.transAxes)
     return drawn
+
+
+def pooled_ap(tables: list[MatchTable], cat: int) -> float:
+    """pycocotools' 101-point AP of the pooled curve (its detections in score order, all folds' boxes)."""
+    rows = pd.concat([t.det[(t.det["category_id"] == cat) & ~t.det["ignore"]] for t in tables])
+    rows = rows.iloc[np.argsort(-rows["score"].to_numpy(float), kind="mergesort")]
+    tp = rows["tp"].to_numpy(bool)
+    return ap101(tp, ~tp, sum(t.n_gt().get(cat, 0) for t in tables))
 
 
 def pr_figures(curves: dict[str, list[MatchTable]], per_class: pd.DataFrame, out_dir: Path,
@@ -168,4 +180,69 @@ def size_chart(sizes: pd.DataFrame, bands: SizeBands, path: Path) -> Path:
     ax.set_title("AP@0.4 by box size (bands: terciles of the ground-truth box areas)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(4, len(names)), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+def froc_chart(curves: pd.DataFrame, cpm: dict[str, float], rates, path: Path, pooled: bool = False) -> Path:
+    """Sensitivity against false positives per image (log axis), all classes pooled, one line per model;
+    the CPM's rates marked. Legend: CPM (mean over folds)."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(curves["name"])) or list(cpm)
+    colours = _model_colours(names)
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    for name in names:
+        curve = curves[(curves["name"] == name) & (curves["class"] == "all")]
+        if curve.empty:
+            continue
+        fppi = np.concatenate([[rates[0] / 4], curve["fp_per_image"].to_numpy(float)])
+        sens = np.concatenate([[0.0], curve["sensitivity"].to_numpy(float)])
+        fppi = np.maximum(fppi, rates[0] / 4)
+        # extend the last point to the right edge: the sensitivity stays where all detections are kept
+        fppi, sens = np.append(fppi, max(rates[-1] * 2, fppi[-1])), np.append(sens, sens[-1])
+        value = cpm.get(name, math.nan)
+        ax.step(fppi, sens, where="post", color=colours[name], lw=1.8,
+                label=f"{name} (CPM {value:.3f})" if not math.isnan(value) else name)
+    for rate in rates:
+        ax.axvline(rate, color="0.75", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(rates[0] / 2, rates[-1] * 2)
+    ax.set_xticks(list(rates))
+    ax.set_xticklabels(["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positives per image (dotted: the CPM's rates)")
+    ax.set_ylabel("lesion sensitivity")
+    where = "out-of-fold: folds pooled" if pooled else "val images"
+    ax.set_title(f"FROC, all classes ({where}); legend: CPM, mean over folds", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.85)
+    return save_figure(fig, path)
+
+
+def operating_points_chart(points: pd.DataFrame, budget: pd.DataFrame, path: Path) -> Path:
+    """Per model: precision, recall and F1 against the score threshold; the threshold within the FP budget
+    marked (dashed)."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(points["name"]))
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.6), squeeze=False, sharey=True)
+    chosen = budget.set_index("name") if not budget.empty else None
+    for ax, name in zip(axes.ravel(), names):
+        rows_ = points[points["name"] == name]
+        for key, colour in (("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green")):
+            ax.plot(rows_["threshold"], rows_[key], color=colour, lw=1.5, label=key if key != "f1" else "F1")
+        if chosen is not None and name in chosen.index and not math.isnan(chosen.loc[name, "budget threshold"]):
+            ax.axvline(chosen.loc[name, "budget threshold"], color="0.3", ls="--", lw=1,
+                       label=f"≤ {chosen.loc[name, 'fp_budget']:g} FP/image")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("score threshold", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes.ravel()[len(names):]:
+        ax.set_axis_off()
+    fig.suptitle("Operating points: precision, recall (lesion sensitivity) and F1 against the score threshold",
+                 fontsize=10)
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -232,6 +232,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 CI_COLS = ["map40 ci_low", "map40 ci_high"]
+#: Lesion- and image-level columns (harness.report.froc): CPM and image AUROC, with intervals on the mean rows.
+SCREEN_COLS = ["cpm", "cpm ci_low", "cpm ci_high", "auroc", "auroc ci_low", "auroc ci_high"]
 PAIR_COLS = ["delta", "delta_ci_low", "delta_ci_high", "p_a_gt_b", "verdict"]
 
 
@@ -243,14 +245,16 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
     (ensemble settings tuned on out-of-fold data vs the defaults, harness.report.tuning)."""
     classes = class_columns(summ, " mean") if not summ.empty else class_columns(runs)
     value_cols = [*METRICS, *[f"AP {c}" for c in classes]]
-    cols = ["kind", "name", "variant", "fold", *value_cols, *CI_COLS, *PAIR_COLS, "n_images", "split_hash", "path"]
+    screen = [c for c in SCREEN_COLS if c in summ or c in runs]
+    cols = ["kind", "name", "variant", "fold", *value_cols, *CI_COLS, *screen, *PAIR_COLS, "n_images", "split_hash",
+            "path"]
     runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *CI_COLS])))
     parts = [runs.reindex(columns=cols)] if not runs.empty else []
     for _, row in summ.iterrows():
         for stat in ("mean", "std"):
             values = {c: row[f"{c} {stat}"] for c in value_cols}
             if stat == "mean":
-                values.update({c: row.get(c, math.nan) for c in CI_COLS})
+                values.update({c: row.get(c, math.nan) for c in (*CI_COLS, *screen)})
             parts.append(pd.DataFrame([{"kind": row["kind"], "name": row["name"], "variant": row["variant"],
                                         "fold": stat, **values}], columns=cols))
     if pairs is not None and not pairs.empty:
@@ -293,7 +297,7 @@ def _ci(low: float, high: float, digits: int = 3) -> str:
 def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", protocol: str | None = None,
              pairs: pd.DataFrame | None = None, reference: dict | None = None, ci_note: str | None = None,
              extra: str | None = None, tuning: list[dict] | None = None,
-             pair_warnings: list[str] | None = None) -> str:
+             pair_warnings: list[str] | None = None, lead: str | None = None) -> str:
     """results.md: main table (model x fold + mean ± std), per-class AP table, failed jobs.
     `protocol` (the fairness summary, when a protocol.md was written next to it) adds a link at the
     top, so a table that compares unequal protocols says so where it is read."""
@@ -302,6 +306,8 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
     if protocol is not None:
         lines += ["Protocol and fairness check: [protocol.md](protocol.md)" + (f" — {protocol}" if protocol else ""),
                   ""]
+    if lead:  # the first screen (harness.report.summary)
+        lines += [lead.rstrip("\n"), ""]
     if runs.empty:
         lines += ["No finished runs (no metrics.json) were found.", ""]
     else:
@@ -311,8 +317,9 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
                   "Kaggle metric (all-point, IoU > 0.4; 15-cls adds \"No finding\").", ""]
         if ci_note:
             lines += [ci_note, ""]
-        header = ["model", "variant", *folds, "mean ± std", "CI", "VOC mAP@0.4", "VOC 15-cls", "AP50", "AP50:95",
-                  "train s", "predict s"]
+        screen = "cpm" in summ  # harness.report.froc's CPM and image AUROC (intervals in its own section)
+        header = ["model", "variant", *folds, "mean ± std", "CI", *(["CPM", "image AUROC"] if screen else []),
+                  "VOC mAP@0.4", "VOC 15-cls", "AP50", "AP50:95", "train s", "predict s"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, srow in summ.iterrows():
             group = runs[(runs["kind"] == srow["kind"]) & (runs["name"] == srow["name"])]
@@ -322,6 +329,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
                      *[_fmt(by_fold.get(f, math.nan)) for f in folds],
                      _pm(srow["map40 mean"], srow["map40 std"], n),
                      _ci(srow.get("map40 ci_low", math.nan), srow.get("map40 ci_high", math.nan)),
+                     *([_fmt(srow["cpm"], 3), _fmt(srow["auroc"], 3)] if screen else []),
                      *[_pm(srow[f"{m} mean"], srow[f"{m} std"], n) for m in ("voc_map40", "voc_map40_15", "ap50",
                                                                                   "ap50_95")],
                      _fmt(srow["train_time_s mean"], 0), _fmt(srow["predict_time_s mean"], 1)]
@@ -330,7 +338,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
             ties = reference.get("map40_tie_orders")
             cells = [f"*{reference['name']}*", reference["variant"] + "; GT: the other two readers",
                      *["–" for _ in folds], f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}",
-                     f"tie orders {_ci(ties['min'], ties['max'])}" if ties else "–",
+                     f"tie orders {_ci(ties['min'], ties['max'])}" if ties else "–", *(["–", "–"] if screen else []),
                      f"{reference['voc_map40']:.4f} ± {reference['voc_map40_std']:.4f}", "–", "–", "–", "–", "–"]
             lines.append("| " + " | ".join(cells) + " |")
             lines += ["", f"*{reference['name']}* (human-reader reference; its CI cell: the range of mAP@0.4 over "
@@ -389,7 +397,8 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
 def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title: str = "Results",
                  protocol: str | None = None, pairs: pd.DataFrame | None = None, reference: dict | None = None,
                  ci_note: str | None = None, extra: str | None = None,
-                 tuning: list[dict] | None = None, pair_warnings: list[str] | None = None) -> dict[str, Path]:
+                 tuning: list[dict] | None = None, pair_warnings: list[str] | None = None,
+                 lead: str | None = None) -> dict[str, Path]:
     """Write results.csv and results.md atomically; returns their paths. See markdown() and long_table().
     `extra`: a Markdown section added before the failed jobs (the "No finding" stage)."""
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
@@ -397,5 +406,6 @@ def write_tables(results: SweepResults, summ: pd.DataFrame, out_dir: Path, title
     with atomic.atomic_path(csv_path) as tmp:
         long_table(results.runs, summ, pairs, reference, tuning).to_csv(tmp, index=False, float_format="%.6g")
     atomic.write_text(md_path, markdown(results, summ, title, protocol=protocol, pairs=pairs, reference=reference,
-                                        ci_note=ci_note, extra=extra, tuning=tuning, pair_warnings=pair_warnings))
+                                        ci_note=ci_note, extra=extra, tuning=tuning, pair_warnings=pair_warnings,
+                                        lead=lead))
     return {"results_csv": csv_path, "results_md": md_path}

@@ -79,7 +79,11 @@ def ground_truth_for(run_dir: Path, metrics: dict, sweep_dir: Path) -> Path | No
     return None
 
 
-def run_bootstrap(run_dir: Path, sweep_dir: Path, settings: BootstrapSettings) -> Bootstrap | None:
+def run_bootstrap(run_dir: Path, sweep_dir: Path, settings: BootstrapSettings, table=None) -> Bootstrap | None:
+    """`table`: the run's MatchTable when the report already has it (harness.eval.matches: the same matches,
+    no second pycocotools pass); else the matches are computed here."""
+    if table is not None:
+        return table.image_matches().bootstrap(settings.resamples, settings.seed)
     preds_path = run_dir / "predictions.json"
     metrics_path = run_dir / "metrics.json"
     if not preds_path.is_file() or not metrics_path.is_file():
@@ -100,15 +104,17 @@ def verdict(summary: dict, a: str, b: str) -> str:
     return "not distinguishable"
 
 
-def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings) -> Uncertainty:
-    """Bootstraps of every run in `runs` (collect()'s frame), fold means per model, paired pairs."""
+def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings, tables: dict | None = None
+            ) -> Uncertainty:
+    """Bootstraps of every run in `runs` (collect()'s frame), fold means per model, paired pairs.
+    `tables`: {run path: MatchTable} the report built once (each run's one pycocotools pass)."""
     result = Uncertainty(settings)
     if not settings.enabled or runs.empty:
         result.pairs = pd.DataFrame(columns=PAIR_COLUMNS)
         return result
     for path in runs["path"]:
         try:
-            boot = run_bootstrap(Path(path), Path(sweep_dir), settings)
+            boot = run_bootstrap(Path(path), Path(sweep_dir), settings, (tables or {}).get(str(path)))
         except (OSError, ValueError) as err:
             log.warning("bootstrap skipped for %s: %s", path, err)
             boot = None
