@@ -160,3 +160,24 @@ def test_a_perfect_vinbigdata_model_scores_one_on_every_mapped_nih_row():
     missing = unscored(mapping, gt)
     assert missing["target_boxes"] == {"Pneumonia": sum(a["category_id"] == NIH_CLASSES.index("Pneumonia")
                                                         for a in gt["annotations"])}
+
+
+def test_label_sets_are_told_apart_by_their_names_not_their_size():
+    """is_vinbigdata by identity; predictions checked against the ground truth's categories (a category id
+    the scored label set lacks is an error naming it, not silently dropped)."""
+    from harness.classes import class_names, is_vinbigdata
+    from harness.predictions import PredictionFileError
+
+    assert is_vinbigdata(CLASSES) and is_vinbigdata(range(14)) and not is_vinbigdata(NIH_CLASSES)
+    fourteen = [f"finding {i}" for i in range(14)]  # another label set with 14 named classes
+    assert not is_vinbigdata(fourteen)
+    coco = {"images": [{"id": 1, "width": 10, "height": 10}], "annotations": [],
+            "categories": [{"id": i, "name": n} for i, n in enumerate(fourteen)]}
+    assert class_names(coco) == tuple(fourteen)
+    nih = {**coco, "categories": [{"id": i, "name": n} for i, n in enumerate(NIH_CLASSES)]}
+    preds = Predictions("m", None, [1], [{"image_id": 1, "category_id": 12, "bbox": [1, 1, 2, 2], "score": 0.5}])
+    with pytest.raises(PredictionFileError, match=r"category id\(s\) \[12\].*8 classes: Atelectasis"):
+        evaluate(nih, preds)
+    with pytest.raises(PredictionFileError, match="detection #0 is invalid"):
+        preds.validate("x", num_classes=len(NIH_CLASSES))
+    preds.validate("x", num_classes=14)
