@@ -177,3 +177,28 @@ def test_bca_interval_moves_with_bias_and_skew_and_falls_back_to_percentile():
     low_a, high_a = bca_ci(samples, 0.5, skew)
     assert high_a > percentile_ci(samples)[1] + 0.02
     assert bca_ci(np.zeros(100), 0.0, skew) == (0.0, 0.0)  # degenerate: percentile
+
+
+def test_pairing_is_refused_on_different_split_hashes():
+    """Two runs on the same image ids but scored against other labels (another split hash) are not paired."""
+    gt, preds = random_case(8, n_images=30)
+    matches = ImageMatches.from_coco(gt, preds)
+    a = matches.bootstrap(100, seed=0, split_hash="aaaa")
+    assert paired(a, matches.bootstrap(100, seed=0, split_hash="aaaa")).summary()["delta"] == 0
+    with pytest.raises(ValueError, match="same split: split_hash aaaa vs bbbb"):
+        paired(a, matches.bootstrap(100, seed=0, split_hash="bbbb"))
+
+
+def test_seed_interval_includes_the_seed_variance():
+    """The seeds section's interval: mean ± t(n-1) sqrt(sd²/n + image variance); the sign test is exact."""
+    from harness.report.seeds import seed_interval, sign_test, t_quantile
+
+    values = [0.18, 0.27, 0.37]   # three seeds: a large seed-to-seed spread
+    low, high = seed_interval(values, 0.0004, 0.95)
+    sd = np.std(values, ddof=1)
+    assert t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
+    assert (high - low) / 2 == pytest.approx(4.3027 * np.sqrt(sd ** 2 / 3 + 0.0004), abs=1e-4)
+    images_only = 2 * 1.96 * np.sqrt(0.0004)
+    assert high - low > 4 * images_only   # the seeds widen it far beyond the images-only interval
+    assert seed_interval([0.3, 0.3, 0.3], 0.0004, 0.95)[1] - 0.3 == pytest.approx(4.3027 * 0.02, abs=1e-4)
+    assert sign_test(3, 0) == 0.25 and sign_test(5, 0) == 0.0625 and sign_test(2, 1) == 1.0
