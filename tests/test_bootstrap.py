@@ -202,3 +202,19 @@ def test_seed_interval_includes_the_seed_variance():
     assert high - low > 4 * images_only   # the seeds widen it far beyond the images-only interval
     assert seed_interval([0.3, 0.3, 0.3], 0.0004, 0.95)[1] - 0.3 == pytest.approx(4.3027 * 0.02, abs=1e-4)
     assert sign_test(3, 0) == 0.25 and sign_test(5, 0) == 0.0625 and sign_test(2, 1) == 1.0
+
+
+def test_coverage_simulation_runs(capsys):
+    """experiments/bootstrap_coverage.py (the table in docs/benchmarks.md), as a tiny smoke run."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("bootstrap_coverage", ROOT / "experiments" / "bootstrap_coverage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--sets", "4", "--resamples", "50", "--population", "2000", "--rare", "5"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 5 |")]
+    assert [r.split(" | ")[2] for r in rows] == ["percentile", "BCa", "shipped", "percentile", "BCa", "shipped",
+                                                 "shipped, by patient"]
+    assert all(0 <= float(r.split(" | ")[3]) <= 1 for r in rows)
