@@ -218,3 +218,19 @@ def test_coverage_simulation_runs(capsys):
     assert [r.split(" | ")[2] for r in rows] == ["percentile", "BCa", "shipped", "percentile", "BCa", "shipped",
                                                  "shipped, by patient"]
     assert all(0 <= float(r.split(" | ")[3]) <= 1 for r in rows)
+
+
+def test_per_class_intervals_use_the_tables_draws():
+    """The report's per-class intervals (harness.report.analysis, from a MatchTable) resample exactly the
+    draws of the results table's mAP interval, by patient where the ground truth is grouped."""
+    from harness.eval.bootstrap import mean_present
+    from harness.eval.matches import MatchTable
+
+    gt, preds = _with_a_rare_class()
+    grouped = _grouped(gt, patients=9)
+    for truth in (gt, grouped):
+        boot = ImageMatches.from_coco(truth, preds).bootstrap(200, seed=5)
+        table = MatchTable.from_coco(truth, preds).image_matches()
+        assert table.groups == ImageMatches.from_coco(truth, preds).groups
+        per_class = table.per_class_ap(table.counts(200, seed=5))
+        assert np.allclose(mean_present(np.stack(list(per_class.values()), axis=1)), boot.samples)
