@@ -136,16 +136,19 @@ def main(argv=None) -> None:
     parser.add_argument("--level", type=float, default=0.95)
     parser.add_argument("--rare", type=float, nargs="*", default=list(RARE_CARRIERS),
                         help="expected carrier images of the rare class per set")
+    parser.add_argument("--patients", choices=("no", "yes", "both"), default="both",
+                        help="images independent, grouped into patients, or both (the rows of one run)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
     print(f"{args.sets} validation sets of {args.images} images per row, {args.resamples} resamples, nominal "
           f"{args.level:.0%}; population mAP@0.4 from {args.population} images; seed {args.seed}\n")
     print("| rare class: expected carrier images / set | patients | interval | coverage (all sets) | "
           f"sets with every class on ≥ {FEW_IMAGES} images | coverage on those | mean width |")
     print("|---|---|---|---|---|---|---|")
-    for clustered in (False, True):
+    for clustered in {"no": (False,), "yes": (True,), "both": (False, True)}[args.patients]:
         for rare in args.rare:
+            # each row its own generator: a row's figures do not depend on which other rows run
+            rng = np.random.default_rng([args.seed, int(round(rare * 1000)), int(clustered)])
             for r in one_config(rare, clustered, args, rng):
                 thick = "–" if np.isnan(r["coverage_thick"]) else f"{r['coverage_thick']:.3f}"
                 print(f"| {r['rare']:g} | {'yes' if r['patients'] else 'no'} | {r['method']} | {r['coverage']:.3f} | "
