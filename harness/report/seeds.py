@@ -167,7 +167,7 @@ def markdown(table: pd.DataFrame, pair_table: pd.DataFrame, level: float) -> str
              "n − 1 degrees of freedom, its variance the seeds' sd²/n plus the bootstrap variance of the seed mean over "
              f"the val images), and beside it the {level:.0%} bootstrap interval of the seed mean, which covers the "
              "choice of validation images only. With few seeds the t interval is wide: that is what few seeds can "
-             "say (it rests on these seeds, one split, one machine).", "",
+             "say (it rests on these seeds, these folds, one machine).", "",
              "| model | seeds | per seed | mean ± sd over seeds | interval over seeds and images | "
              "bootstrap CI (images only) |", "|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
