@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import atomic  # noqa: E402
 from harness.eval import froc  # noqa: E402
-from harness.eval.bootstrap import ImageMatches, resample_counts  # noqa: E402
+from harness.eval.bootstrap import ImageMatches  # noqa: E402
 from harness.eval.matches import MatchTable  # noqa: E402
 from harness.eval.sizes import ap_by_size, ap_by_size_from_table, size_bands  # noqa: E402
 from harness.predictions import Predictions  # noqa: E402
@@ -95,7 +95,7 @@ def bench(case: str, resamples: int) -> dict:
 
     def lesion_level():
         hits = froc.LesionHits.from_table(table)
-        w = resample_counts(table.image_ids, resamples, 0, new_matches.class_images())
+        w = new_matches.counts(resamples, 0)
         return froc.cpm(hits, weights=w), froc.auroc(hits, weights=w)
 
     _, t_froc = timed(lesion_level)

@@ -2,7 +2,8 @@
 
 The default is the VinBigData / VinDr-CXR set: 14 abnormality classes plus "No finding". Other
 datasets bring their own list (`LABEL_SETS`, chosen by `data.label_set`); nothing in the harness
-assumes 14 classes: a prepared dataset's COCO `categories` carry its class list, and every consumer
+assumes 14 classes: a prepared dataset's COCO `categories` carry its class list, and whether a class
+list is VinBigData's is decided by its names (`is_vinbigdata`), never by its length, and every consumer
 (metrics, tables, charts, overlays, adapters) reads the names from there or from the job's
 `TrainSpec.classes`. COCO category ids ARE the class's index in its label set (0..N-1), so a
 category id read anywhere (labels, predictions, submissions) means the same class without a mapping
@@ -89,24 +90,26 @@ def coco_categories() -> list[dict]:
 
 
 def class_names(coco: dict) -> tuple[str, ...]:
-    """A COCO dict's class names by category id; ids must be 0..N-1. 14 categories (or none: every
-    cxr-bench labels file before label sets) are VinBigData's, named by their official names."""
+    """A COCO dict's class names by category id; ids must be 0..N-1. No categories (every cxr-bench
+    labels file before label sets) means VinBigData's; categories that are VinBigData's (is_vinbigdata)
+    are named by its official names."""
     cats = coco.get("categories")
     if not cats:
         return CLASSES
     ids = sorted(int(c["id"]) for c in cats)
     if ids != list(range(len(ids))):
         raise ValueError(f"COCO category ids must be 0..{len(ids) - 1}, found {ids}")
-    if is_vinbigdata(ids):
-        return CLASSES
-    by_id = {int(c["id"]): str(c["name"]) for c in cats}
-    return tuple(by_id[i] for i in range(len(ids)))
+    by_id = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
+    names = tuple(by_id[i] for i in range(len(ids)))
+    return CLASSES if is_vinbigdata(names) else names
 
 
 def is_vinbigdata(classes) -> bool:
-    """Whether a class list is VinBigData's: 14 classes, ids 0-13 (by count: hand-made and older COCO
-    files name them differently; no other label set has 14)."""
-    return len(tuple(classes)) == NUM_CLASSES
+    """Whether a class list is VinBigData's, by identity: its 14 official names in order, or 14 classes
+    that carry no names (their ids 0-13, or the ids as names: hand-made files). Not by count alone: another
+    label set of 14 named classes is not VinBigData."""
+    names = tuple(str(c) for c in classes)
+    return names == CLASSES or names == tuple(str(i) for i in range(NUM_CLASSES))
 
 
 def require_vinbigdata(classes, what: str) -> None:

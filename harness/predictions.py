@@ -6,9 +6,12 @@ A prediction file is JSON:
       "source": "<model or ensemble name>",
       "split_hash": "<Split.split_hash, or null for unlabeled images>",
       "image_ids": [<every COCO image id predicted on, with or without detections>],
-      "detections": [{"image_id": int, "category_id": int (0-13), "bbox": [x, y, w, h], "score": float}, ...]
+      "detections": [{"image_id": int, "category_id": int (0..N-1), "bbox": [x, y, w, h], "score": float}, ...]
     }
-Coordinates are prepared-PNG pixels, COCO [x, y, width, height].
+Coordinates are prepared-PNG pixels, COCO [x, y, width, height]. A category id is the class's index in
+the label set the model was trained on (harness.classes; N = its size): the file does not name its
+label set, so the scorer checks the ids against the ground truth's categories
+(harness.eval.coco_map.check_images) and `load(path, num_classes=N)` where the label set is known.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import atomic
-from harness.classes import NUM_CLASSES
 
 FORMAT = "cxr-bench-predictions/1"
 
@@ -48,7 +50,7 @@ class Predictions:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Predictions":
+    def load(cls, path: str | Path, num_classes: int | None = None) -> "Predictions":
         path = Path(path)
         try:
             raw = json.loads(path.read_text())
@@ -57,17 +59,19 @@ class Predictions:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise PredictionFileError(f"{path}: not a {FORMAT} file")
         preds = cls(raw["source"], raw.get("split_hash"), list(raw["image_ids"]), list(raw["detections"]))
-        preds.validate(path)
+        preds.validate(path, num_classes)
         return preds
 
-    def validate(self, where: str | Path = "<predictions>") -> None:
+    def validate(self, where: str | Path = "<predictions>", num_classes: int | None = None) -> None:
+        """Raise PredictionFileError at the first malformed detection; `num_classes`: category ids must
+        be below it (the label set's size), else only non-negative integers."""
         known = set(self.image_ids)
         for i, det in enumerate(self.detections):
             bbox = det.get("bbox")
             ok = (
                 det.get("image_id") in known
                 and isinstance(det.get("category_id"), int)
-                and 0 <= det["category_id"] < NUM_CLASSES
+                and 0 <= det["category_id"] < (num_classes if num_classes is not None else det["category_id"] + 1)
                 and isinstance(bbox, (list, tuple))
                 and len(bbox) == 4
                 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)

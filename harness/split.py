@@ -110,6 +110,8 @@ def make_split(labels_json: str | Path, folds_json: str | Path, fold: int, workd
         f"{content_hash}:{file_sha256(labels_json)}:{fold}".encode()
     ).hexdigest()[:16]
     out = workdir / "split"
+    if folds.get("group_by"):  # grouped folds (patients): the bootstrap resamples whole groups of these images
+        coco = {**coco, "info": {**(coco.get("info") or {}), "group_by": folds["group_by"]}}
     atomic.write_json(out / "train.json", subset_coco(coco, train_keys), indent=None)
     atomic.write_json(out / "val.json", subset_coco(coco, val_keys), indent=None)
     return Split(out / "train.json", out / "val.json", labels_json.parent.parent, fold, split_hash)

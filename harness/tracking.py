@@ -3,7 +3,8 @@
 When the report step runs (after a sweep, also a partial one), every model and ensemble run of the
 sweep becomes an MLflow run of the experiment ``logger.experiment`` (default: the sweep's name):
 its resolved config as params (dotted keys), its metrics (mAP@0.4, VOC, AP50, AP50:95, times),
-mAP@0.4's bootstrap interval from the report, the per-class AP@0.4 (``AP/<class>``), and its
+mAP@0.4's bootstrap interval from the report, the per-class AP@0.4 (``AP/<class>``, the
+run's own label set), and its
 metrics.json and predictions.json as artefacts. One more run, ``report``, holds the report folder.
 A run is found again by its tag ``cxr.path`` (the run folder), so logging a sweep twice updates its
 runs instead of adding copies.
@@ -36,7 +37,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.classes import CLASSES
 from harness.netguard import no_network
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ def _log_sweep(sweep_dir: Path, report_dir: Path, tracking_uri: str | None, expe
         for start in range(0, len(fresh), PARAM_BATCH):
             client.log_batch(run_id, params=fresh[start:start + PARAM_BATCH])
         values = {key: metrics.get(key) for key in METRIC_KEYS}
-        values.update({f"AP/{cls}": (metrics.get("per_class") or {}).get(cls) for cls in CLASSES})
+        # every class of the run's own label set (metrics.json's per_class, in its order): VinBigData's, NIH's, ...
+        values.update({f"AP/{cls}": ap for cls, ap in (metrics.get("per_class") or {}).items()})
         values.update(intervals.get(str(run_dir), {}))
         client.log_batch(run_id, metrics=_metrics(values))
         for name in ("metrics.json", "predictions.json"):

@@ -211,3 +211,69 @@ def test_train_job_and_report_on_nih_use_its_classes(tmp_path):
     results = (tmp_path / "runs" / "nih" / "report" / "results.md").read_text()
     assert "| Pneumothorax |" in results and "| Aortic enlargement |" not in results
     assert "No finding" not in results.split("## Failed jobs")[0].split("Per-class")[1]
+
+
+def test_boxes_scale_from_the_release_space_to_downscaled_images(tmp_path):
+    """The release's boxes are in 1024-px space; a copy of the release with its PNGs at 512 px gets its
+    boxes halved (not rejected as outside the image, nor kept at twice their size), and says so."""
+    from PIL import Image
+
+    raw = copy_mini(tmp_path / "raw")
+    for path in image_paths(raw).values():
+        with Image.open(path) as im:
+            im.resize((512, 512)).save(path)
+    summary = _prepare(raw, tmp_path / "p", size=256)  # found at 512, prepared at 256
+    coco = json.loads(summary.labels.read_text())
+    assert all(img["orig_width"] == 512 and img["width"] == 256 for img in coco["images"])
+    assert len(coco["info"]["box_scale"]) == 11 and set(map(tuple, coco["info"]["box_scale"].values())) == {(0.5, 0.5)}
+    key = {img["id"]: img["image_key"] for img in coco["images"]}
+    want = {(r["name"][:-4], r["label"]): r["xywh"] for r in box_rows()}
+    assert len(coco["annotations"]) == 15
+    for ann in coco["annotations"]:
+        x, y, w, h = want[(key[ann["image_id"]], NIH_CLASSES[ann["category_id"]])]
+        assert np.allclose(ann["bbox"], [x / 4, y / 4, w / 4, h / 4], atol=0.006)
+    # at the release's own size nothing is scaled
+    assert json.loads(_prepare(NIH_MINI, tmp_path / "q", size=256).labels.read_text())["info"]["box_scale"] == {}
+
+
+def test_original_header_with_a_byte_order_mark_and_three_empty_trailing_columns(tmp_path):
+    """The release's header as shipped ("Bbox [x,y,w,h]" split into four cells, then three empty ones),
+    here saved with a UTF-8 byte-order mark as spreadsheet exports do."""
+    rows = (NIH_MINI / "BBox_List_2017.csv").read_text().splitlines()[1:]
+    path = tmp_path / "BBox_List_2017.csv"
+    path.write_bytes(("\n".join(["Image Index,Finding Label,Bbox [x,y,w,h],,,", *rows]) + "\n").encode("utf-8-sig"))
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    table = parse_bbox_csv(path)
+    assert len(table.rows) == 15 and table.rows.iloc[0]["image_id"] == box_rows()[0]["name"][:-4]
+
+
+def test_unboxed_findings_of_data_entry_become_ignore_regions(tmp_path):
+    """With Data_Entry_2017.csv, a finding the image-level labels give but the box list does not box is
+    an ignore region (a whole-image iscrowd box): not a box to find, not background to be penalised."""
+    from harness.eval import evaluate
+    from harness.predictions import Predictions
+
+    raw = copy_mini(tmp_path / "raw")
+    assert json.loads(_prepare(raw, tmp_path / "p0").labels.read_text())["info"]["exhaustive"] is False
+    (raw / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Follow-up #,Patient ID\n"
+        "00019124_045.png,Atelectasis|Effusion,45,19124\n"        # Atelectasis boxed; Effusion not
+        "00005532_016.png,Cardiomegaly|Infiltration,16,5532\n")   # Infiltrate unboxed
+    summary = _prepare(raw, tmp_path / "p")
+    coco = json.loads(summary.labels.read_text())
+    crowd = [a for a in coco["annotations"] if a.get("iscrowd")]
+    key = {img["id"]: img for img in coco["images"]}
+    assert sorted((key[a["image_id"]]["image_key"], NIH_CLASSES[a["category_id"]]) for a in crowd) == [
+        ("00005532_016", "Infiltrate"), ("00019124_045", "Effusion")]
+    assert all(a["bbox"] == [0, 0, key[a["image_id"]]["width"], key[a["image_id"]]["height"]] for a in crowd)
+    assert coco["info"]["unboxed_findings"] == 2 and summary.boxes_per_class["Effusion"] == 2
+    # scoring: an Effusion detection on the image whose Effusion is unboxed is neither TP nor FP
+    effusion = NIH_CLASSES.index("Effusion")
+    boxed = [a for a in coco["annotations"] if a["category_id"] == effusion and not a.get("iscrowd")]
+    dets = [{"image_id": a["image_id"], "category_id": effusion, "bbox": a["bbox"], "score": 0.5} for a in boxed]
+    ids = [img["id"] for img in coco["images"]]
+    unboxed = next(a["image_id"] for a in crowd if a["category_id"] == effusion)
+    extra = {"image_id": unboxed, "category_id": effusion, "bbox": [10, 10, 50, 50], "score": 0.9}
+    assert evaluate(coco, Predictions("p", None, ids, [*dets, extra]))["per_class"]["Effusion"] == pytest.approx(1.0)
+    without = {**coco, "annotations": [a for a in coco["annotations"] if not a.get("iscrowd")]}
+    assert evaluate(without, Predictions("p", None, ids, [*dets, extra]))["per_class"]["Effusion"] < 0.7  # the FP ranks first

@@ -212,7 +212,7 @@ def test_paired_comparison_says_when_image_sets_differ(scored_sweep):
     assert "**Not compared** (scored on different image sets):" in md
     assert "- bad vs good, fold1: scored on different image sets (35 vs 40 images, 0 only in bad, 5 only in good)" in md
     assert "the share of resamples in which A scored higher than B" in md
-    assert "cover the choice of validation images only" in md and "of resamples were)" in md
+    assert "cover the choice of validation images only" in md and "drops out of that resample's mean" in md
 def test_results_chart_labels_never_overlap_the_legend(sweep):
     """The value / interval labels of every bar (also the first, highest one) stay clear of the legend."""
     from harness.report.charts import results_figure
@@ -277,6 +277,13 @@ def test_seed_sweep_reports_mean_and_sd_over_seeds_and_pairs_per_seed(tmp_path):
     assert float(good.loc["mean", "sd"]) == pytest.approx(np.std([points[("good", 0)], points[("good", 1)]], ddof=1),
                                                           **close)
     assert float(good.loc["mean", "ci_low"]) < float(good.loc["mean", "map40"]) < float(good.loc["mean", "ci_high"])
+    # the interval over seeds and images: a t interval (1 degree of freedom) whose variance adds the seeds'
+    # sd²/2 to the images' bootstrap variance: wider than either part alone
+    sd, mean = float(good.loc["mean", "sd"]), float(good.loc["mean", "map40"])
+    low, high = float(good.loc["mean", "low"]), float(good.loc["mean", "high"])
+    assert low < mean < high and (high - low) / 2 > 12.7 * sd / np.sqrt(2)  # t(0.975, 1) = 12.71
+    assert high - low > float(good.loc["mean", "ci_high"]) - float(good.loc["mean", "ci_low"])
+    assert "interval over seeds and images" in md
     mean_sd = f"{(points[('good', 0)] + points[('good', 1)]) / 2:.4f} ± "
     assert f"| good | 2 | 0: {points[('good', 0)]:.4f}, 1: {points[('good', 1)]:.4f} | {mean_sd}" in md
     # paired comparisons: seed by seed only (never seed 0 of one model against seed 1 of another)
@@ -285,5 +292,8 @@ def test_seed_sweep_reports_mean_and_sd_over_seeds_and_pairs_per_seed(tmp_path):
     over = seeds_csv[seeds_csv["kind"] == "paired"].set_index("name")
     assert over.loc["bad vs good", "a_better"] + over.loc["bad vs good", "b_better"] + \
         over.loc["bad vs good", "not_distinguishable"] == 2
+    # the sign of Δ over the seeds with its exact two-sided sign test: good higher in 2 of 2 seeds, p = 0.5
+    assert over.loc["bad vs good", "b_higher"] == 2 and over.loc["bad vs good", "sign_p"] == pytest.approx(0.5)
+    assert "| bad | good | 2 |" in md and "| 0 of 2 (p = 0.5) |" in md
     assert over.loc["bad vs good", "delta"] == pytest.approx(
         np.mean([points[("bad", s)] - points[("good", s)] for s in (0, 1)]), **close)

@@ -49,6 +49,8 @@ def _write_subset(coco_json: Path, image_root: Path, out: Path, subset: str,
     coco = json.loads(Path(coco_json).read_text())
     by_image: dict[int, list[dict]] = {}
     for ann in coco["annotations"]:
+        if ann.get("iscrowd", 0):  # an ignore region (e.g. NIH's unboxed findings): YOLO has none, so background
+            continue
         by_image.setdefault(ann["image_id"], []).append(ann)
     img_dir, lbl_dir = out / "images" / subset, out / "labels" / subset
     img_dir.mkdir(parents=True, exist_ok=True)

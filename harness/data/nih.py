@@ -3,9 +3,11 @@
 The release, as users download it:
 
     <raw_dir>/BBox_List_2017.csv          Image Index, Finding Label, Bbox [x,y,w,h] (4 numbers, pixels of
-                                          the 1024 image) and three empty trailing columns; the unquoted
-                                          header splits "Bbox [x,y,w,h]" into four cells
-    <raw_dir>/Data_Entry_2017.csv         optional: image-level labels ("No Finding" images: normals)
+                                          the 1024 x 1024 release image) and three empty trailing columns;
+                                          the unquoted header splits "Bbox [x,y,w,h]" into four cells
+                                          (read as UTF-8 with or without a byte-order mark)
+    <raw_dir>/Data_Entry_2017.csv         optional: image-level labels ("No Finding" images: normals;
+                                          findings the box list does not box: ignore regions)
     <raw_dir>/images_001/images/*.png … images_012/…   (any folder depth: found recursively)
 
 What differs from VinBigData: PNG not DICOM (`png_input`, no DICOM stage), its own 8 classes
@@ -13,6 +15,19 @@ What differs from VinBigData: PNG not DICOM (`png_input`, no DICOM stage), its o
 both accepted), one reader per box (no label fusion: `num_readers` 1), patient ids in the file names
 (`<patient>_<follow-up>.png`) so the folds are grouped by patient, and boxes only on images with a
 finding (`normals=N` adds N "No Finding" images from Data_Entry_2017.csv as negatives).
+
+Boxes are in the release's 1024-px space (`RELEASE_SIZE`); an image found at another size (a
+downscaled copy of the release) gets its boxes scaled to its own pixels, and the log and the labels'
+``info.box_scale`` say which images were resized and by how much.
+
+The box list is not exhaustive: it was drawn for sampled findings, so other findings of the same
+image are unboxed. With Data_Entry_2017.csv present, every (image, class) pair that the image-level
+labels give but the box list does not box becomes an ignore region (a COCO ``iscrowd`` box covering
+the whole image, class of that finding): scoring neither rewards nor penalises detections there, and
+the adapters leave crowd boxes out of training (background, as before; no framework here can train
+with ignore regions of that kind). The labels' ``info.exhaustive`` is False without that file (the
+external-validation table then says the boxes are not exhaustive) and ``info.unboxed_findings``
+counts the ignore regions with it.
 
 Bad rows are reported by CSV line (policy "error" raises one LabelError listing all; "drop-and-report"
 drops them and writes a report); images that fail to convert are listed by file, the rest converted.
@@ -47,6 +62,10 @@ READER = "NIH"
 ALIASES = {"Infiltration": "Infiltrate"}  # the image-level file's spelling of the box file's label
 NO_FINDING_LABEL = "No Finding"
 ROW_COLUMNS = ("image_id", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max", "line")
+#: The release's image size: its boxes are in these pixels.
+RELEASE_SIZE = 1024
+#: The CSVs' encoding: UTF-8, with or without a byte-order mark (spreadsheet exports add one).
+ENCODING = "utf-8-sig"
 
 
 def find_file(raw_dir: Path, name: str) -> Path | None:
@@ -80,8 +99,15 @@ def _check_header(path: Path, header: list[str] | None) -> None:
         raise labels_mod.LabelError(path, [(1, f"header {header} is not 'Image Index, Finding Label, Bbox [x,y,w,h]'")])
 
 
+def box_scale(size: tuple[int, int] | None) -> tuple[float, float]:
+    """(x, y) factors from the release's 1024-px box space to an image of `size` (h, w); 1 when unknown."""
+    if size is None:
+        return 1.0, 1.0
+    return size[1] / RELEASE_SIZE, size[0] / RELEASE_SIZE
+
+
 def _check_box_row(cells: list[str], sizes: dict | None) -> tuple[dict | None, str | None]:
-    """One data row → (record in original pixels, None) or (None, reason)."""
+    """One data row → (record in the found image's pixels, None) or (None, reason)."""
     if len(cells) < 6:
         return None, f"expected at least 6 columns (image, label, x, y, w, h), found {len(cells)}"
     extra = [c for c in cells[6:] if c.strip()]
@@ -108,8 +134,10 @@ def _check_box_row(cells: list[str], sizes: dict | None) -> tuple[dict | None, s
         if image_id not in sizes:
             return None, f"image {name} was not found under data.raw_dir"
         size = sizes[image_id]
-        if size is not None and (x + w > size[1] + 0.5 or y + h > size[0] + 0.5):
-            return None, f"box ({x}, {y}, {w}, {h}) outside the image ({size[1]}x{size[0]})"
+        if x + w > RELEASE_SIZE + 0.5 or y + h > RELEASE_SIZE + 0.5:
+            return None, f"box ({x}, {y}, {w}, {h}) outside the release's {RELEASE_SIZE}x{RELEASE_SIZE} image"
+        fx, fy = box_scale(size)
+        x, y, w, h = x * fx, y * fy, w * fx, h * fy
     return {"image_id": image_id, "class_id": NIH_CXR14.classes.index(label), "rad_id": READER,
             "x_min": x, "y_min": y, "x_max": x + w, "y_max": y + h}, None
 
@@ -117,13 +145,15 @@ def _check_box_row(cells: list[str], sizes: dict | None) -> tuple[dict | None, s
 def parse_bbox_csv(path: str | os.PathLike, sizes: dict[str, tuple[int, int] | None] | None = None,
                    policy: str = "error", report_path: str | os.PathLike | None = None) -> labels_mod.LabelTable:
     """Read and validate BBox_List_2017.csv: rows with image_id (file stem), class_id (NIH label set),
-    rad_id "NIH", x_min..y_max (original pixels), line. `sizes` {image_id: (h, w) or None}: when given,
-    every image must be in it and boxes inside the image. Policies as labels.parse_train_csv."""
+    rad_id "NIH", x_min..y_max, line. Without `sizes` the boxes stay in the release's 1024-px space;
+    `sizes` {image_id: (h, w) of the found image, or None}: every image must be in it, boxes inside the
+    release's 1024 x 1024 image, and each box is scaled to its found image's pixels (box_scale).
+    Policies as labels.parse_train_csv."""
     if policy not in labels_mod.POLICIES:
         raise ValueError(f"bad_rows policy must be one of {labels_mod.POLICIES}, got {policy!r}")
     path = Path(path)
     records, problems = [], []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding=ENCODING) as handle:
         reader = csv.reader(handle)
         _check_header(path, next(reader, None))
         for cells in reader:
@@ -145,9 +175,15 @@ def parse_bbox_csv(path: str | os.PathLike, sizes: dict[str, tuple[int, int] | N
     return table
 
 
+def resized_images(sizes: dict[str, tuple[int, int] | None]) -> dict[str, list[float]]:
+    """{image_id: [x, y] box scale} of the found images that are not the release's 1024 x 1024."""
+    return {key: list(box_scale(size)) for key, size in sorted(sizes.items())
+            if size is not None and tuple(size) != (RELEASE_SIZE, RELEASE_SIZE)}
+
+
 def box_image_names(path: Path) -> list[str]:
     """The image file names the box file mentions (first column), in order, without validating rows."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding=ENCODING) as handle:
         reader = csv.reader(handle)
         _check_header(path, next(reader, None))
         return list(dict.fromkeys(c[0].strip() for c in reader if c and c[0].strip()))
@@ -162,12 +198,7 @@ def normal_images(entry_csv: Path | None, available: dict[str, Path], exclude: s
     if entry_csv is None:
         raise FileNotFoundError(f"data.normals={n} needs {ENTRY_FILE} (the release's image-level labels) "
                                 "under data.raw_dir")
-    with open(entry_csv, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "Image Index" not in reader.fieldnames or "Finding Labels" not in reader.fieldnames:
-            raise ValueError(f"{entry_csv}: header {reader.fieldnames} lacks 'Image Index' / 'Finding Labels'")
-        names = sorted({row["Image Index"].strip() for row in reader
-                        if (row.get("Finding Labels") or "").strip() == NO_FINDING_LABEL})
+    names = sorted(name for name, labels in image_labels(entry_csv).items() if labels == {NO_FINDING_LABEL})
     names = [name for name in names if name in available and name not in exclude]
     if len(names) < n:
         log.warning("nih: data.normals=%d but only %d 'No Finding' images are under data.raw_dir: using all of them",
@@ -175,6 +206,51 @@ def normal_images(entry_csv: Path | None, available: dict[str, Path], exclude: s
         return names
     pick = np.random.default_rng(seed).choice(len(names), size=n, replace=False)
     return sorted(names[i] for i in pick)
+
+
+def image_labels(entry_csv: Path) -> dict[str, set[str]]:
+    """{image file name: its labels} from Data_Entry_2017.csv ("A|B" split; the box file's spellings)."""
+    with open(entry_csv, newline="", encoding=ENCODING) as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "Image Index" not in fields or "Finding Labels" not in fields:
+            raise ValueError(f"{entry_csv}: header {reader.fieldnames} lacks 'Image Index' / 'Finding Labels'")
+        reader.fieldnames = fields
+        return {row["Image Index"].strip(): {ALIASES.get(v.strip(), v.strip())
+                                            for v in (row.get("Finding Labels") or "").split("|") if v.strip()}
+                for row in reader}
+
+
+def unboxed_findings(entry_csv: Path | None, images: dict[str, int], boxed: set[tuple[str, int]]) -> list[tuple[str, int]]:
+    """(image_id, class_id) pairs the image-level labels give for `images` {image_id: ...} but the
+    box list does not box (`boxed`): the ignore regions; [] without the file."""
+    if entry_csv is None:
+        return []
+    pairs = []
+    for name, labels in image_labels(entry_csv).items():
+        key = Path(name).stem
+        if key not in images:
+            continue
+        pairs += [(key, NIH_CXR14.classes.index(label)) for label in sorted(labels)
+                  if label in NIH_CXR14.classes and (key, NIH_CXR14.classes.index(label)) not in boxed]
+    return sorted(pairs)
+
+
+def add_ignore_regions(coco: dict, pairs: list[tuple[str, int]]) -> int:
+    """Append one whole-image iscrowd box per (image_id, class_id) pair; return how many."""
+    by_key = {img["image_key"]: img for img in coco["images"]}
+    next_id = max([a["id"] for a in coco["annotations"]] + [0]) + 1
+    added = 0
+    for key, cat in pairs:
+        img = by_key.get(key)
+        if img is None:
+            continue
+        w, h = float(img["width"]), float(img["height"])
+        coco["annotations"].append({"id": next_id, "image_id": img["id"], "category_id": int(cat),
+                                    "bbox": [0.0, 0.0, w, h], "area": w * h, "iscrowd": 1, "num_readers": 0})
+        next_id += 1
+        added += 1
+    return added
 
 
 def labels_name(normals: int) -> str:
@@ -195,8 +271,8 @@ def prepare_nih(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size: in
         raise FileNotFoundError(f"no {BOX_FILE} under {raw_dir} (expected the NIH ChestX-ray14 release's layout)")
     available = find_pngs(raw_dir)
     wanted = box_image_names(box_csv)
-    normal_names = normal_images(find_file(raw_dir, ENTRY_FILE) if normals > 0 else None, available, set(wanted),
-                                 int(normals), seed)
+    entry_csv = find_file(raw_dir, ENTRY_FILE)
+    normal_names = normal_images(entry_csv if normals > 0 else None, available, set(wanted), int(normals), seed)
     files = [(available[name], "train") for name in [*wanted, *normal_names] if name in available]
     missing = [name for name in wanted if name not in available]
     if missing:
@@ -218,8 +294,15 @@ def prepare_nih(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size: in
     labels_path = summary.labels
     ok = manifest[manifest["status"] == "ok"]
     labels_fp = fingerprint(file_sha256(box_csv), ok.astype(str).to_dict("records"), name, bad_rows,
-                            normal_names, NIH_CXR14.classes)
+                            normal_names, NIH_CXR14.classes, RELEASE_SIZE,
+                            file_sha256(entry_csv) if entry_csv is not None else None)
     report = out_dir / "labels" / f"{name}.problems.csv"
+    resized = resized_images({k: v for k, v in sizes.items() if k in set(ok["image_id"])})
+    if resized:
+        example, factor = next(iter(resized.items()))
+        log.info("nih: %d image(s) are not the release's %dx%d (e.g. %s, boxes scaled by %.3g x %.3g): their boxes "
+                 "are scaled from the release's %d-px space to the image found", len(resized), RELEASE_SIZE,
+                 RELEASE_SIZE, example, factor[0], factor[1], RELEASE_SIZE)
     table = parse_bbox_csv(box_csv, sizes, bad_rows, report_path=report)
     if stored(labels_path, lambda d: d["info"]["fingerprint"]) == labels_fp:
         summary.reused.append("labels")
@@ -230,18 +313,25 @@ def prepare_nih(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, size: in
         info = {"description": f"NIH ChestX-ray14 boxes from {box_csv}", "source_csv": str(box_csv),
                 "label_set": NIH_CXR14.name, "fusion": "none", "bad_rows": bad_rows,
                 "dropped_rows": len(table.problems), "normal_images": [Path(n).stem for n in normal_names],
-                "fingerprint": labels_fp}
+                "box_scale": resized, "exhaustive": False, "group_by": "patient", "fingerprint": labels_fp}
         coco = coco_mod.build_coco(boxes, manifest, info, labeled, categories=NIH_CXR14.categories())
+        if entry_csv is not None:  # the image-level labels' unboxed findings: ignore regions
+            boxed = set(zip(boxes["image_id"], boxes["class_id"].astype(int)))
+            pairs = unboxed_findings(entry_csv, {img["image_key"]: img for img in coco["images"]}, boxed)
+            coco["info"]["unboxed_findings"] = add_ignore_regions(coco, pairs)
+            coco["info"]["exhaustive"] = None  # boxed findings + ignore regions: as exhaustive as the image labels
+            coco["info"]["entry_csv"] = str(entry_csv)
         atomic.write_json(labels_path, coco, indent=None)
     summary.dropped_rows = len(table.problems)
     if table.problems and report.exists():
         summary.problems_report = report
     summary.train_images = len(coco["images"])
-    counts = pd.Series([a["category_id"] for a in coco["annotations"]], dtype=int).value_counts().sort_index()
+    counts = pd.Series([a["category_id"] for a in coco["annotations"] if not a.get("iscrowd")],
+                       dtype=int).value_counts().sort_index()
     summary.boxes_per_class = {NIH_CXR14.classes[i]: int(n) for i, n in counts.items()}
 
     ensure_folds_and_stats(summary, folds, seed, group_by="patient", write_stats=lambda: stats_mod.write_stats(
-        coco, summary.stats_dir, table.rows, name=f"{out_dir.name} / {name}"))
+        {**coco, "annotations": [a for a in coco["annotations"] if not a.get("iscrowd")]}, summary.stats_dir, table.rows, name=f"{out_dir.name} / {name}"))
     log.info("prepare (NIH): %d converted, %d reused, %d failed; %d images; labels %s", summary.converted,
              summary.skipped, summary.failed, summary.train_images, labels_path)
     return summary

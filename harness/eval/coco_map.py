@@ -24,7 +24,8 @@ The stages stay visible, like pycocotools' own API, for anyone who wants to insp
     ev.accumulate()                  # precision/recall arrays (ev.cocoeval.eval["precision"])
     scores = ev.summarize()          # {"map40", "per_class", "ap50", "ap50_95", "max_dets"}
 
-Category ids are the VinBigData class ids 0-13; ``per_class`` is keyed by class name and holds None
+Category ids are the ground truth's class ids 0..N-1 (its label set: harness.classes; predictions with
+other ids are refused); ``per_class`` is keyed by class name and holds None
 for classes without ground truth in the evaluated images (pycocotools' -1).
 """
 from __future__ import annotations
@@ -79,13 +80,22 @@ def load_gt(gt_coco: str | Path | dict) -> dict:
 
 
 def check_images(gt: dict, preds: Predictions, where: str = "<ground truth>") -> None:
-    """Raise PredictionFileError when the predictions name images the ground truth does not hold."""
+    """Raise PredictionFileError when the predictions name images the ground truth does not hold, or
+    category ids that are not its categories (another label set: pycocotools would drop them silently)."""
     known = {img["id"] for img in gt.get("images", [])}
     unknown = sorted(set(preds.image_ids) - known)
     if unknown:
         raise PredictionFileError(
             f"predictions {preds.source!r} name {len(unknown)} image id(s) absent from the ground truth "
             f"{where}: {unknown[:10]}{' ...' if len(unknown) > 10 else ''} (wrong split or labels file?)"
+        )
+    cats = {int(c["id"]) for c in gt.get("categories") or []} or set(range(len(CLASSES)))
+    foreign = sorted({int(d["category_id"]) for d in preds.detections} - cats)
+    if foreign:
+        raise PredictionFileError(
+            f"predictions {preds.source!r} use category id(s) {foreign[:10]} that the ground truth {where} does not "
+            f"have (its {len(cats)} classes: {', '.join(class_names(gt))}): a model of another label set? "
+            "Score it through a class mapping (cxr-predict predict.input=external mapping=<name>)"
         )
 
 

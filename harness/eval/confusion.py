@@ -1,6 +1,6 @@
 """Confusion matrix with background, from the metric's matches (harness.eval.matches).
 
-Rows are the true class (the 14 classes, then "background" = boxes on no ground truth), columns the
+Rows are the true class (the label set's classes, then "background" = boxes on no ground truth), columns the
 predicted class (then "background" = ground truth no kept detection found). Only detections scoring
 at least ``score_thr`` count (a matrix over every low-score detection would be all background); the
 metric's greedy matching is by score, so the true positives among the kept detections are exactly

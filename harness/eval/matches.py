@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.eval.bootstrap import ClassMatches, ImageMatches, ap101
+from harness.classes import class_names
+from harness.eval.bootstrap import ClassMatches, ImageMatches, ap101, image_groups
 from harness.eval.coco_map import CocoMapEval
 from harness.predictions import Predictions
 
@@ -43,6 +44,8 @@ class MatchTable:
     det: pd.DataFrame
     gt: pd.DataFrame
     iou_thr: float = IOU_THR
+    groups: tuple[str, ...] | None = None   # each image's group (patient) when the ground truth says so
+    names: dict[int, str] | None = None     # category id -> class name (the ground truth's label set)
 
     @classmethod
     def from_coco(cls, gt_coco, preds: Predictions, iou_thr: float = IOU_THR,
@@ -78,7 +81,8 @@ class MatchTable:
         new_row[order] = np.arange(len(order))
         matched = gt["det_row"].to_numpy() >= 0
         gt.loc[matched, "det_row"] = new_row[gt.loc[matched, "det_row"].to_numpy()]
-        return cls(image_ids, list(ev.cat_ids), det, gt, iou_thr)
+        return cls(image_ids, list(ev.cat_ids), det, gt, iou_thr, image_groups(ev.gt, image_ids),
+                   dict(enumerate(class_names(ev.coco_gt.dataset))))
 
     # ----- scoring -----
     def n_gt(self) -> dict[int, int]:
@@ -121,7 +125,7 @@ class MatchTable:
             np.add.at(n_gt, gt.loc[gt["category_id"] == cat, "image_id"].map(index).to_numpy(np.int64), 1)
             tp = rows["tp"].to_numpy(bool)
             classes[cat] = ClassMatches(rows["image_id"].map(index).to_numpy(np.int64), tp, ~tp, n_gt)
-        return ImageMatches(list(self.image_ids), classes)
+        return ImageMatches(list(self.image_ids), classes, self.groups, self.names)
 
 
 def pr_curve(tables: list[MatchTable], category_id: int) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from harness import atomic
-from harness.eval.external import ClassMapping, MappingError, class_scores, external_rows
+from harness.eval.external import ClassMapping, MappingError, external_rows, score_external, unscored
 from harness.jobs.config import ConfigError, data_label_set, to_plain
 from harness.jobs.data_step import ensure_prepared
 from harness.jobs.run_predictions import fuse_runs, predict_with_runs
@@ -77,19 +77,23 @@ def run_external(cfg: DictConfig, runs: list[tuple[DictConfig, dict]], run_dirs:
     mapped = mapping.map_predictions(preds)
     mapped.save(out_dir / "predictions_mapped.json")
     boot = bootstrap_settings(cfg.report.get("bootstrap"))
-    external, external_mean = class_scores(dataset.labels, mapped, list(mapping.target_of()), boot.resamples,
-                                           boot.seed, boot.ci)
     internal = internal_predictions(cfg, runs, run_dirs)
-    internal_scores, internal_mean = (class_scores(internal[1], internal[0], list(mapping.classes), boot.resamples,
-                                                   boot.seed, boot.ci) if internal else (None, None))
+    scores = score_external(mapping, coco, preds, internal[1] if internal else None,
+                            internal[0] if internal else None, boot.resamples, boot.seed, boot.ci)
     folds = sorted({int(m["fold"]) for _, m in runs if m.get("fold") is not None})
+    info = coco.get("info") or {}
     doc = {
         "model": preds.source, "runs": [str(d) for d in run_dirs], "folds": folds,
         "mapping": mapping.name, "source_label_set": mapping.source.name, "target_label_set": mapping.target.name,
         "external_dataset": str(cfg.data.name), "external_labels": str(dataset.labels), "n_images": len(images),
-        "rows": external_rows(mapping, external, internal_scores),
-        "external_mean": vars(external_mean), "internal_mean": vars(internal_mean) if internal_mean else None,
+        "rows": external_rows(mapping, scores.external, scores.internal),
+        "external_mean": vars(scores.external_mean),
+        "internal_mean": vars(scores.internal_mean) if scores.internal_mean else None,
+        "mean_sources": scores.mean_sources,
         "unmapped_source": list(mapping.unmapped_source), "unmapped_target": list(mapping.unmapped_target),
+        "unscored": unscored(mapping, coco),
+        "exhaustive": info.get("exhaustive"), "unboxed_findings": info.get("unboxed_findings"),
+        "grouped_by": info.get("group_by"),
         "bootstrap": {"resamples": boot.resamples, "seed": boot.seed, "ci": boot.ci},
     }
     atomic.write_json(out_dir / RESULT_FILE, doc)

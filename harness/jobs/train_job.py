@@ -99,7 +99,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         predict_time = time.perf_counter() - started
     source = f"{name}:{spec.variant}"
     preds = Predictions(source, split.split_hash, [img.id for img in val_images], detections)
-    preds.validate(run_dir / "predictions.json")
+    preds.validate(run_dir / "predictions.json", len(spec.classes))  # ids of the label set trained on
     preds.save(run_dir / "predictions.json")
     scores = evaluate(split.val_json, preds)
     metrics = {

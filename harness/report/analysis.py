@@ -22,7 +22,7 @@ import pandas as pd
 
 from harness import atomic
 from harness.classes import CLASSES, class_names
-from harness.eval.bootstrap import percentile_ci, resample_counts
+from harness.eval.bootstrap import bca_ci, influence
 from harness.eval.coco_map import load_gt
 from harness.eval.confusion import SCORE_THR, confusion_matrix
 from harness.eval.errors import ERROR_NAMES, ERROR_TYPES, ErrorAnalysis, summary_line, tide_errors
@@ -194,18 +194,21 @@ def _ensemble_lines(analysis: SweepAnalysis, summ: pd.DataFrame) -> list[str]:
 
 
 def _per_class_ci(analysis: SweepAnalysis) -> pd.DataFrame:
-    """Per class AP@0.4 (mean over folds) and its bootstrap interval, the results table's draws."""
+    """Per class AP@0.4 (mean over folds) and its BCa bootstrap interval from the results table's
+    draws (ImageMatches.counts: the same resamples, by patient where the folds are grouped); a resample
+    without the class's images leaves that class out of that resample."""
     settings = analysis.bootstrap
     rows = []
     for kind, name in analysis.order:
         tables = analysis.tables(kind, name)
-        points, samples = [], []
+        points, samples, jacks = [], [], []
         for table in tables:
             matches = table.image_matches()
             n = len(matches.image_ids)
             points.append(matches.per_class_ap(np.ones((1, n))))
             if settings.enabled:
-                samples.append(matches.per_class_ap(resample_counts(matches.image_ids, settings.resamples, settings.seed)))
+                samples.append(matches.per_class_ap(matches.counts(settings.resamples, settings.seed)))
+                jacks.append(matches.per_class_ap(matches.jackknife_weights()))
         for cat, cls in enumerate(analysis.classes):
             values = [p[cat][0] for p in points if cat in p]
             point = float(np.mean(values)) if values and not np.isnan(values).any() else np.nan
@@ -213,8 +216,10 @@ def _per_class_ci(analysis: SweepAnalysis) -> pd.DataFrame:
             if samples and not np.isnan(point):
                 draws = np.mean([s[cat] for s in samples], axis=0)
                 draws = draws[~np.isnan(draws)]
+                infl = np.concatenate([np.nan_to_num(influence(j[cat]) if (~np.isnan(j[cat])).any() else j[cat])
+                                       for j in jacks]) / len(jacks)
                 if draws.size:
-                    low, high = percentile_ci(draws, settings.ci)
+                    low, high = bca_ci(draws, point, infl, settings.ci)
             rows.append({"kind": kind, "name": name, "class": cls, "ap": point, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
 

@@ -5,7 +5,7 @@ threshold, and the threshold that meets an FP-per-image budget).
 Every number comes from the runs' match tables (harness.eval.matches, the analysis' one pycocotools
 pass per run; harness.eval.froc). Over several folds, CPM and AUROC are means over folds, as the
 results table's mAP, with bootstrap intervals from the table's own draws (the same image resamples of
-each fold, harness.eval.bootstrap.resample_counts, averaged over folds); the curves and operating
+each fold, ImageMatches.counts, averaged over folds); the curves and operating
 points pool the folds' val images (out-of-fold curves: one threshold for all images).
 
     section = compute(analysis.runs, order, FrocSettings(), bootstrap_settings)
@@ -23,7 +23,7 @@ import pandas as pd
 
 from harness import atomic
 from harness.eval import froc as lesion
-from harness.eval.bootstrap import percentile_ci, resample_counts
+from harness.eval.bootstrap import percentile_ci
 from harness.report import analysis_charts
 from harness.report.uncertainty import BootstrapSettings
 
@@ -91,9 +91,8 @@ def compute(runs: list, order: list[tuple[str, str]], settings: FrocSettings | N
             aurocs.append(float(lesion.auroc(h)[0]))
             out.runs[str(run.path)] = {"cpm": cpms[-1], "auroc": aurocs[-1]}
             weights = None
-            if boot.enabled:  # the results table's draws: the same ids, seed and class rule as ImageMatches.bootstrap
-                weights = resample_counts(run.table.image_ids, boot.resamples, boot.seed,
-                                          run.table.image_matches().class_images())
+            if boot.enabled:  # the results table's draws: the same ids, seed and groups as ImageMatches.bootstrap
+                weights = run.table.image_matches().counts(boot.resamples, boot.seed)
                 cpm_draws.append(lesion.cpm(h, weights=weights))
                 auroc_draws.append(lesion.auroc(h, weights=weights))
             for c in cats:

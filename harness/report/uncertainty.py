@@ -9,10 +9,13 @@ their fold means, its CI and P(A > B): the share of resamples in which A scored 
 not compared, and says so (a warning in the log and in the report), instead of being dropped
 silently.
 
-Each resample holds every class present in the full set (harness.eval.bootstrap redraws the others);
-the report gives the share of resamples that needed a redraw. The intervals cover the choice of
-validation images only: not the training seed or other randomness of training (see
-harness.report.seeds for the spread over seeds).
+The draws are the ordinary bootstrap of the val images, or of whole patients where the folds are
+grouped by patient (harness.eval.bootstrap); a class without images in a resample drops out of that
+resample's mean (the full-set score's rule); the intervals are BCa. Classes on fewer than
+FEW_IMAGES val images are named beside the intervals: there they cover less than their nominal level
+(docs/benchmarks.md, "Bootstrap coverage"). Runs are paired only when scored on the same split
+(equal split_hash). The intervals cover the choice of validation images only: not the training seed
+or other randomness of training (harness.report.seeds adds the spread over seeds).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.eval.bootstrap import Bootstrap, ImageMatches, fold_mean, paired
+from harness.eval.bootstrap import FEW_IMAGES, Bootstrap, ImageMatches, fold_mean, paired
 from harness.predictions import Predictions
 
 log = logging.getLogger(__name__)
@@ -49,11 +52,19 @@ class Uncertainty:
     warnings: list[str] = field(default_factory=list)               # pairs not compared on some fold, and why
 
     @property
-    def redrawn_share(self) -> float | None:
-        """The share of all runs' resamples drawn again to hold every class (None: no bootstrap)."""
-        if not self.runs:
-            return None
-        return float(np.mean([b.redrawn_share for b in self.runs.values()]))
+    def thin(self) -> dict[str, int]:
+        """{class: the fewest val images it has in any bootstrapped run} for classes on fewer than
+        FEW_IMAGES images of some run's val set."""
+        out: dict[str, int] = {}
+        for boot in self.runs.values():
+            for name, n in boot.thin:
+                out[name] = min(n, out.get(name, n))
+        return dict(sorted(out.items()))
+
+    @property
+    def clustered(self) -> bool:
+        """Whether some run was resampled by patient (grouped folds)."""
+        return any(b.clustered for b in self.runs.values())
 
 
 PAIR_COLUMNS = ["a", "b", "folds", "delta", "delta_ci_low", "delta_ci_high", "p_a_gt_b", "verdict"]
@@ -82,18 +93,18 @@ def ground_truth_for(run_dir: Path, metrics: dict, sweep_dir: Path) -> Path | No
 def run_bootstrap(run_dir: Path, sweep_dir: Path, settings: BootstrapSettings, table=None) -> Bootstrap | None:
     """`table`: the run's MatchTable when the report already has it (harness.eval.matches: the same matches,
     no second pycocotools pass); else the matches are computed here."""
-    if table is not None:
-        return table.image_matches().bootstrap(settings.resamples, settings.seed)
     preds_path = run_dir / "predictions.json"
     metrics_path = run_dir / "metrics.json"
     if not preds_path.is_file() or not metrics_path.is_file():
         return None
     metrics = json.loads(metrics_path.read_text())
+    if table is not None:  # the split hash travels with it: pairing refuses runs scored on other splits
+        return table.image_matches().bootstrap(settings.resamples, settings.seed, metrics.get("split_hash"))
     gt = ground_truth_for(run_dir, metrics, sweep_dir)
     if gt is None:
         return None
     matches = ImageMatches.from_coco(gt, Predictions.load(preds_path), metrics.get("max_dets"))
-    return matches.bootstrap(settings.resamples, settings.seed)
+    return matches.bootstrap(settings.resamples, settings.seed, metrics.get("split_hash"))
 
 
 def verdict(summary: dict, a: str, b: str) -> str:
@@ -137,8 +148,16 @@ def compute(runs: pd.DataFrame, sweep_dir: Path, settings: BootstrapSettings, ta
         if per_seed and (seeds.get((ka, a)) is None or seeds.get((ka, a)) != seeds.get((kb, b))):
             continue
         fa, fb = by_model[(ka, a)], by_model[(kb, b)]
-        shared = [f for f in fa if f in fb and fa[f].image_ids == fb[f].image_ids]
+        shared = [f for f in fa if f in fb and fa[f].image_ids == fb[f].image_ids
+                  and fa[f].split_hash == fb[f].split_hash]
         for fold in (f for f in fa if f in fb and f not in shared):
+            if fa[fold].image_ids == fb[fold].image_ids:
+                message = (f"{a} vs {b}, {fold}: scored on different splits (split_hash {fa[fold].split_hash} vs "
+                           f"{fb[fold].split_hash}: other fused labels or folds): {fold} is left out of their "
+                           "paired comparison")
+                log.warning("paired bootstrap: %s", message)
+                result.warnings.append(message)
+                continue
             only_a = len(set(fa[fold].image_ids) - set(fb[fold].image_ids))
             only_b = len(set(fb[fold].image_ids) - set(fa[fold].image_ids))
             message = (f"{a} vs {b}, {fold}: scored on different image sets ({len(fa[fold].image_ids)} vs "
@@ -181,8 +200,12 @@ def ci_note(unc: Uncertainty) -> str | None:
     if not unc.runs:
         return None
     settings = unc.settings
-    return (f"CI: {settings.ci:.0%} bootstrap interval of the mean over folds ({settings.resamples} resamples of "
-            f"each fold's val images, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4). Every resample holds "
-            f"every class present in the fold's val images (a resample without one is drawn again: "
-            f"{unc.redrawn_share:.1%} of resamples were). The intervals cover the choice of validation images "
-            f"only, not the training seed or other randomness of training.")
+    units = "val images (whole patients where the folds are grouped by patient)" if unc.clustered else "val images"
+    thin = unc.thin
+    few = (f" Classes on fewer than {FEW_IMAGES} val images of a fold ({', '.join(f'{k}: {v}' for k, v in thin.items())}):"
+           f" the intervals cover less than {settings.ci:.0%} there (docs/benchmarks.md, bootstrap coverage)."
+           if thin else "")
+    return (f"CI: {settings.ci:.0%} BCa bootstrap interval of the mean over folds ({settings.resamples} resamples of "
+            f"each fold's {units}, seed {settings.seed}); pycocotools' tie rule (IoU ≥ 0.4). A class with no image "
+            f"in a resample drops out of that resample's mean, as in the full-set score.{few} The intervals cover "
+            f"the choice of validation images only, not the training seed or other randomness of training.")
