@@ -12,18 +12,19 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from harness.cli.common import CONF_DIR, output_dir
+from harness.cli.common import CONF_DIR
+from harness.sweep import model_run_dir
 from harness.jobs.eval_job import ExternalResultsError, run_eval
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> dict:
     try:
-        metrics = run_eval(cfg, output_dir())
+        metrics = run_eval(cfg)
     except ExternalResultsError as err:
         raise SystemExit(f"cxr-eval: {err}") from None
     print(f"{metrics['model']} fold {metrics['fold']}: mAP@0.4 {metrics['map40']:.4f} on {metrics['n_images']} "
-          f"images -> {output_dir()}")
+          f"images -> {model_run_dir(cfg.sweep_dir, metrics['model'], metrics['fold'])}")
     return metrics
 
 

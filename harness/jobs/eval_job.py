@@ -158,7 +158,7 @@ def _existing(run_dir: Path, split_hash: str, sha256: str) -> dict | None:
     return None
 
 
-def run_eval(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
+def run_eval(cfg: DictConfig) -> dict:
     """Score `cfg.eval.results` on fold `cfg.data.fold` of `cfg.data` as the run `cfg.eval.name` of the
     sweep; returns the metrics (written to `<run>/metrics.json`)."""
     name = check_name(cfg.eval.name)
@@ -169,10 +169,7 @@ def run_eval(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         raise ExternalResultsError(f"eval.results={results_path} is not a file: give the path of a COCO results "
                                    f"JSON or a predictions.json")
     fold = int(cfg.data.fold)
-    expected = model_run_dir(cfg.sweep_dir, name, fold)
-    run_dir = Path(run_dir) if run_dir is not None else expected
-    if run_dir.resolve() != expected.resolve():
-        raise ExternalResultsError(f"the run folder {run_dir} is not the sweep's {expected}: leave hydra.run.dir alone")
+    run_dir = model_run_dir(cfg.sweep_dir, name, fold)
     guard = no_network() if cfg.offline_guard else contextlib.nullcontext()
     with guard:
         dataset = ensure_prepared(cfg.data)
