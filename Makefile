@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # once); on a serial run, a single test file, or a debugger: TEST_WORKERS=0
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test doctor clean
+.PHONY: setup demo test doctor docs clean
 setup:
 	bash scripts/setup_env.sh
 
@@ -17,6 +17,10 @@ test: setup
 
 doctor: setup
 	$(VENV)/bin/cxr-doctor
+
+# the documentation site into site/ (tests/test_docs.py builds it the same way, --strict)
+docs: setup
+	$(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf runs outputs multirun data/synthetic-*

@@ -30,6 +30,11 @@ class ModelRun:
         return self.path / "split" / "val.json"
 
 
+def model_run_dir(sweep_dir: str | Path, model: str, fold: int) -> Path:
+    """The run folder of one model x fold in a sweep (`<sweep>/<model>/fold<k>/`)."""
+    return Path(sweep_dir) / model / f"fold{int(fold)}"
+
+
 def model_runs(sweep_dir: str | Path, finished_only: bool = True) -> list[ModelRun]:
     """Model runs under the sweep, sorted by (model, fold); finished = has metrics.json."""
     runs = []

@@ -6,13 +6,38 @@ Exit status: 0 when all three detector frameworks are usable, 1 otherwise.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
-from adapters.probe import run_all
+from harness.deps import check, declared
+
+
+def dependencies() -> bool:
+    """Print the declared runtime requirements that are missing or at another version; True when none."""
+    requirements = declared()
+    if requirements is None:
+        print("[FAIL] cxr-bench is not installed as a package: run `make setup` (or "
+              "`pip install -e . -c requirements/constraints.txt` in an environment with torch and mmcv)")
+        return False
+    bad = [c for c in check(requirements) if not c.ok]
+    if not bad:
+        print(f"[ok  ] requirements  all {len(requirements)} declared runtime requirements are installed")
+        return True
+    print(f"[FAIL] requirements  {len(bad)} of {len(requirements)} declared runtime requirements not met "
+          f"(fix: `make setup`, or `pip install -e . -c requirements/constraints.txt`):")
+    for c in bad:
+        print(f"         {c.requirement}: {'missing' if c.installed is None else 'installed ' + c.installed}")
+    return False
 
 
 def report() -> int:
-    probes = run_all()
+    deps_ok = dependencies()
+    if not deps_ok and any(c.installed is None for c in check(declared() or [])):
+        print("\nthe detector frameworks were not probed: install the missing requirements first")
+        return 1
+    # imported only now: the probes import numpy, torch and the frameworks, which the check above
+    # must be able to report missing
+    probes = importlib.import_module("adapters.probe").run_all()
     width = max(len(p.name) for p in probes)
     for probe in probes:
         mark = "ok  " if probe.ok else "FAIL"
@@ -21,8 +46,8 @@ def report() -> int:
             print(f"         {'':<{width}}  {key}: {value}")
     frameworks = [p for p in probes if p.name in ("ultralytics", "detectron2", "mmdet")]
     usable = sum(p.ok for p in frameworks)
-    print(f"\n{usable}/3 detector frameworks usable")
-    return 0 if usable == 3 else 1
+    print(f"\n{usable}/3 detector frameworks usable" + ("" if deps_ok else "; runtime requirements not met (above)"))
+    return 0 if usable == 3 and deps_ok else 1
 
 
 def list_models() -> int:
