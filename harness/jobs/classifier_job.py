@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "abnormal.json"
 
 
-def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
+def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path | None = None) -> dict:
     labels = data_label_set(cfg.data)
     if not labels.has_no_finding:
         raise ConfigError(f"model=classifier: the 'No finding' classifier stage is VinBigData-only; data={cfg.data.name} "
@@ -47,6 +47,7 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     classifier = get_detector(name, spec)
     classifier.run_key = cfg_hash
     classifier.progress_path = run_dir / PROGRESS_FILE
+    classifier.superseded_to = superseded_to
     log.info("classifier (%s) fold %d: %d train / %d val images, split %s", spec.variant, fold,
              len(split.images("train")), len(val_images), split.split_hash)
     settings = run_settings.current(cfg)

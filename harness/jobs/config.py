@@ -91,17 +91,20 @@ def resolve_weights(cfg: DictConfig, name: str, variant: str, value):
     return path
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, with_fold: bool = True) -> str:
     """Hash of what a job computes (not where it is written, nor how it runs), to skip finished jobs
     and to resume only checkpoints of the same config. Left out: `data.workers`, the checkpoint
     settings and the run settings (`train.workers`, `train.device`, `train.gpus`,
     `train.batch_predict`; also under `per_model.<name>.train`): a rerun with more workers or on two
     GPUs instead of one skips finished jobs and resumes interrupted ones (harness.jobs.run_settings
-    records them)."""
+    records them). `with_fold=False`: the same without `data.fold`, one value for all folds of a
+    sweep's model (the report flags a fold whose value differs: `sweep_config_hash`)."""
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
     per_model = to_plain(cfg.per_model.get(cfg.model.name))
     relevant["per_model"] = per_model
     relevant["data"].pop("workers", None)
+    if not with_fold:
+        relevant["data"].pop("fold", None)
     for holder in (relevant["model"], per_model or {}):  # why a setting is overridden: same result
         holder.pop("reasons", None)
     trains = [relevant["train"]] + ([per_model["train"]] if isinstance(per_model, dict)

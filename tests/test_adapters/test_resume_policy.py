@@ -57,8 +57,13 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_then_to_a_fresh_st
     with caplog.at_level(logging.INFO):
         point = find_resume_point(tmp_path, "A", loads)
     assert point.checkpoint == first
-    assert "e2.pt (epoch 2) is corrupt or incomplete" in caplog.text and "falling back" in caplog.text
-    assert not record_path(last).exists()  # not tried again
+    assert "e2.pt (epoch 2) is corrupt, incomplete or unreadable here" in caplog.text and "falling back" in caplog.text
+    # not tried again, and not lost: the file stays, its record says why it is unusable
+    assert last.is_file() and "100 bytes, 700 recorded" in json.loads(record_path(last).read_text())["unusable"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert find_resume_point(tmp_path, "A", loads) == point
+    assert "marked unusable earlier" in caplog.text and "corrupt" not in caplog.text
 
     # same size but unloadable (e.g. corrupt bytes): the load check catches it
     first.write_bytes(b"x" * first.stat().st_size)
