@@ -9,13 +9,16 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import pydicom
 import pytest
+from omegaconf import OmegaConf
 
 from adapters import TrainSpec
 from adapters.resume import (RECORD_SUFFIX, find_resume_point, prune, record_path, records, set_aside_checkpoints,
                              write_record)
 from adapters.yolov5 import YoloV5Detector
 from harness.cli import checkpoints as checkpoints_cli
+from harness.jobs.predict_job import input_images
 from harness.jobs.ensemble_tuning import TRIAL_FILE, ApplyTunedSettings
 from harness.jobs.train_job import set_aside_earlier_attempt
 from harness.report.tables import collect, markdown, summary
@@ -196,3 +199,25 @@ def test_an_ultralytics_fresh_start_keeps_last_and_best_byte_for_byte(toy_datase
     (aside,) = superseded_folders(run_dir)
     assert tree(aside / "native" / "train") == before
     assert second.superseded_to == aside
+
+
+def test_predicting_folder_a_then_b_predicts_b(tmp_path):
+    """The staging link follows the folder asked for, and the conversion cache does not serve A's
+    PNG for B's file of the same name."""
+    data = Path(pydicom.__file__).parent.parent / "data_store" / "data"
+    folder_a, folder_b, out = tmp_path / "A", tmp_path / "B", tmp_path / "predict"
+    folder_a.mkdir()
+    folder_b.mkdir()
+    (folder_a / "x.dcm").write_bytes((data / "RG1_UNCR.dcm").read_bytes())
+    (folder_a / "only_a.dcm").write_bytes((data / "RG1_UNCR.dcm").read_bytes())
+    (folder_b / "x.dcm").write_bytes((data / "RG3_UNCR.dcm").read_bytes())  # same name, another image
+    run_cfg = OmegaConf.create({"data": {"size": 64, "square": False, "bits": 8}})
+    images_a, manifest_a = input_images(str(folder_a), run_cfg, out)
+    assert sorted(manifest_a["image_id"]) == ["only_a", "x"]
+    images_b, manifest_b = input_images(str(folder_b), run_cfg, out)
+    assert list(manifest_b["image_id"]) == ["x"]  # B's images only
+    assert (out / "input" / "test").resolve() == folder_b.resolve()
+    row_a, row_b = (m.set_index("image_id").loc["x"] for m in (manifest_a, manifest_b))
+    assert (row_b.orig_width, row_b.orig_height) != (row_a.orig_width, row_a.orig_height)  # B's file, converted
+    assert (images_b[0].width, images_b[0].height) == (int(row_b.width), int(row_b.height))
+    assert input_images(str(folder_a), run_cfg, out)[1]["image_id"].tolist() == ["only_a", "x"]  # and back
