@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import atomic, supersede
-from harness.digest import file_sha256
+from harness.digest import file_sha256, file_sha256_cached
 from harness.sweep import JOB_WORKDIR
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ def training_key(spec_settings: dict[str, Any], split_hash: str, run_key: str = 
     """What a checkpoint must have been trained with to be resumed: the job's config hash
     (`run_key`), the TrainSpec (less the checkpoint and run settings) and the split."""
     settings = {k: v for k, v in spec_settings.items() if k not in NOT_IN_KEY}
+    if settings.get("weights") and Path(settings["weights"]).is_file():  # by content, not path: a moved project resumes
+        settings["weights"] = {"sha256": file_sha256_cached(settings["weights"])}
     payload = json.dumps({"job": run_key, "spec": settings, "split": split_hash}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -11,13 +11,17 @@ from types import SimpleNamespace
 
 import pydicom
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adapters import TrainSpec
 from adapters.resume import (RECORD_SUFFIX, find_resume_point, prune, record_path, records, set_aside_checkpoints,
                              write_record)
 from adapters.yolov5 import YoloV5Detector
+from harness import runpaths
 from harness.cli import checkpoints as checkpoints_cli
+from harness.cli.common import CONF_DIR
+from harness.jobs.config import config_hash
 from harness.jobs.predict_job import input_images
 from harness.jobs.ensemble_tuning import TRIAL_FILE, ApplyTunedSettings
 from harness.jobs.train_job import set_aside_earlier_attempt
@@ -221,3 +225,43 @@ def test_predicting_folder_a_then_b_predicts_b(tmp_path):
     assert (row_b.orig_width, row_b.orig_height) != (row_a.orig_width, row_a.orig_height)  # B's file, converted
     assert (images_b[0].width, images_b[0].height) == (int(row_b.width), int(row_b.height))
     assert input_images(str(folder_a), run_cfg, out)[1]["image_id"].tolist() == ["only_a", "x"]  # and back
+
+
+def test_the_config_hash_is_content_not_location(tmp_path, monkeypatch):
+    """Moving the project (another CXR_BENCH_ROOT, weights and data inside it) keeps every job's
+    config hash; new bytes in the weights file at the same path change it."""
+    hashes = {}
+    for root in ("a", "b"):
+        weights = tmp_path / root / "weights" / "init.pt"
+        weights.parent.mkdir(parents=True)
+        weights.write_bytes(b"the same pretrained weights")
+        monkeypatch.setenv("CXR_BENCH_ROOT", str(tmp_path / root))
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"train.weights={weights}"])
+            assert str(tmp_path / root) in cfg.data.raw_dir  # the data moved with the project
+            hashes[root] = (config_hash(cfg), config_hash(cfg, with_fold=False))
+            weights.write_bytes(b"other pretrained weights")  # same path, new bytes
+            hashes[root + "-new bytes"] = (config_hash(cfg), config_hash(cfg, with_fold=False))
+            hashes[root + "-fold1"] = config_hash(compose(config_name="train", overrides=[
+                f"train.weights={weights}", "data.fold=1"]), with_fold=False)
+    assert hashes["a"] == hashes["b"]
+    assert hashes["a-new bytes"] == hashes["b-new bytes"]
+    assert hashes["a-new bytes"][0] != hashes["a"][0] and hashes["a-new bytes"][1] != hashes["a"][1]
+    assert hashes["a-fold1"] == hashes["a-new bytes"][1]  # one sweep_config_hash for every fold
+
+
+def test_recorded_paths_follow_a_moved_run(tmp_path):
+    root = tmp_path / "project"
+    run_dir = root / "runs" / "demo" / "yolov5" / "fold0"
+    config = {"data": {"raw_dir": str(root / "data" / "raw"), "prepared_dir": "/datasets/shared/prepared"}}
+    stored = runpaths.store_config(config, run_dir, root)
+    assert stored["data"]["raw_dir"] == "../../../../data/raw"  # inside the project: moves with it
+    assert stored["data"]["prepared_dir"] == "/datasets/shared/prepared"  # outside: stays absolute
+    metrics = {"checkpoint": runpaths.store(run_dir / "native" / "train" / "weights" / "last.pt", run_dir),
+               "config": stored}
+    assert metrics["checkpoint"] == "native/train/weights/last.pt"
+    moved = tmp_path / "elsewhere" / "runs" / "demo" / "yolov5" / "fold0"
+    read = runpaths.resolve_run(metrics, moved)
+    assert read["checkpoint"] == str(moved / "native" / "train" / "weights" / "last.pt")
+    assert read["config"]["data"]["raw_dir"] == str(tmp_path / "elsewhere" / "data" / "raw")
+    assert read["config"]["data"]["prepared_dir"] == "/datasets/shared/prepared"

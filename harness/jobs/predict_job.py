@@ -11,7 +11,6 @@ harness.jobs.external_job.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from adapters import get_detector, is_classifier
-from harness import supersede
+from harness import runpaths, supersede
 from harness.data.manifest import read_manifest
 from harness.data.prepare import ConvertSettings, convert_folders
 from harness.jobs.config import ConfigError, data_label_set, to_plain, train_spec
@@ -43,7 +42,7 @@ def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = runpaths.read_run(run_dir)  # recorded paths resolved against where the run is now
     if not metrics.get("checkpoint") or not Path(metrics["checkpoint"]).exists():
         raise FileNotFoundError(f"{run_dir}: checkpoint {metrics.get('checkpoint')} is missing")
     return OmegaConf.create(metrics["config"]), metrics

@@ -15,11 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from adapters import get_detector, is_classifier
 from adapters.card import protocol_row
-from harness import atomic, supersede
+from harness import atomic, runpaths, supersede
 from harness.eval import evaluate
 from harness.jobs import run_settings
 from harness.jobs.classifier_job import run_classifier
@@ -28,7 +28,7 @@ from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.progress import PROGRESS_FILE
-from harness.split import make_split
+from harness.split import make_split, split_hash
 from harness.tta import predict_with_hflip_tta
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,27 @@ def finished(run_dir: Path, cfg_hash: str) -> bool:
 RESULT_FILES = ("metrics.json", "predictions.json", "failed.json", "abnormal.json")
 
 
-def set_aside_earlier_attempt(run_dir: Path, cfg_hash: str, label: str) -> Path:
-    """Before an attempt runs: after a config change every file of the earlier attempt, else the
-    result files this attempt rewrites, move to a new `<run>/superseded/<time>/` (returned, also
-    for the adapter's fresh start: one folder per attempt)."""
+def data_changed(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Why a run finished with the same config hash is not the same job any more (its data: the
+    config hash leaves the data's location out, the split hash stands for its content), or None."""
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text()).get("split_hash")
+        dataset = ensure_prepared(cfg.data)
+        now = split_hash(dataset.labels, dataset.folds, int(cfg.data.fold))
+    except Exception as err:  # noqa: BLE001 - the run itself reports the error, with failed.json
+        return f"its data could not be checked ({type(err).__name__}: {err})"
+    return None if now == recorded else f"the data changed (split hash {recorded} -> {now})"
+
+
+def set_aside_earlier_attempt(run_dir: Path, cfg_hash: str, label: str, changed: str | None = None) -> Path:
+    """Before an attempt runs: after a config change (or `changed`: why the data differ) every file
+    of the earlier attempt, else the result files this attempt rewrites, move to a new
+    `<run>/superseded/<time>/` (returned, also for the adapter's fresh start: one folder per attempt)."""
     target = supersede.new_target(run_dir)
     earlier = supersede.earlier_config_hash(run_dir)
-    if earlier is not None and earlier != cfg_hash:
+    if changed or (earlier is not None and earlier != cfg_hash):
         moved = supersede.move_aside(run_dir, supersede.earlier_attempt_files(run_dir), target)
-        why = f"the config changed (config hash {earlier} -> {cfg_hash})"
+        why = changed or f"the config changed (config hash {earlier} -> {cfg_hash})"
     else:
         moved = supersede.move_aside(run_dir, [run_dir / name for name in RESULT_FILES], target)
         why = "this attempt rewrites them"
@@ -74,10 +86,16 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
     cfg_hash = config_hash(cfg)
     name, variant, _ = model_settings(cfg)
     fold = int(cfg.data.fold)
+    changed = None
     if cfg.skip_finished and finished(run_dir, cfg_hash):
-        log.info("%s fold %d: finished earlier with the same config, skipping (%s)", name, fold, run_dir)
-        return json.loads((run_dir / "metrics.json").read_text())
-    target = set_aside_earlier_attempt(run_dir, cfg_hash, f"{name} fold {fold}")
+        changed = data_changed(cfg, run_dir)
+        if changed is None:
+            log.info("%s fold %d: finished earlier with the same config, skipping (same data; %s)", name, fold,
+                     run_dir)
+            return json.loads((run_dir / "metrics.json").read_text())
+        log.warning("%s fold %d: finished earlier with the same config, but %s: running it again", name, fold,
+                    changed)
+    target = set_aside_earlier_attempt(run_dir, cfg_hash, f"{name} fold {fold}", changed)
     try:
         return _run(cfg, run_dir, cfg_hash, target)
     except Exception as err:
@@ -131,7 +149,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path) -> 
         "split_hash": split.split_hash, "config_hash": cfg_hash,
         "sweep_config_hash": config_hash(cfg, with_fold=False), **scores,
         "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "checkpoint": runpaths.store(checkpoint, run_dir) if checkpoint else None,  # relative: a moved sweep works
         "device": spec.device, "host": platform.node(), "versions": detector.versions(),
         "train_consumed": detector.consumed,
         "init": detector.init,
@@ -142,7 +160,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path) -> 
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
                      protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],
-        "config": job_config(cfg),
+        "config": runpaths.store_config(job_config(cfg), run_dir, OmegaConf.select(cfg, "paths.root")),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)
     log.info("%s fold %d: mAP@0.4 %.4f (VOC %.4f), train %.0f s, predict %.0f s -> %s", name, fold,
