@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +29,9 @@ from harness.jobs.train_job import set_aside_earlier_attempt
 from harness.report.tables import collect, markdown, summary
 from harness.split import make_split
 from harness.supersede import ATTEMPT_FILE, earlier_config_hash
+from harness.data.manifest import read_manifest
 from harness.sweep import SUPERSEDED_DIR, superseded_folders
+from conftest import FAST, run_app
 
 
 def tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
@@ -265,3 +268,24 @@ def test_recorded_paths_follow_a_moved_run(tmp_path):
     assert read["checkpoint"] == str(moved / "native" / "train" / "weights" / "last.pt")
     assert read["config"]["data"]["raw_dir"] == str(tmp_path / "elsewhere" / "data" / "raw")
     assert read["config"]["data"]["prepared_dir"] == "/datasets/shared/prepared"
+
+
+@pytest.mark.slow
+def test_a_moved_project_predicts_and_skips_its_finished_job(tmp_path):
+    """A real cxr-train job, then the whole project folder moved: cxr-predict finds the checkpoint and
+    the data from the run's metrics.json, and the same cxr-train command skips the finished job."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    args = ["sweep=moved", "model=yolov5", "data.fold=0", *FAST, "train.epochs=1", "train.imgsz=64"]
+    run_app("harness.cli.train", args, first)
+    recorded = json.loads((first / "runs" / "moved" / "yolov5" / "fold0" / "metrics.json").read_text())
+    assert recorded["checkpoint"] == "native/train/weights/last.pt"
+    assert recorded["config"]["data"]["prepared_dir"] == "../../../../data/synthetic-tiny"
+    shutil.move(first, moved)
+    run_dir = moved / "runs" / "moved" / "yolov5" / "fold0"
+    run_app("harness.cli.predict", ["sweep=moved", *FAST, f"predict.runs=[{run_dir}]", "predict.input=test"], moved)
+    predictions = json.loads((moved / "runs" / "moved" / "predict" / "predictions.json").read_text())
+    manifest = read_manifest(moved / "data" / "synthetic-tiny" / "manifest.csv")
+    assert len(predictions["image_ids"]) == int((manifest["split"] == "test").sum()) > 0
+    rerun = run_app("harness.cli.train", args, moved)
+    assert "yolov5 fold 0: finished earlier with the same config, skipping" in rerun.stdout + rerun.stderr
+    assert json.loads((run_dir / "metrics.json").read_text()) == recorded  # not rerun, not rewritten
