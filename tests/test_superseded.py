@@ -26,6 +26,7 @@ from harness.jobs.config import config_hash
 from harness.jobs.predict_job import input_images
 from harness.jobs.ensemble_tuning import TRIAL_FILE, ApplyTunedSettings
 from harness.jobs.train_job import set_aside_earlier_attempt
+from harness.report.protocol import collect_protocols, protocol_markdown
 from harness.report.tables import collect, markdown, summary
 from harness.split import make_split
 from harness.supersede import ATTEMPT_FILE, earlier_config_hash
@@ -289,3 +290,18 @@ def test_a_moved_project_predicts_and_skips_its_finished_job(tmp_path):
     rerun = run_app("harness.cli.train", args, moved)
     assert "yolov5 fold 0: finished earlier with the same config, skipping" in rerun.stdout + rerun.stderr
     assert json.loads((run_dir / "metrics.json").read_text()) == recorded  # not rerun, not rewritten
+
+
+def test_the_protocol_card_shows_where_each_run_ran_and_what_that_can_change(tmp_path):
+    for fold, (device, gpus) in enumerate((("cuda", 2), ("cpu", 1))):
+        run = tmp_path / "yolov5" / f"fold{fold}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({
+            "model": "yolov5", "variant": "yolov5n", "fold": fold, "map40": 0.5, "device": device,
+            "protocol": [{"key": "imgsz", "label": "image size", "value": 64, "native": 640, "scope": "shared"}],
+            "run_settings": {"device": device, "gpus": gpus, "workers": 4, "batch_predict": 8, "host": "h"}}))
+    card = protocol_markdown(collect_protocols(tmp_path))
+    section = card.split("## Run settings")[1]
+    assert "| yolov5 | fold0, fold1 | fold0: cuda · fold1: cpu | fold0: 2 · fold1: 1 | 4 | 8 |" in section
+    assert "not without effect" in section and "mixed precision runs only on CUDA" in section
+    assert "letterbox" in section and "BatchNorm statistics" in section

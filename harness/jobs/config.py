@@ -126,7 +126,7 @@ def config_hash(cfg: DictConfig, with_fold: bool = True) -> str:
     settings and the run settings (`train.workers`, `train.device`, `train.gpus`,
     `train.batch_predict`; also under `per_model.<name>.train`): a rerun with more workers or on two
     GPUs instead of one skips finished jobs and resumes interrupted ones (harness.jobs.run_settings
-    records them). `with_fold=False`: the same without `data.fold`, one value for all folds of a
+    records them; they can still change the numbers slightly: harness.run_effects). `with_fold=False`: the same without `data.fold`, one value for all folds of a
     sweep's model (the report flags a fold whose value differs: `sweep_config_hash`)."""
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
     per_model = to_plain(cfg.per_model.get(cfg.model.name))

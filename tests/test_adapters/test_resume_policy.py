@@ -204,8 +204,13 @@ def test_a_resume_under_other_run_settings_is_noted(tmp_path, caplog):
     assert run_settings.resumed_elsewhere(previous, previous, {"epoch": 1}, "job") is None
     with caplog.at_level(logging.WARNING):
         note = run_settings.resumed_elsewhere(previous, second, {"epoch": 1}, "yolov5 fold 0")
+    may_differ = note.pop("may_differ")
     assert note == {"changed": ["device", "host", "workers"], "before": {"device": "cpu", "host": "a", "workers": 0},
                     "now": {"device": "cuda", "host": "b", "workers": 8}}
+    # honest: the settings are not in the job's identity, but the note says what they can change
+    assert [line.split(":")[0] for line in may_differ] == ["device", "host", "workers"]
+    assert "mixed precision runs only on CUDA" in may_differ[0] and "augmentations" in may_differ[2]
+    assert "the numbers may differ" in caplog.text and "does not depend" not in caplog.text
     assert "yolov5 fold 0: resumed a checkpoint written with other run settings" in caplog.text
     assert "workers 0 -> 8" in caplog.text
 
