@@ -107,7 +107,7 @@ class Adapter:
         prune(Path(checkpoint).parent, self.spec.checkpoint_keep, key)
 
     def run_settings(self) -> dict[str, Any]:
-        """How this fit runs (not in the key, but the numbers can depend on it: docs/run-settings.md),
+        """How this fit runs (not in the key, but the numbers can depend on it: docs/run-identity.md),
         stored with each checkpoint record."""
         return {**{key: getattr(self.spec, key) for key in RUN_SETTINGS},
                 "amp": self.spec.amp, "host": platform.node()}

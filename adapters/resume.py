@@ -18,7 +18,7 @@ prediction batch (`RUN_SETTINGS`) are left out, so a rerun on other hardware (mo
 instead of one) resumes; the job notes that in its log and metrics.json (harness.jobs.train_job).
 These settings can still change the numbers (AMP only on CUDA, the per-process batch and BatchNorm
 statistics under DDP, the workers' augmentation draws, the prediction batch's letterbox padding:
-docs/run-settings.md), so each record stores the run settings its checkpoint was written under.
+docs/run-identity.md), so each record stores the run settings its checkpoint was written under.
 
 Nothing here deletes a checkpoint: a fresh start moves every checkpoint file of an earlier run
 (recorded or not) and the records aside into `<job>/superseded/<time>/` (`set_aside_checkpoints`,

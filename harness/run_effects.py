@@ -4,7 +4,7 @@ the protocol card).
 The run settings (`train.device`, `train.gpus`, `train.workers`, `train.batch_predict`, and the host)
 are not part of a job's config hash: a rerun on other hardware skips a finished job and resumes an
 interrupted one. They do not change *what* is trained, but they can change the numbers: a result
-reproduced under other run settings is close, not guaranteed identical. docs/run-settings.md.
+reproduced under other run settings is close, not guaranteed identical. docs/run-identity.md.
 """
 from __future__ import annotations
 
