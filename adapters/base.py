@@ -95,8 +95,10 @@ class Adapter:
                                       before_epoch=before_epoch)
         else:
             log.info("%s: resume: train.resume is false: starting from epoch 0", self.name)
-        if point is None:
-            self.superseded_to = set_aside_checkpoints(folder, self.name, self.superseded_to) or self.superseded_to
+        # a fresh start moves every earlier checkpoint aside; a resume, the unusable ones (kept, with their
+        # records, where the framework's next save of the same epoch cannot overwrite them)
+        self.superseded_to = set_aside_checkpoints(folder, self.name, self.superseded_to,
+                                                   unusable_only=point is not None) or self.superseded_to
         self.resumed = None if point is None else point.as_dict()
         return point
 

@@ -185,21 +185,24 @@ def superseded_root(folder: str | Path) -> tuple[Path, Path]:
 
 
 def set_aside_checkpoints(folder: str | Path, name: str = "", target: Path | None = None,
-                          everything: bool = False) -> Path | None:
+                          everything: bool = False, unusable_only: bool = False) -> Path | None:
     """A fresh start: move the checkpoints an earlier run left in `folder` (recorded or not:
     another config's, unusable ones, ultralytics' last.pt/best.pt) and their records into
     `<target>/<folder relative to the job>` (target: a new `<job>/superseded/<time>/`), so none of
     them is mistaken for this run's and none is lost; with `everything`, every file below `folder`
     (a framework's own run folder). Returns the target (None: nothing to move). Deleting them is a
-    separate, explicit step (`cxr-checkpoints --delete`)."""
+    separate, explicit step (`cxr-checkpoints --delete`). With `unusable_only` (a resume), only the
+    checkpoints marked unusable and their records move (the framework would write over them)."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
     found = records(folder)
+    if unusable_only:
+        found = [(path, record) for path, record in found if record.get("unusable")]
     files = {path for path, _ in found} | {path.parent / record["checkpoint"] for path, record in found}
-    if everything:
+    if everything and not unusable_only:
         files |= {p for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
-    else:
+    elif not unusable_only:
         files |= {p for p in folder.iterdir() if p.is_file() and (p.suffix in CHECKPOINT_SUFFIXES
                                                                  or p.name in CHECKPOINT_NAMES)}
     files = sorted(p for p in files if p.exists() or p.is_symlink())
@@ -209,8 +212,9 @@ def set_aside_checkpoints(folder: str | Path, name: str = "", target: Path | Non
     target = target or supersede.new_target(superseded_root(folder)[0])
     for path in files:
         supersede.move(path, target / relative / path.relative_to(folder))
-    log.warning("%sresume: fresh start: moved %d file(s) of an earlier run (%d checkpoint record(s)) from %s aside "
-                "to %s (kept; delete with `cxr-checkpoints --delete %s`)", f"{name}: " if name else "", len(files),
+    what = "unusable checkpoint(s) kept out of the resumed training's way" if unusable_only else "fresh start"
+    log.warning("%sresume: %s: moved %d file(s) of an earlier run (%d checkpoint record(s)) from %s aside to %s "
+                "(kept; delete with `cxr-checkpoints --delete %s`)", f"{name}: " if name else "", what, len(files),
                 len(found), folder, target, target)
     return target
 

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from adapters import TrainSpec
+from adapters.base import Detector
 from adapters.resume import (RECORD_SUFFIX, find_resume_point, prune, record_path, records, set_aside_checkpoints,
                              write_record)
 from adapters.yolov5 import YoloV5Detector
@@ -33,6 +34,21 @@ from harness.supersede import ATTEMPT_FILE, earlier_config_hash
 from harness.data.manifest import read_manifest
 from harness.sweep import SUPERSEDED_DIR, superseded_folders
 from conftest import FAST, run_app
+
+
+class Dummy(Detector):
+    """A detector without a framework: only its resume policy (adapters.base) is used here."""
+
+    name = "dummy"
+
+    def _fit(self, split, workdir):
+        raise NotImplementedError
+
+    def prediction_session(self, checkpoint, workdir):
+        raise NotImplementedError
+
+    def recipe(self):
+        return []
 
 
 def tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
@@ -112,9 +128,19 @@ def test_a_checkpoint_that_fails_to_load_keeps_its_file_and_record(tmp_path, cap
     assert record["unusable"] == f"does not load: {type(error).__name__}: {error}" and record["epoch"] == 2
     prune(tmp_path, keep=1, key="A")  # the keep rotation counts usable checkpoints of this training only
     assert newer.is_file() and older.is_file()
+    # resuming from the older one: the unusable file moves out of the way of the framework's next save
+    # of epoch 2 (same name), still with its record
+    resumed = Dummy(TrainSpec())
+    resumed.training_key = lambda split_hash: "A"
+    assert resumed.resume_point(SimpleNamespace(split_hash="s"), tmp_path, load).checkpoint == older
+    (moved,) = superseded_folders(tmp_path)
+    assert (moved / "e2.pt").read_bytes() == b"two" * 10 and not newer.exists() and older.is_file()
+    assert json.loads((moved / ("e2.pt" + RECORD_SUFFIX)).read_text())["unusable"] == record["unusable"]
+    for name in ("e2.pt", "e2.pt" + RECORD_SUFFIX):  # back, to check what a fresh start does with it
+        (moved / name).rename(tmp_path / name)
     # a fresh start moves it, with its record, aside: never deleted
     target = set_aside_checkpoints(tmp_path)
-    assert (target / "e2.pt").read_bytes() == b"two" * 10
+    assert target != moved and (target / "e2.pt").read_bytes() == b"two" * 10
     assert json.loads((target / ("e2.pt" + RECORD_SUFFIX)).read_text())["unusable"] == record["unusable"]
 
 
