@@ -189,7 +189,8 @@ def test_a_new_tuning_study_keeps_the_earlier_studys_trials(tmp_path):
     (study / "trial0" / TRIAL_FILE).write_text('{"objective": 0.4}')
     (study / "optimization_results.yaml").write_text("best_value: 0.4\n")
     before = tree(study)
-    ApplyTunedSettings().on_multirun_start(SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(study)))))
+    config = SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(study))))
+    ApplyTunedSettings().on_multirun_start(config)
     assert not list(study.glob(f"*/{TRIAL_FILE}"))  # not counted in the new study...
     (aside,) = superseded_folders(study)
     assert tree(aside) == before  # ... and kept, byte for byte
@@ -212,7 +213,8 @@ def test_the_report_flags_a_fold_of_another_config_and_ignores_superseded_result
     assert len(results.runs) == 3  # the superseded metrics.json is not a row
     assert [(o["fold"], o["config"], o["common"]) for o in results.other_config] == [("fold2", "old", "new")]
     text = markdown(results, summary(results.runs))
-    assert "## Rows of another config" in text and f"| yolov5 | fold2 | old | new | `{sweep / 'yolov5' / 'fold2'}` |" in text
+    assert "## Rows of another config" in text
+    assert f"| yolov5 | fold2 | old | new | `{sweep / 'yolov5' / 'fold2'}` |" in text
     metrics(sweep / "yolov5" / "fold2", 2, "new", 0.7)  # rerun with the sweep's config: no flag
     assert not collect(sweep).other_config
 

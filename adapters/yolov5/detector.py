@@ -70,7 +70,7 @@ class YoloV5Detector(Detector):
         with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp), GradClipRecorder() as clip:
             # ultralytics cannot resume a finished training: only checkpoints before the last epoch
             point = self.resume_point(split, weights_dir, trusted_load, before_epoch=int(args["epochs"]))
-            if point is None:  # no stale file: the rest of ultralytics' run folder (last.pt, best.pt, results) aside too
+            if point is None:  # no stale file: the rest of ultralytics' run folder (last/best.pt, results) aside
                 self.superseded_to = (set_aside_checkpoints(workdir / args["name"], self.name, self.superseded_to,
                                                             everything=True) or self.superseded_to)
                 model = self.build_yolo(self.arch_yaml())

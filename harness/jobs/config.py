@@ -122,12 +122,12 @@ def config_hash(cfg: DictConfig, with_fold: bool = True) -> str:
     and to resume only checkpoints of the same config. Identity by content, not location: the
     data's folders are left out (the split hash stands for the data) and the weights enter as their
     sha256, so moving the project changes nothing and new bytes at the same weights path do.
-    Left out as well: `data.workers`, the checkpoint
-    settings and the run settings (`train.workers`, `train.device`, `train.gpus`,
-    `train.batch_predict`; also under `per_model.<name>.train`): a rerun with more workers or on two
-    GPUs instead of one skips finished jobs and resumes interrupted ones (harness.jobs.run_settings
-    records them; they can still change the numbers slightly: harness.run_effects). `with_fold=False`: the same without `data.fold`, one value for all folds of a
-    sweep's model (the report flags a fold whose value differs: `sweep_config_hash`)."""
+    Left out as well: `data.workers`, the checkpoint settings and the run settings (`train.workers`,
+    `train.device`, `train.gpus`, `train.batch_predict`; also under `per_model.<name>.train`): a rerun
+    with more workers or on two GPUs instead of one skips finished jobs and resumes interrupted ones
+    (harness.jobs.run_settings records them; they can still change the numbers slightly:
+    harness.run_effects). `with_fold=False`: the same without `data.fold`, one value for all folds of
+    a sweep's model (the report flags a fold whose value differs: `sweep_config_hash`)."""
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
     per_model = to_plain(cfg.per_model.get(cfg.model.name))
     relevant["per_model"] = per_model
