@@ -17,14 +17,15 @@ import contextlib
 import importlib.metadata as md
 import json
 import logging
+import platform
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from adapters.card import SHARED, init_note, init_report, protocol_row, size_value
 from adapters.images import UnreadableImages, screen_training_images, unreadable_reason
 from adapters.postprocess import RawDetections, postprocess
-from adapters.resume import (ResumePoint, find_resume_point, prune, records, set_aside_checkpoints, training_key,
-                             write_record)
+from adapters.resume import (RUN_SETTINGS, ResumePoint, find_resume_point, prune, records, set_aside_checkpoints,
+                             training_key, write_record)
 from adapters.spec import AugSpec, TrainSpec
 from adapters.trainset import count_split_training_set
 from harness import atomic
@@ -74,6 +75,9 @@ class Adapter:
         self.run_key: str = ""
         self.progress_path: Path | None = None
         self.resumed: dict[str, Any] | None = None  # where the last fit resumed from (None: fresh start)
+        # where a fresh start moves an earlier run's files (`<run>/superseded/<time>/`); the job sets
+        # it so its own files and the checkpoints share one folder; None: a new one per fresh start
+        self.superseded_to: Path | None = None
 
     # -- resuming (the shared policy: adapters.resume) ----------------------------------------
     def training_key(self, split_hash: str) -> str:
@@ -91,16 +95,24 @@ class Adapter:
                                       before_epoch=before_epoch)
         else:
             log.info("%s: resume: train.resume is false: starting from epoch 0", self.name)
-        if point is None:
-            set_aside_checkpoints(folder, self.name)
+        # a fresh start moves every earlier checkpoint aside; a resume, the unusable ones (kept, with their
+        # records, where the framework's next save of the same epoch cannot overwrite them)
+        self.superseded_to = set_aside_checkpoints(folder, self.name, self.superseded_to,
+                                                   unusable_only=point is not None) or self.superseded_to
         self.resumed = None if point is None else point.as_dict()
         return point
 
     def checkpoint_saved(self, checkpoint: Path, key: str, epochs_done: int, epochs: int) -> None:
         """A complete checkpoint file exists: record it as resumable and keep the newest
         spec.checkpoint_keep (also those of a run before a resume)."""
-        write_record(checkpoint, key, epochs_done, epochs)
-        prune(Path(checkpoint).parent, self.spec.checkpoint_keep)
+        write_record(checkpoint, key, epochs_done, epochs, self.run_settings())
+        prune(Path(checkpoint).parent, self.spec.checkpoint_keep, key)
+
+    def run_settings(self) -> dict[str, Any]:
+        """How this fit runs (not in the key, but the numbers can depend on it: docs/run-identity.md),
+        stored with each checkpoint record."""
+        return {**{key: getattr(self.spec, key) for key in RUN_SETTINGS},
+                "amp": self.spec.amp, "host": platform.node()}
 
     def epoch_done(self, folder: Path, workdir: Path, epoch: int, epochs: int) -> None:
         """Update the job's progress file (the report shows an unfinished job from it), naming the

@@ -12,3 +12,16 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_KNOWN: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256_cached(path: str | Path) -> str:
+    """`file_sha256`, computed once per process for a file of unchanged path, size and mtime (a job
+    asks for its weights' digest several times)."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _KNOWN:
+        _KNOWN[key] = file_sha256(path)
+    return _KNOWN[key]

@@ -84,6 +84,16 @@ def check_categories(coco: dict, source: str | Path) -> list[str]:
     return [name for _, name in cats]
 
 
+def _split_hash(folds_content_hash: str, labels_json: Path, fold: int) -> str:
+    return hashlib.sha256(f"{folds_content_hash}:{file_sha256(labels_json)}:{fold}".encode()).hexdigest()[:16]
+
+
+def split_hash(labels_json: str | Path, folds_json: str | Path, fold: int) -> str:
+    """The split hash `make_split` would give, without writing anything (a job's data identity)."""
+    folds = json.loads(Path(folds_json).read_text())
+    return _split_hash(folds_hash(folds["folds"]), Path(labels_json), fold)
+
+
 def make_split(labels_json: str | Path, folds_json: str | Path, fold: int, workdir: str | Path) -> Split:
     """Write `<workdir>/split/{train,val}.json` for fold `fold` (val = that fold, train = the rest)."""
     labels_json, folds_json, workdir = Path(labels_json), Path(folds_json), Path(workdir)
@@ -106,9 +116,7 @@ def make_split(labels_json: str | Path, folds_json: str | Path, fold: int, workd
     if folds.get("hash") not in (None, content_hash):
         log.warning("%s: stored hash %s does not match its folds (edited?); using the recomputed %s",
                     folds_json, str(folds.get("hash"))[:12], content_hash[:12])
-    split_hash = hashlib.sha256(
-        f"{content_hash}:{file_sha256(labels_json)}:{fold}".encode()
-    ).hexdigest()[:16]
+    split_hash = _split_hash(content_hash, labels_json, fold)
     out = workdir / "split"
     if folds.get("group_by"):  # grouped folds (patients): the bootstrap resamples whole groups of these images
         coco = {**coco, "info": {**(coco.get("info") or {}), "group_by": folds["group_by"]}}

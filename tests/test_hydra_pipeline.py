@@ -134,22 +134,22 @@ def test_multirun_three_frameworks_two_folds_end_to_end(tmp_path):
 def test_failing_job_does_not_stop_the_sweep_is_reported_and_is_retried_on_rerun(tmp_path):
     sweep = tmp_path / "runs" / "fail"
     command = ["-m", "sweep=fail", "model=yolov5", "data.fold=0,1", *FAST, "train.epochs=1"]
-    # fold 1 fails inside ultralytics' training: a file stands where the trainer makes its weights
-    # folder (a transient fault, like a full disk; the job's config is the same on the rerun)
-    blocker = sweep / "yolov5" / "fold1" / "native" / "train" / "weights"
-    blocker.parent.mkdir(parents=True)
-    blocker.write_text("not a folder")
+    # fold 1 fails inside ultralytics' training: a folder stands where the trainer writes its args.yaml
+    # (a transient fault, like a full disk; the job's config is the same on the rerun; an empty folder
+    # is not a file of an earlier run, so the fresh start leaves it in place)
+    blocker = sweep / "yolov5" / "fold1" / "native" / "train" / "args.yaml"
+    blocker.mkdir(parents=True)
     run_app("harness.cli.train", command, tmp_path)
     assert (sweep / "yolov5" / "fold0" / "metrics.json").is_file()
     assert not (sweep / "yolov5" / "fold1" / "metrics.json").exists()
     failed = json.loads((sweep / "yolov5" / "fold1" / "failed.json").read_text())
-    assert failed["fold"] == 1 and "weights" in failed["error"]
+    assert failed["fold"] == 1 and "args.yaml" in failed["error"]
     # it raised inside the adapter's fit, from the framework's own trainer (not before training)
     assert "in fit" in failed["traceback"] and "ultralytics/engine/trainer.py" in failed["traceback"]
     run_app("harness.cli.report", ["sweep=fail"], tmp_path)
     table = (sweep / "report" / "results.md").read_text()
     failed_section = table.split("## Failed jobs")[1]
-    assert "| yolov5 | fold1 |" in failed_section and "weights" in failed_section
+    assert "| yolov5 | fold1 |" in failed_section and "args.yaml" in failed_section
 
     # the trained run predicts the dataset's unlabeled test split: submission in DICOM pixels + overlays
     run_app("harness.cli.predict", ["sweep=fail", *FAST, f"predict.runs=[{sweep / 'yolov5' / 'fold0'}]",
@@ -162,7 +162,7 @@ def test_failing_job_does_not_stop_the_sweep_is_reported_and_is_retried_on_rerun
 
     # the fault is gone; the same command again skips the finished job (metrics.json untouched) and
     # retries the failed one, which now succeeds
-    blocker.unlink()
+    blocker.rmdir()
     before = (sweep / "yolov5" / "fold0" / "metrics.json").stat().st_mtime_ns
     rerun = run_app("harness.cli.train", command, tmp_path)
     log = rerun.stdout + rerun.stderr

@@ -120,3 +120,36 @@ def test_broken_dicom_and_bad_rows(raw, tmp_path):
     s2 = prepare_dataset(src, tmp_path / "out", size=128, bad_rows="drop-and-report", workers=0, progress=False)
     assert s2.dropped_rows == 2 and s2.problems_report is not None
     assert "reversed" in s2.problems_report.read_text() and s2.skipped == 47
+
+
+def test_a_replaced_or_moved_source_is_converted_again_and_a_failed_file_is_never_ok(raw, tmp_path, caplog):
+    """The PNG cache is keyed by the source file (path, size, mtime) as well as the settings."""
+    src, out = tmp_path / "raw", tmp_path / "out"
+    BAD_ROWS = "drop-and-report"  # noqa: N806 - the donor image is smaller: the victim's boxes fall outside it
+    shutil.copytree(raw, src)
+    first = prepare_dataset(src, out, size=128, workers=0, progress=False, bad_rows=BAD_ROWS)
+    assert (first.converted, first.skipped) == (48, 0)
+    victim, donor = sorted((src / "train").glob("*.dicom"))[:2]
+    victim.write_bytes(donor.read_bytes())  # a DICOM replaced in place by another image
+    with caplog.at_level("WARNING"):
+        again = prepare_dataset(src, out, size=128, workers=0, progress=False, bad_rows=BAD_ROWS)
+    assert (again.converted, again.skipped, again.failed) == (1, 47, 0)
+    assert "1 image(s) converted again instead of reusing their PNG: 1 source changed" in caplog.text
+    assert victim.stem in caplog.text and "size" in caplog.text
+    png = lambda stem: cv2.imread(str(again.image_dir / f"{stem}.png"), cv2.IMREAD_UNCHANGED)  # noqa: E731
+    assert np.array_equal(png(victim.stem), png(donor.stem))  # the new source's pixels, not the old PNG's
+
+    victim.write_bytes(b"not a DICOM at all")  # replaced by a broken file: failed, never "ok"
+    for _ in range(2):  # ... also on the run after (the stale PNG is not reused)
+        broken = prepare_dataset(src, out, size=128, workers=0, progress=False, bad_rows=BAD_ROWS)
+        assert (broken.converted, broken.failed) == (0, 1) and broken.failures[0][0] == victim.stem
+        assert read_manifest(broken.manifest).set_index("image_id").loc[victim.stem].status == "failed"
+        assert victim.stem not in {i["image_key"] for i in json.loads(broken.labels.read_text())["images"]}
+
+    other = tmp_path / "other_copy"  # data.raw_dir pointed at another copy (same names, sizes and mtimes)
+    shutil.copytree(src, other)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        moved = prepare_dataset(other, out, size=128, workers=0, progress=False, bad_rows=BAD_ROWS)
+    assert (moved.converted, moved.skipped, moved.failed) == (47, 0, 1)
+    assert "48 source changed" in caplog.text and "path" in caplog.text  # the broken file too: tried again

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from adapters.base import Detector, trusted_load
 from adapters.card import recipe_rows
 from adapters.ddp import check_gpus
 from adapters.images import warn_size_mismatch
+from adapters.resume import set_aside_checkpoints
 from adapters.postprocess import RawDetections
 from adapters.readback import GradClipRecorder, optimizer_text
 from adapters.spec import TrainSpec
@@ -70,8 +70,9 @@ class YoloV5Detector(Detector):
         with ultralytics_offline(workdir / "ultralytics_config", trust_amp=trust_amp), GradClipRecorder() as clip:
             # ultralytics cannot resume a finished training: only checkpoints before the last epoch
             point = self.resume_point(split, weights_dir, trusted_load, before_epoch=int(args["epochs"]))
-            if point is None:
-                shutil.rmtree(weights_dir, ignore_errors=True)  # no stale checkpoint
+            if point is None:  # no stale file: the rest of ultralytics' run folder (last/best.pt, results) aside
+                self.superseded_to = (set_aside_checkpoints(workdir / args["name"], self.name, self.superseded_to,
+                                                            everything=True) or self.superseded_to)
                 model = self.build_yolo(self.arch_yaml())
                 if self.spec.weights:
                     model.add_callback("on_pretrain_routine_end", self._record_yolo_init)

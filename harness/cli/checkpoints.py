@@ -1,10 +1,15 @@
-"""`cxr-checkpoints`: the checkpoints a fresh start moved aside (`<job>/superseded/<time>/`), listed,
-and deleted only when asked. Nothing else in cxr-bench deletes a resumable checkpoint of an earlier
-config (adapters.resume.set_aside_checkpoints moves them aside).
+"""`cxr-checkpoints`: the files a fresh start moved aside (`<run>/superseded/<time>/`: checkpoints,
+metrics, predictions of an earlier attempt), listed, and deleted only when asked. Nothing else in
+cxr-bench deletes them (harness.supersede, adapters.resume.set_aside_checkpoints move them aside).
 
-    python -m harness.cli.checkpoints runs/demo                       # list them, with sizes
-    python -m harness.cli.checkpoints --delete runs/demo/yolov5/fold0/superseded/20261203-181500
-    python -m harness.cli.checkpoints --delete-all runs/demo           # every superseded folder under it
+    cxr-checkpoints runs/demo                       # list them, with sizes
+    cxr-checkpoints --delete runs/demo/yolov5/fold0/superseded/20261203-181500
+    cxr-checkpoints --delete-all runs/demo/yolov5/fold0   # the superseded folders of that run
+    cxr-checkpoints --delete-all runs/demo                # ... of every run of that sweep
+
+`--delete-all` deletes only `<run>/superseded/<time>/` of the run folders it is given, or of the
+sweep's runs (`<model>/fold<k>`, `classifier/fold<k>`, `ensemble/<name>/fold<k>`, a tuning study):
+never a folder that merely happens to be named `superseded` somewhere below the path.
 """
 from __future__ import annotations
 
@@ -13,11 +18,25 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness.sweep import SUPERSEDED_DIR, superseded_folders
+from harness.sweep import CLASSIFIER_DIR, SUPERSEDED_DIR, model_runs, superseded_folders
 
 
 def size_of(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def run_folders(path: Path) -> list[Path]:
+    """`path` itself (a run folder) and, for a sweep, its runs' folders."""
+    found = [path, *(run.path for run in model_runs(path, finished_only=False))]
+    for pattern in (f"{CLASSIFIER_DIR}/fold*", "ensemble/*/fold*", "ensemble/.tune/*/fold*"):
+        found += sorted(p for p in path.glob(pattern) if p.is_dir())
+    return list(dict.fromkeys(found))
+
+
+def owned_superseded(path: Path) -> list[Path]:
+    """The `<run>/superseded/<time>/` folders of the run folders `path` names."""
+    return sorted(d for run in run_folders(path) if (run / SUPERSEDED_DIR).is_dir()
+                  for d in (run / SUPERSEDED_DIR).iterdir() if d.is_dir())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--delete", action="store_true",
                        help=f"delete the given folders (each must be a {SUPERSEDED_DIR}/<time>/ folder)")
     group.add_argument("--delete-all", action="store_true",
-                       help=f"delete every {SUPERSEDED_DIR}/<time>/ folder under the given paths")
+                       help=f"delete every {SUPERSEDED_DIR}/<time>/ folder of the given run folders (or of a "
+                            "sweep's runs)")
     return p
 
 
@@ -46,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(map(str, wrong))} (list them first: cxr-checkpoints SWEEP_DIR)", file=sys.stderr)
             return 2
         folders = paths
+    elif args.delete_all:
+        folders = [f for p in paths for f in owned_superseded(p)]
     else:
         folders = [f for p in paths for f in superseded_folders(p)]
     if not (args.delete or args.delete_all):
         for folder in folders:
             print(f"{size_of(folder) / 1e6:10.1f} MB  {folder}")
-        print(f"{len(folders)} superseded checkpoint folder(s)")
+        print(f"{len(folders)} superseded folder(s)")
         return 0
     for folder in folders:
         freed = size_of(folder)

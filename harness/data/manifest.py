@@ -57,20 +57,47 @@ def sidecar_path(png: Path) -> Path:
     return png.parent / ".meta" / f"{png.stem}.json"
 
 
-def write_sidecar(png: Path, row: dict, params: dict) -> None:
+def source_identity(src: Path) -> dict:
+    """What a PNG was made from: the source file's resolved path, size and mtime (ns). A replaced,
+    touched or other file (another `data.raw_dir`, a DICOM replaced in place) has another identity."""
+    st = Path(src).stat()
+    return {"path": str(Path(src).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def write_sidecar(png: Path, row: dict, params: dict, source: dict | None = None) -> None:
     """Temp + rename like harness.atomic, but without fsync: a sidecar is cheap to lose (the image is
-    reconverted), and an fsync per image cost ~10% of prepare's throughput."""
+    reconverted), and an fsync per image cost ~10% of prepare's throughput. Only an "ok" row is
+    recorded (a failed file is never reused as converted)."""
+    if row.get("status") != "ok":
+        raise ValueError(f"{png}: only a converted image gets a sidecar (status {row.get('status')!r})")
     with atomic.atomic_path(sidecar_path(png)) as tmp:
-        tmp.write_text(json.dumps({"row": row, "params": params}))
+        tmp.write_text(json.dumps({"row": row, "params": params, "source": source}))
 
 
-def read_sidecar(png: Path, params: dict) -> dict | None:
-    """The stored row if the PNG and its sidecar exist and were made with the same `params`."""
+def sidecar_state(png: Path, params: dict, source: dict | None = None) -> tuple[dict | None, str]:
+    """(the stored row, "") if the PNG and its sidecar exist and were made with the same `params` from
+    the same `source` (source_identity; None: not compared); else (None, why it is converted)."""
     side = sidecar_path(png)
     if not (png.is_file() and side.is_file()):
-        return None
+        return None, "new"
     try:
         doc = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
-        return None
-    return doc["row"] if doc.get("params") == params else None
+        return None, "unreadable sidecar"
+    if doc.get("params") != params:
+        return None, "other settings"
+    if (doc.get("row") or {}).get("status") != "ok":
+        return None, "not converted"
+    if source is not None and doc.get("source") != source:
+        before = doc.get("source") or {}
+        if not before:
+            return None, "source not recorded"
+        changed = [f"{key} {before.get(key)} -> {source[key]}" for key in source if before.get(key) != source[key]]
+        return None, "source changed (" + ", ".join(changed) + ")"
+    return doc["row"], ""
+
+
+def read_sidecar(png: Path, params: dict, source: dict | None = None) -> dict | None:
+    """The stored row if the PNG and its sidecar exist and were made with the same `params` (and
+    from the same `source`, when given)."""
+    return sidecar_state(png, params, source)[0]

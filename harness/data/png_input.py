@@ -51,8 +51,9 @@ def to_bits(pixels: np.ndarray, bits: int) -> np.ndarray:
     raise ValueError(f"bits must be 8 or 16, got {bits}")
 
 
-def convert_png(src: Path, dst: Path, split: str, settings, out_root: Path) -> dict:
-    """Convert one PNG to `dst` atomically; return its manifest row (never raises)."""
+def convert_png(src: Path, dst: Path, split: str, settings, out_root: Path, source: dict | None = None) -> dict:
+    """Convert one PNG to `dst` atomically; return its manifest row (never raises); `source` goes into
+    the sidecar (harness.data.prepare)."""
     row = manifest.empty_row(src.stem, split)
     try:
         pixels = read_grey(src)
@@ -65,7 +66,7 @@ def convert_png(src: Path, dst: Path, split: str, settings, out_root: Path) -> d
         row.update(orig_height=h, orig_width=w, height=out_h, width=out_w, scale_x=out_w / w, scale_y=out_h / h,
                    photometric="MONOCHROME2", bits_stored=8 * pixels.dtype.itemsize, transfer_syntax="PNG",
                    status="ok", reason="", png=dst.relative_to(out_root).as_posix(), pixel_path=PIXEL_PATH)
-        manifest.write_sidecar(dst, row, settings.params())
+        manifest.write_sidecar(dst, row, settings.params(), source)
     except PngError as err:
         row["reason"] = str(err)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch

@@ -77,10 +77,13 @@ class ConvertSummary:
     skipped: int = 0
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    reconverted: list[tuple[str, str]] = field(default_factory=list)  # (image id, why its PNG was not reused)
 
 
-def convert_dicom(src: Path, dst: Path, split: str, settings: ConvertSettings, out_root: Path) -> dict:
-    """Convert one DICOM to `dst` (PNG) atomically; return its manifest row (never raises)."""
+def convert_dicom(src: Path, dst: Path, split: str, settings: ConvertSettings, out_root: Path,
+                  source: dict | None = None) -> dict:
+    """Convert one DICOM to `dst` (PNG) atomically; return its manifest row (never raises). `source`
+    (manifest.source_identity, taken before reading) goes into the sidecar."""
     row = manifest.empty_row(src.stem, split)
     try:
         img = render.render(src, settings.size, settings.square, settings.bits, settings.voi, settings.exact)
@@ -93,7 +96,7 @@ def convert_dicom(src: Path, dst: Path, split: str, settings: ConvertSettings, o
                    scale_y=out_h / h, photometric=img.photometric, bits_stored=img.bits_stored,
                    transfer_syntax=img.transfer_syntax, status="ok", reason="",
                    png=dst.relative_to(out_root).as_posix(), pixel_path=img.method)
-        manifest.write_sidecar(dst, row, settings.params())
+        manifest.write_sidecar(dst, row, settings.params(), source)
     except dicom.DicomError as err:
         row["reason"] = str(err)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
@@ -113,13 +116,20 @@ def _fill_header(row: dict, src: Path) -> None:
                bits_stored=head.bits_stored, transfer_syntax=head.transfer_syntax)
 
 
-def _convert_task(task: tuple) -> tuple[dict, bool]:
+def _convert_task(task: tuple) -> tuple[dict, str]:
+    """(manifest row, "" when its PNG was reused, else why it was converted: "new", "other settings",
+    "source changed (size a -> b, ...)"). A PNG is reused only when made with the same settings from
+    the same source file (path, size, mtime)."""
     src, dst, split, settings, out_root = task
-    cached = manifest.read_sidecar(dst, settings.params())
+    try:
+        source = manifest.source_identity(src)
+    except OSError:
+        source = None  # vanished: the conversion reports it
+    cached, why = manifest.sidecar_state(dst, settings.params(), source or {"path": str(src)})
     if cached is not None:
-        return cached, True
+        return cached, ""
     convert = png_input.convert_png if Path(src).suffix.lower() in png_input.PNG_SUFFIXES else convert_dicom
-    return convert(src, dst, split, settings, out_root), False
+    return convert(src, dst, split, settings, out_root, source), why
 
 
 def _pool_context():
@@ -189,22 +199,33 @@ def convert_files(files: list[tuple[Path, str]], out_dir: str | os.PathLike, set
         # left one worker running alone)
         results = pool.map(_convert_task, tasks)
     try:
-        for row, skipped in results:
+        for row, why in results:
             rows.append(row)
             if row["status"] != "ok":
                 summary.failed += 1
                 summary.failures.append((row["image_id"], row["reason"]))
                 log.warning("prepare: %s failed: %s", row["image_id"], row["reason"])
-            elif skipped:
+            elif not why:
                 summary.skipped += 1
             else:
                 summary.converted += 1
+            if why and why != "new":
+                summary.reconverted.append((row["image_id"], why))
             bar.update()
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown()
     manifest.write_manifest(rows, summary.manifest)
+    if summary.reconverted:
+        reasons: dict[str, int] = {}
+        for _, why in summary.reconverted:
+            kind = why.split(" (")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
+        first_id, first_why = summary.reconverted[0]
+        log.warning("prepare: %d image(s) converted again instead of reusing their PNG: %s (e.g. %s: %s)",
+                    len(summary.reconverted), ", ".join(f"{n} {kind}" for kind, n in sorted(reasons.items())),
+                    first_id, first_why)
     if summary.failed:
         log.warning("prepare: %d of %d images failed (reasons in %s)", summary.failed, len(rows), summary.manifest)
     return summary

@@ -15,10 +15,10 @@ import platform
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from adapters import get_detector
-from harness import atomic
+from harness import atomic, runpaths
 from harness.jobs import run_settings
 from harness.jobs.config import ConfigError, data_label_set, job_config, train_spec
 from harness.jobs.data_step import ensure_prepared
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "abnormal.json"
 
 
-def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
+def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path | None = None) -> dict:
     labels = data_label_set(cfg.data)
     if not labels.has_no_finding:
         raise ConfigError(f"model=classifier: the 'No finding' classifier stage is VinBigData-only; data={cfg.data.name} "
@@ -47,6 +47,7 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     classifier = get_detector(name, spec)
     classifier.run_key = cfg_hash
     classifier.progress_path = run_dir / PROGRESS_FILE
+    classifier.superseded_to = superseded_to
     log.info("classifier (%s) fold %d: %d train / %d val images, split %s", spec.variant, fold,
              len(split.images("train")), len(val_images), split.split_hash)
     settings = run_settings.current(cfg)
@@ -67,14 +68,14 @@ def run_classifier(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "split_hash": split.split_hash, "config_hash": cfg_hash,
         **classifier_metrics(labels, p_abnormal, stage.low, stage.high),
         "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
-        "checkpoint": str(Path(checkpoint).resolve()), "scores": SCORES_FILE,
+        "checkpoint": runpaths.store(checkpoint, run_dir), "scores": SCORES_FILE,
         "device": spec.device, "host": platform.node(), "versions": classifier.versions(),
         "train_consumed": classifier.consumed, "init": classifier.init, "resumed": classifier.resumed,
         "run_settings": settings, "resumed_with_other_run_settings": run_settings.resumed_elsewhere(
             previous_settings, settings, classifier.resumed, f"classifier fold {fold}"),
         "recipe": classifier.recipe, "weights": spec.weights_name or spec.weights or "scratch",
         "failed_images": [{"path": path, "reason": reason} for path, reason in classifier.failed_images],
-        "config": job_config(cfg),
+        "config": runpaths.store_config(job_config(cfg), run_dir, OmegaConf.select(cfg, "paths.root")),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)
     auc = metrics["auc"]

@@ -12,6 +12,7 @@ from adapters.base import AugSpec, TrainSpec
 from adapters.classifier import VARIANTS
 from adapters.resume import NOT_IN_KEY
 from harness.classes import label_set
+from harness.digest import file_sha256_cached
 from harness.weights import formats, registry
 
 
@@ -91,17 +92,51 @@ def resolve_weights(cfg: DictConfig, name: str, variant: str, value):
     return path
 
 
-def config_hash(cfg: DictConfig) -> str:
+# where the data lives, not what it is: its content enters a job's identity through the split hash
+# (labels + folds; harness.jobs.train_job checks it before skipping a finished job)
+DATA_LOCATIONS = ("raw_dir", "prepared_dir")
+
+
+def weights_identity(cfg: DictConfig) -> dict | None:
+    """What the job's `train.weights` (after per_model) are by content: {"sha256"} of the resolved
+    file, None from scratch, {"unresolved": value} when the file cannot be found (the job then fails
+    with the message train_spec gives)."""
+    try:
+        name, variant, train = model_settings(cfg)
+    except ConfigError:
+        return {"unresolved": str(to_plain(cfg.train).get("weights"))}
+    value = train.get("weights")
+    pretrained = to_plain(cfg.get("pretrained")) or {}
+    try:
+        path = registry.resolve(value, name, variant, pretrained.get("registry") or {},
+                                pretrained.get("cache_dir") or ".")
+    except (registry.UnknownWeights, FileNotFoundError, ValueError):
+        return {"unresolved": str(value)}
+    if path is None:
+        return None
+    return {"sha256": file_sha256_cached(path)}
+
+
+def config_hash(cfg: DictConfig, with_fold: bool = True) -> str:
     """Hash of what a job computes (not where it is written, nor how it runs), to skip finished jobs
-    and to resume only checkpoints of the same config. Left out: `data.workers`, the checkpoint
-    settings and the run settings (`train.workers`, `train.device`, `train.gpus`,
-    `train.batch_predict`; also under `per_model.<name>.train`): a rerun with more workers or on two
-    GPUs instead of one skips finished jobs and resumes interrupted ones (harness.jobs.run_settings
-    records them)."""
+    and to resume only checkpoints of the same config. Identity by content, not location: the
+    data's folders are left out (the split hash stands for the data) and the weights enter as their
+    sha256, so moving the project changes nothing and new bytes at the same weights path do.
+    Left out as well: `data.workers`, the checkpoint settings and the run settings (`train.workers`,
+    `train.device`, `train.gpus`, `train.batch_predict`; also under `per_model.<name>.train`): a rerun
+    with more workers or on two GPUs instead of one skips finished jobs and resumes interrupted ones
+    (harness.jobs.run_settings records them; they can still change the numbers slightly:
+    harness.run_effects). `with_fold=False`: the same without `data.fold`, one value for all folds of
+    a sweep's model (the report flags a fold whose value differs: `sweep_config_hash`)."""
     relevant = {key: to_plain(cfg[key]) for key in ("data", "model", "train", "aug", "tta_hflip")}
     per_model = to_plain(cfg.per_model.get(cfg.model.name))
     relevant["per_model"] = per_model
     relevant["data"].pop("workers", None)
+    for key in DATA_LOCATIONS:
+        relevant["data"].pop(key, None)
+    relevant["weights"] = weights_identity(cfg)
+    if not with_fold:
+        relevant["data"].pop("fold", None)
     for holder in (relevant["model"], per_model or {}):  # why a setting is overridden: same result
         holder.pop("reasons", None)
     trains = [relevant["train"]] + ([per_model["train"]] if isinstance(per_model, dict)
@@ -109,6 +144,7 @@ def config_hash(cfg: DictConfig) -> str:
     for train in trains:
         for key in NOT_IN_KEY:
             train.pop(key, None)
+        train.pop("weights", None)  # by content: relevant["weights"]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness import atomic
+from harness import atomic, supersede
 from harness.ensemble import image_sizes_from_coco
 from harness.eval import coco_map, evaluate, voc_map
 from harness.eval.coco_map import load_gt
@@ -164,6 +164,7 @@ def apply_tuned(cfg: DictConfig, study_dir: str | Path) -> dict:
     name = f"{cfg.ensemble.method}{TUNED_SUFFIX}"
     fused.source = f"ensemble:{name}"
     out = Path(cfg.sweep_dir) / "ensemble" / name / f"fold{scored}"
+    supersede.move_aside(out, [out / "predictions.json", out / "metrics.json"], supersede.new_target(out))
     fused.save(out / "predictions.json")
     scores = evaluate(gt, fused)
     default_scores = evaluate(gt, default_fused)
@@ -222,10 +223,14 @@ class ApplyTunedSettings(Callback):
     """`hydra.callbacks` entry of conf/hparams_search/wbf_optuna.yaml."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # a new study (in-memory storage): an earlier study's trial records must not be counted
+        # a new study (in-memory storage): an earlier study's trial records must not be counted, and
+        # are kept: everything it left moves to <study>/superseded/<time>/ (deleted only by cxr-checkpoints)
         study_dir = Path(config.hydra.sweep.dir)
-        for path in [*study_dir.glob(f"*/{TRIAL_FILE}"), study_dir / RESULTS_FILE]:
-            path.unlink(missing_ok=True)
+        target = supersede.new_target(study_dir)
+        moved = supersede.move_aside(study_dir, supersede.earlier_attempt_files(study_dir), target)
+        if moved:
+            log.warning("ensemble tuning: a new study: moved the earlier study's %d file(s)/folder(s) aside to %s "
+                        "(kept; delete with `cxr-checkpoints --delete %s`)", len(moved), target, target)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         apply_tuned(config, config.hydra.sweep.dir)

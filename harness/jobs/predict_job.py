@@ -11,14 +11,15 @@ harness.jobs.external_job.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from adapters import get_detector, is_classifier
+from harness import runpaths, supersede
 from harness.data.manifest import read_manifest
 from harness.data.prepare import ConvertSettings, convert_folders
 from harness.jobs.config import ConfigError, data_label_set, to_plain, train_spec
@@ -34,15 +35,37 @@ from harness.submission import write_submission
 
 log = logging.getLogger(__name__)
 
+PREDICT_OUTPUTS = ("predictions.json", "submission.csv", "abnormal.json", "overlays")
+
 
 def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = runpaths.read_run(run_dir)  # recorded paths resolved against where the run is now
     if not metrics.get("checkpoint") or not Path(metrics["checkpoint"]).exists():
         raise FileNotFoundError(f"{run_dir}: checkpoint {metrics.get('checkpoint')} is missing")
     return OmegaConf.create(metrics["config"]), metrics
+
+
+def stage_input(folder: Path, staging: Path) -> Path:
+    """`<staging>/test` -> `folder`, always the folder asked for now (an earlier predict's link is
+    replaced; it is only a link): the DICOM conversion reads `<staging>/test`, and its PNG cache is
+    keyed by each source file's resolved path, size and mtime, so another folder's files are never
+    reused. Returns `staging`."""
+    staging.mkdir(parents=True, exist_ok=True)
+    link, target = staging / "test", folder.resolve()
+    if link.is_symlink() and link.resolve() == target:
+        return staging
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(f"{link} is not a link cxr-predict made: move it away, or give another "
+                              "predict.out_dir")
+    fresh = staging / f".test.{os.getpid()}"
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(target, target_is_directory=True)
+    os.replace(fresh, link)  # a link to a link's place: atomic, nothing else is touched
+    log.info("predict: staging %s as %s", target, link)
+    return staging
 
 
 def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[list[ImageRef], pd.DataFrame]:
@@ -59,11 +82,7 @@ def input_images(cfg_input: str, run_cfg: DictConfig, out_dir: Path) -> tuple[li
         dicoms = [p for p in folder.iterdir() if p.suffix.lower() in (".dicom", ".dcm")]
         pngs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
         if dicoms:
-            staging = out_dir / "input"
-            staging.mkdir(parents=True, exist_ok=True)
-            link = staging / "test"
-            if not link.exists():
-                link.symlink_to(folder.resolve(), target_is_directory=True)
+            staging = stage_input(folder, out_dir / "input")
             data = run_cfg.data
             conv = convert_folders(staging, out_dir, ConvertSettings(
                 size=data.size, square=bool(data.square), bits=int(data.bits), exact=bool(data.get("exact", False)),
@@ -134,6 +153,11 @@ def run_predict(cfg: DictConfig, out_dir: str | Path) -> dict:
     if str(cfg.predict.input) == "external":
         return run_external(cfg, runs, run_dirs, labels, out_dir)
     images, manifest = input_images(str(cfg.predict.input), runs[0][0], out_dir)
+    target = supersede.new_target(out_dir)  # an earlier predict's results: kept, never overwritten
+    moved = supersede.move_aside(out_dir, [out_dir / name for name in PREDICT_OUTPUTS], target)
+    if moved:
+        log.warning("predict: moved the earlier predict's %s aside to %s (kept; delete with "
+                    "`cxr-checkpoints --delete %s`)", ", ".join(p.name for p in moved), target, target)
     preds = predict_with_runs(cfg, runs, run_dirs, images, out_dir)
     preds.save(out_dir / "predictions.json")
     submission = None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from harness import runpaths
 from harness.jobs.settings import analysis_settings, bootstrap_settings, froc_settings, nofinding_settings
 from harness.predictions import Predictions
 from harness.report import build_report, write_overlays
@@ -56,4 +57,4 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 def _image_root(run_dir: Path) -> Path:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return Path(metrics["config"]["data"]["prepared_dir"])
+    return runpaths.resolve(metrics["config"]["data"]["prepared_dir"], run_dir)

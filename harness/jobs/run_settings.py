@@ -1,5 +1,9 @@
 """How a job ran (workers, device, GPUs, prediction batch, host): not part of its config hash, so a
-rerun on other hardware resumes its checkpoints; when it does, the log and metrics.json say so.
+rerun on other hardware resumes its checkpoints; when it does, the log and metrics.json say so, and
+what the changed settings can change in the numbers (harness.run_effects: AMP only on CUDA, DDP's
+per-process batch and BatchNorm statistics, the workers' augmentation draws, ultralytics' padding
+with the prediction batch). Each resumable checkpoint's record also stores the settings it was
+written under (adapters.resume).
 
 Each attempt of a job writes `run_settings.json` in its run dir before training; the next attempt
 reads it first, so a job that resumed knows the settings the checkpoint was written under.
@@ -16,6 +20,7 @@ from omegaconf import DictConfig
 
 from adapters.resume import RUN_SETTINGS
 from harness import atomic
+from harness.run_effects import effects
 from harness.jobs.config import model_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ def resumed_elsewhere(previous: dict[str, Any] | None, settings: dict[str, Any],
         return None
     before = {k: previous.get(k) for k in changed}
     now = {k: settings.get(k) for k in changed}
-    log.warning("%s: resumed a checkpoint written with other run settings (%s): the result does not depend on "
-                "them, the timing may", label, ", ".join(f"{k} {before[k]} -> {now[k]}" for k in changed))
-    return {"changed": changed, "before": before, "now": now}
+    may_differ = effects(changed)
+    log.warning("%s: resumed a checkpoint written with other run settings (%s): the same job (not in the config "
+                "hash), but the numbers may differ from an uninterrupted run: %s", label,
+                ", ".join(f"{k} {before[k]} -> {now[k]}" for k in changed), "; ".join(may_differ) or "timing only")
+    return {"changed": changed, "before": before, "now": now, "may_differ": may_differ}

@@ -15,11 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from adapters import get_detector, is_classifier
 from adapters.card import protocol_row
-from harness import atomic
+from harness import atomic, runpaths, supersede
 from harness.eval import evaluate
 from harness.jobs import run_settings
 from harness.jobs.classifier_job import run_classifier
@@ -28,7 +28,7 @@ from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.progress import PROGRESS_FILE
-from harness.split import make_split
+from harness.split import make_split, split_hash
 from harness.tta import predict_with_hflip_tta
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,41 @@ def finished(run_dir: Path, cfg_hash: str) -> bool:
         return False
 
 
+# what an attempt writes in its run dir (never over an earlier attempt's: moved aside first)
+RESULT_FILES = ("metrics.json", "predictions.json", "failed.json", "abnormal.json")
+
+
+def data_changed(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Why a run finished with the same config hash is not the same job any more (its data: the
+    config hash leaves the data's location out, the split hash stands for its content), or None."""
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text()).get("split_hash")
+        dataset = ensure_prepared(cfg.data)
+        now = split_hash(dataset.labels, dataset.folds, int(cfg.data.fold))
+    except Exception as err:  # noqa: BLE001 - the run itself reports the error, with failed.json
+        return f"its data could not be checked ({type(err).__name__}: {err})"
+    return None if now == recorded else f"the data changed (split hash {recorded} -> {now})"
+
+
+def set_aside_earlier_attempt(run_dir: Path, cfg_hash: str, label: str, changed: str | None = None) -> Path:
+    """Before an attempt runs: after a config change (or `changed`: why the data differ) every file
+    of the earlier attempt, else the result files this attempt rewrites, move to a new
+    `<run>/superseded/<time>/` (returned, also for the adapter's fresh start: one folder per attempt)."""
+    target = supersede.new_target(run_dir)
+    earlier = supersede.earlier_config_hash(run_dir)
+    if changed or (earlier is not None and earlier != cfg_hash):
+        moved = supersede.move_aside(run_dir, supersede.earlier_attempt_files(run_dir), target)
+        why = changed or f"the config changed (config hash {earlier} -> {cfg_hash})"
+    else:
+        moved = supersede.move_aside(run_dir, [run_dir / name for name in RESULT_FILES], target)
+        why = "this attempt rewrites them"
+    if moved:
+        log.warning("%s: moved %s of the earlier attempt aside to %s (%s; kept, delete with "
+                    "`cxr-checkpoints --delete %s`)", label, ", ".join(p.name for p in moved), target, why, target)
+    supersede.record_attempt(run_dir, cfg_hash)
+    return target
+
+
 def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run (or skip, when finished with the same config) one model x fold job in `run_dir`."""
     run_dir = Path(run_dir)
@@ -51,12 +86,18 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
     cfg_hash = config_hash(cfg)
     name, variant, _ = model_settings(cfg)
     fold = int(cfg.data.fold)
+    changed = None
     if cfg.skip_finished and finished(run_dir, cfg_hash):
-        log.info("%s fold %d: finished earlier with the same config, skipping (%s)", name, fold, run_dir)
-        return json.loads((run_dir / "metrics.json").read_text())
-    (run_dir / "failed.json").unlink(missing_ok=True)
+        changed = data_changed(cfg, run_dir)
+        if changed is None:
+            log.info("%s fold %d: finished earlier with the same config, skipping (same data; %s)", name, fold,
+                     run_dir)
+            return json.loads((run_dir / "metrics.json").read_text())
+        log.warning("%s fold %d: finished earlier with the same config, but %s: running it again", name, fold,
+                    changed)
+    target = set_aside_earlier_attempt(run_dir, cfg_hash, f"{name} fold {fold}", changed)
     try:
-        return _run(cfg, run_dir, cfg_hash)
+        return _run(cfg, run_dir, cfg_hash, target)
     except Exception as err:
         atomic.write_json(run_dir / "failed.json", {
             "model": name, "variant": variant, "fold": fold, "error": f"{type(err).__name__}: {err}",
@@ -69,9 +110,9 @@ def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
         return {"failed": True, "model": name, "fold": fold, "error": str(err)}
 
 
-def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
+def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path) -> dict:
     if is_classifier(cfg.model.name):  # the "No finding" stage's classifier: P(abnormal), not boxes
-        return run_classifier(cfg, run_dir, cfg_hash)
+        return run_classifier(cfg, run_dir, cfg_hash, superseded_to)
     spec = train_spec(cfg)
     name = cfg.model.name
     fold = int(cfg.data.fold)
@@ -83,6 +124,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     detector = get_detector(name, spec)
     detector.run_key = cfg_hash  # checkpoints of another config are never resumed
     detector.progress_path = run_dir / PROGRESS_FILE
+    detector.superseded_to = superseded_to  # a fresh start's checkpoints beside this attempt's other files
     native = run_dir / "native"
     settings = run_settings.current(cfg)
     previous_settings = run_settings.swap(run_dir, settings)
@@ -104,9 +146,10 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
     scores = evaluate(split.val_json, preds)
     metrics = {
         "source": source, "model": name, "variant": spec.variant, "fold": fold,
-        "split_hash": split.split_hash, "config_hash": cfg_hash, **scores,
+        "split_hash": split.split_hash, "config_hash": cfg_hash,
+        "sweep_config_hash": config_hash(cfg, with_fold=False), **scores,
         "train_time_s": round(train_time, 2), "predict_time_s": round(predict_time, 2),
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "checkpoint": runpaths.store(checkpoint, run_dir) if checkpoint else None,  # relative: a moved sweep works
         "device": spec.device, "host": platform.node(), "versions": detector.versions(),
         "train_consumed": detector.consumed,
         "init": detector.init,
@@ -117,7 +160,7 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
                      protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],
-        "config": job_config(cfg),
+        "config": runpaths.store_config(job_config(cfg), run_dir, OmegaConf.select(cfg, "paths.root")),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)
     log.info("%s fold %d: mAP@0.4 %.4f (VOC %.4f), train %.0f s, predict %.0f s -> %s", name, fold,

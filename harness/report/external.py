@@ -9,6 +9,8 @@ import logging
 import os
 from pathlib import Path
 
+from harness.sweep import SUPERSEDED_DIR
+
 log = logging.getLogger(__name__)
 RESULT_FILE = "external.json"
 
@@ -88,7 +90,8 @@ def collect_external(sweep_dir: str | Path) -> list[dict]:
     """Every external.json under the sweep (outside report/ and framework folders), by path."""
     found = []
     for root, dirs, files in os.walk(sweep_dir):
-        dirs[:] = sorted(d for d in dirs if d not in {"report", "native", ".hydra", "split"} and not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if d not in {"report", "native", ".hydra", "split", SUPERSEDED_DIR}
+                         and not d.startswith("."))
         if RESULT_FILE in files:
             try:
                 found.append(json.loads((Path(root) / RESULT_FILE).read_text()))

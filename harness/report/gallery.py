@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import atomic
+from harness import atomic, runpaths
 from harness.eval.coco_map import load_gt
 from harness.report.overlays import draw_overlay, read_gray
 
@@ -38,7 +38,7 @@ def rank_images(per_image: pd.DataFrame, n: int) -> pd.DataFrame:
 def _image_root(run_dir: Path) -> Path | None:
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        return Path(metrics["config"]["data"]["prepared_dir"])
+        return runpaths.resolve(metrics["config"]["data"]["prepared_dir"], run_dir)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import atomic
+from harness import atomic, run_effects
 from harness.compare import same
 from harness.report.tables import _find, _fold_label, _sort_key
 
 SHARED, RECIPE = "shared", "recipe"
+RUN_COLUMNS = ("device", "gpus", "workers", "batch_predict")  # how each run ran (not in the config hash)
 ENSEMBLE_CONFIG = ("method", "iou_thr", "skip_box_thr", "conf_type")
 
 
@@ -40,6 +41,8 @@ class SweepProtocols:
     ensembles: list[dict] = field(default_factory=list)
     missing: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    # model name -> fold label -> how it ran (device, gpus, workers, batch_predict: metrics.json "run_settings")
+    run_settings: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     @property
     def recorded(self) -> bool:
@@ -112,6 +115,9 @@ def _group_models(found: list[tuple], out: SweepProtocols) -> None:
             continue
         out.variants.setdefault(name, variant)
         out.models.setdefault(name, {})[fold] = rows
+        ran = metrics.get("run_settings") if isinstance(metrics.get("run_settings"), dict) else {}
+        out.run_settings.setdefault(name, {})[fold] = {"device": ran.get("device", metrics.get("device")),
+                                                       **{k: ran.get(k) for k in RUN_COLUMNS[1:]}}
 
 
 # ---------------------------------------------------------------- comparing
@@ -412,6 +418,18 @@ def _ensemble_section(collected: SweepProtocols) -> list[str]:
             + [""])
 
 
+def _run_settings_section(collected: SweepProtocols) -> list[str]:
+    """Where and how each model ran (per fold where they differ), and what that can change."""
+    if not collected.run_settings:
+        return []
+    rows = []
+    for model, folds in collected.run_settings.items():
+        cells = [_per_fold({fold: ran.get(key) for fold, ran in folds.items()}) for key in RUN_COLUMNS]
+        rows.append([model, ", ".join(folds), *cells])
+    return ["## Run settings", "", run_effects.NOTE, ""] + _table(
+        ["model", "folds", "device", "GPUs", "workers", "batch_predict"], rows) + [""]
+
+
 def _missing_section(collected: SweepProtocols) -> list[str]:
     lines = []
     if collected.missing:
@@ -440,7 +458,7 @@ def protocol_markdown(collected: SweepProtocols, title: str = "Protocol") -> str
         lines += _shared_section(collected) + _recipe_section(collected) + _unexplained_section(collected)
         for model in collected.models:
             lines += _model_section(collected, model)
-    lines += _ensemble_section(collected) + _missing_section(collected)
+    lines += _run_settings_section(collected) + _ensemble_section(collected) + _missing_section(collected)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+from harness import runpaths
 from harness.data.labels import parse_train_csv
 from harness.eval.reader_reference import reader_reference
 from harness.sweep import model_runs
@@ -23,9 +24,9 @@ def sweep_dataset(sweep_dir: Path) -> tuple[Path | None, set[str]]:
     for run in model_runs(sweep_dir):
         try:
             metrics = json.loads((run.path / "metrics.json").read_text())
-            raw_dir = ((metrics.get("config") or {}).get("data") or {}).get("raw_dir")
-            if raw_dir and csv_path is None and (Path(raw_dir) / "train.csv").is_file():
-                csv_path = Path(raw_dir) / "train.csv"
+            raw_dir = runpaths.resolve(((metrics.get("config") or {}).get("data") or {}).get("raw_dir"), run.path)
+            if raw_dir and csv_path is None and (raw_dir / "train.csv").is_file():
+                csv_path = raw_dir / "train.csv"
             if run.val_json.is_file():
                 keys |= {img["image_key"] for img in json.loads(run.val_json.read_text())["images"]
                          if "image_key" in img}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.sweep import superseded_folders
+from harness.sweep import SUPERSEDED_DIR, superseded_folders
 from harness import atomic
 from harness.classes import CLASSES
 from harness.progress import PROGRESS_FILE, describe, read_progress
@@ -24,7 +24,8 @@ from harness.report.tuning import tuning_markdown, tuning_rows
 METRICS = ("map40", "voc_map40", "voc_map40_15", "ap50", "ap50_95", "train_time_s", "predict_time_s")
 METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15": "VOC 15-cls",
                  "ap50": "AP50", "ap50_95": "AP50:95", "train_time_s": "train s", "predict_time_s": "predict s"}
-SKIP_DIRS = {".hydra", "native", "split", "report", "overlays", "mlflow"}  # mlflow: logger=mlflow's store
+# mlflow: logger=mlflow's store; superseded: an earlier attempt's files, moved aside (listed, not rows)
+SKIP_DIRS = {".hydra", "native", "split", "report", "overlays", "mlflow", SUPERSEDED_DIR}
 SEED_TAG = " · seed {seed}"  # a run's name in a sweep over several training seeds: "<model> · seed <s>"
 
 
@@ -37,6 +38,7 @@ class SweepResults:
     unreadable: list[str] = field(default_factory=list)
     unfinished: list[dict] = field(default_factory=list)  # jobs running or interrupted (progress.json)
     superseded: list[str] = field(default_factory=list)  # checkpoint folders a fresh start moved aside
+    other_config: list[dict] = field(default_factory=list)  # rows whose config differs from their sweep's
 
 
 def _fold_label(fold) -> str:
@@ -107,6 +109,7 @@ def _run_row(path: Path, sweep_dir: Path, metrics: dict) -> dict:
         "device": metrics.get("device", ""),
         "seed": _seed(metrics),
         "path": str(path.parent),
+        "sweep_config_hash": metrics.get("sweep_config_hash"),
     }
     for key in METRICS:
         row[key] = _number(metrics.get(key))
@@ -159,6 +162,7 @@ def collect(sweep_dir: str | Path) -> SweepResults:
                        "path": str(path)})
     unfinished = _unfinished(sweep_dir)
     superseded = [str(path) for path in superseded_folders(sweep_dir)]
+    other_config = _other_config(rows)
     columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "seed", "path", *METRICS,
                *[f"AP {c}" for c in _class_order(rows)]]
     frame = pd.DataFrame(rows, columns=columns).astype({"seed": object})
@@ -176,7 +180,29 @@ def collect(sweep_dir: str | Path) -> SweepResults:
                                       for base, seed in zip(frame.loc[has, "base"], frame.loc[has, "seed"])]
         frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
     return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished,
-                        superseded)
+                        superseded, other_config)
+
+
+def _other_config(rows: list[dict]) -> list[dict]:
+    """Model rows whose config (`sweep_config_hash`: the job's config hash without its fold) differs from
+    the most common one among the rows of the same model in the same folder (`<model>/[<swept>/]`):
+    a fold left over from an earlier config. Rows that record no such hash are not compared."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "model" and row.get("sweep_config_hash"):
+            groups.setdefault((row["name"], str(Path(row["path"]).parent)), []).append(row)
+    flagged = []
+    for members in groups.values():
+        counts: dict[str, int] = {}
+        for row in members:
+            counts[row["sweep_config_hash"]] = counts.get(row["sweep_config_hash"], 0) + 1
+        if len(counts) < 2:
+            continue
+        common = max(counts.items(), key=lambda item: (item[1], item[0]))[0]
+        flagged += [{"name": row["name"], "fold": row["fold"], "path": row["path"],
+                     "config": row["sweep_config_hash"], "common": common}
+                    for row in members if row["sweep_config_hash"] != common]
+    return sorted(flagged, key=lambda f: (f["name"], f["fold"]))
 
 
 def _newer(path: Path, than: Path) -> bool:
@@ -384,10 +410,17 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         for job in results.unfinished:
             checkpoint = f"`{job['checkpoint']}`" if job["checkpoint"] else "–"
             lines.append(f"| {job['model']} | {job['fold']} | {job['status']} | {checkpoint} |")
+    if results.other_config:
+        lines += ["", "## Rows of another config", "",
+                  "These folds ran another config than the rest of their model's folds in the same folder (an "
+                  "earlier run's result; their mean mixes two configs): rerun them with the sweep's command.", "",
+                  "| model | fold | config | the others' config | folder |", "|---|---|---|---|---|"]
+        lines += [f"| {o['name']} | {o['fold']} | {o['config']} | {o['common']} | `{o['path']}` |"
+                  for o in results.other_config]
     if results.superseded:
         lines += ["", "## Superseded checkpoints", "",
-                  "Checkpoints of an earlier config that a fresh start moved aside (kept; delete them with "
-                  "`cxr-checkpoints --delete FOLDER`):", ""]
+                  "Files of an earlier attempt (checkpoints, results) that a fresh start moved aside (kept; "
+                  "delete them with `cxr-checkpoints --delete FOLDER`):", ""]
         lines += [f"- `{folder}`" for folder in results.superseded]
     if results.unreadable:
         lines += ["", "## Unreadable result files", ""] + [f"- `{item}`" for item in results.unreadable]

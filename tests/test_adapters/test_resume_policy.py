@@ -57,8 +57,13 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_then_to_a_fresh_st
     with caplog.at_level(logging.INFO):
         point = find_resume_point(tmp_path, "A", loads)
     assert point.checkpoint == first
-    assert "e2.pt (epoch 2) is corrupt or incomplete" in caplog.text and "falling back" in caplog.text
-    assert not record_path(last).exists()  # not tried again
+    assert "e2.pt (epoch 2) is corrupt, incomplete or unreadable here" in caplog.text and "falling back" in caplog.text
+    # not tried again, and not lost: the file stays, its record says why it is unusable
+    assert last.is_file() and "100 bytes, 700 recorded" in json.loads(record_path(last).read_text())["unusable"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert find_resume_point(tmp_path, "A", loads) == point
+    assert "marked unusable earlier" in caplog.text and "corrupt" not in caplog.text
 
     # same size but unloadable (e.g. corrupt bytes): the load check catches it
     first.write_bytes(b"x" * first.stat().st_size)
@@ -199,8 +204,13 @@ def test_a_resume_under_other_run_settings_is_noted(tmp_path, caplog):
     assert run_settings.resumed_elsewhere(previous, previous, {"epoch": 1}, "job") is None
     with caplog.at_level(logging.WARNING):
         note = run_settings.resumed_elsewhere(previous, second, {"epoch": 1}, "yolov5 fold 0")
+    may_differ = note.pop("may_differ")
     assert note == {"changed": ["device", "host", "workers"], "before": {"device": "cpu", "host": "a", "workers": 0},
                     "now": {"device": "cuda", "host": "b", "workers": 8}}
+    # honest: the settings are not in the job's identity, but the note says what they can change
+    assert [line.split(":")[0] for line in may_differ] == ["device", "host", "workers"]
+    assert "mixed precision runs only on CUDA" in may_differ[0] and "augmentations" in may_differ[2]
+    assert "the numbers may differ" in caplog.text and "does not depend" not in caplog.text
     assert "yolov5 fold 0: resumed a checkpoint written with other run settings" in caplog.text
     assert "workers 0 -> 8" in caplog.text
 
