@@ -1,10 +1,14 @@
-"""Protocol-card rows: how an adapter states a setting, its framework's native default and why they
-differ. The card (`harness.report.protocol`) reads these rows from metrics.json.
+"""Protocol-card rows: how an adapter states a setting, where its value came from (`source`: read back
+from a named framework object, applied by the harness, or only asked: `harness.provenance`), what the
+harness asked for, the framework's native default and why they differ. The card
+(`harness.report.protocol`) reads these rows from metrics.json.
 
-A row's note is a *reason for a deviation*: it is attached only when the value differs from the
-native default (rows without a native default keep their note as a description). For dict-valued
-settings (a framework's augmentation, the `native` overrides) every key that differs needs its own
-reason; keys without one are listed in the row's "unexplained" field, which the card flags.
+A row's note is a *reason*. Where the value differs from what the harness asked, only the reason given
+for the `native` key that caused it explains it (`asked_reason`); without one the row is flagged
+("unexplained"). Where the value is what the harness asked, the harness's own note explains a
+deviation from the native default (rows without a native default keep their note as a description).
+For dict-valued settings (a framework's augmentation, the `native` overrides) every key that differs
+needs its own reason; keys without one are listed in the row's "unexplained" field, which the card flags.
 """
 from __future__ import annotations
 
@@ -12,8 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.compare import same
-
-SHARED, RECIPE = "shared", "recipe"
+from harness.provenance import APPLIED, ASKED, READ, RECIPE
 
 # one label per recipe key, for every framework
 RECIPE_LABELS = {
@@ -30,14 +33,24 @@ RECIPE_LABELS = {
     "grad_clip": "gradient clipping",
     "framework_aug": "framework's own augmentation",
 }
+RAN_NOT_ASKED = "ran other than asked"  # the "unexplained" entry of a row whose value is not what was asked
 
 
 def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: str = RECIPE, note: str = "",
-                 reasons: Mapping[str, str] | None = None) -> dict:
-    """One line of the protocol card. `note` explains a deviation from `native` (kept only when the
-    value deviates, or as a description when there is no native default); `reasons` explains a
-    dict value key by key."""
-    row = {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": ""}
+                 reasons: Mapping[str, str] | None = None, *, source: str = APPLIED, read_from: str = "",
+                 asked: Any = None, asked_reason: str = "") -> dict:
+    """One line of the protocol card. `source`/`read_from`: where `value` came from
+    (`harness.provenance`); `asked`: the harness's setting (None: it asks nothing); `asked_reason`: the
+    reason given for the `native` key(s) that make the value differ from `asked`. `note` explains a
+    deviation from `native` (kept only when the value deviates, or as a description when there is no
+    native default); `reasons` explains a dict value key by key."""
+    row = {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": "",
+           "source": source, "read_from": read_from, "asked": asked}
+    if asked is not None and not same(value, asked):
+        row["note"] = asked_reason
+        if not asked_reason:
+            row["unexplained"] = [RAN_NOT_ASKED]
+        return row
     if native is None:
         row["note"] = note
         return row
@@ -54,14 +67,31 @@ def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: st
     return row
 
 
-def recipe_rows(values: Mapping[str, Any], natives: Mapping[str, Any], notes: Mapping[str, str],
-                reasons: Mapping[str, Mapping[str, str]] | None = None) -> list[dict]:
-    """A framework's training recipe as rows, in RECIPE_LABELS order: `values` as read back from the
-    framework, `natives` its own defaults, `notes` the reason for each deviation."""
-    reasons = reasons or {}
-    return [protocol_row(key, label, values.get(key), natives.get(key), note=notes.get(key, ""),
-                         reasons=reasons.get(key))
-            for key, label in RECIPE_LABELS.items() if key in values]
+def read_row(key: str, label: str, read: Any, asked: Any = None, **kwargs: Any) -> dict:
+    """A row from a `readback.Read` (None: not read back, so the value shown is `asked`, marked so)."""
+    if read is None:
+        return protocol_row(key, label, asked, source=ASKED, asked=asked, **kwargs)
+    return protocol_row(key, label, read.value, source=READ, read_from=read.source, asked=asked, **kwargs)
+
+
+def recipe_rows(reads: Mapping[str, Any], natives: Mapping[str, Any], notes: Mapping[str, str],
+                reasons: Mapping[str, Mapping[str, str]] | None = None, asked: Mapping[str, Any] | None = None,
+                asked_reasons: Mapping[str, str] | None = None) -> list[dict]:
+    """A framework's training recipe as rows, in RECIPE_LABELS order: `reads` as read back from the
+    framework (key -> readback.Read), `natives` its own defaults, `notes` the reason for each deviation,
+    `asked` what the harness asked (a key not read back shows that, marked "asked"; with nothing asked
+    either, "–"), `asked_reasons` the reasons of the native keys behind each recipe key."""
+    reasons, asked, asked_reasons = reasons or {}, asked or {}, asked_reasons or {}
+    return [read_row(key, label, reads.get(key), asked.get(key), native=natives.get(key), note=notes.get(key, ""),
+                     reasons=reasons.get(key), asked_reason=asked_reasons.get(key, ""))
+            for key, label in RECIPE_LABELS.items() if key in reads or key in natives or key in asked]
+
+
+def native_reason(spec, native_keys: tuple[str, ...]) -> str:
+    """The reasons given (spec.reasons) for the `native` overrides among `native_keys` (a key ending in
+    "." matches every key under it) that the spec sets: what explains a value other than asked."""
+    keys = [k for k in spec.native if any(k == n or (n.endswith(".") and k.startswith(n)) for n in native_keys)]
+    return "; ".join(f"{k}: {spec.reasons[k]}" for k in keys if spec.reasons.get(k))
 
 
 def size_value(train: Any, test: Any) -> Any:

@@ -7,11 +7,9 @@ from typing import Any
 
 from adapters.base import trusted_load
 from adapters.schedule import scaled_milestones, warmup_length
-from adapters.spec import AugSpec, TrainSpec
+from adapters.spec import LIGHT_HEAD_VARIANTS, AugSpec, TrainSpec
 from adapters.trainset import iterations_per_epoch
 from adapters.zoo import UnknownArchitecture, arch
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +36,6 @@ SCRATCH_BOX_HEAD: dict[str, Any] = {
     "MODEL.ROI_BOX_HEAD.NUM_FC": 1,
     "MODEL.ROI_BOX_HEAD.NORM": "GN",
 }
-# The R18 CPU variant keeps the 2-fc head from scratch too (as the mmdet adapter's R18 does): the
-# 4-conv head costs ~8x its FLOPs per RoI on a CPU.
-LIGHT_HEAD_VARIANTS = ("R18-FPN",)
 # detectron2's defaults and zoo values the protocol card compares with
 NATIVE = {"BASE_LR": 0.02, "IMS_PER_BATCH": 16, "WEIGHT_DECAY": 0.0001, "WEIGHT_DECAY_NORM": 0.0,
           "WARMUP_ITERS": 1000}

@@ -9,25 +9,25 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Detector, trusted_load
-from adapters.card import recipe_rows
 from adapters.ddp import check_gpus
 from adapters.images import warn_size_mismatch
 from adapters.postprocess import RawDetections
-from adapters.readback import GradClipRecorder, optimizer_text
+from adapters.readback import GradClipRecorder, Read
 from adapters.spec import TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
 from adapters.yolov5.compat import survive_missing_polars
 from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
                                     predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
+from adapters.yolov5 import readback
 from adapters.yolov5.framework import (background_images, cached_training_set_counts, describe_transforms,
-                                       multi_label_predictor, predictor_readback, trainer_readback, training_set_counts)
+                                       multi_label_predictor, training_set_counts)
 from adapters.yolov5.offline import trust_amp_in_this_process, ultralytics_offline
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
 
-# recipe row -> the ultralytics argument whose `reasons` entry explains a deviation
+# recipe row -> the ultralytics argument whose `reasons` entry explains a deviation from the native default
 RECIPE_ARGS = {"batch_size": "nbs", "optimizer": "optimizer", "lr": "lr0", "schedule": "lrf",
                "warmup": "warmup_epochs", "weight_decay": "weight_decay", "epochs": "epochs"}
 
@@ -48,6 +48,10 @@ class YoloV5Detector(Detector):
         "nms_iou": (0.7, "the protocol uses one NMS IoU for every model (the Faster R-CNNs' default 0.5)"),
         "multi_label": (True, "one label per box, as ultralytics' predict (its validation keeps several)"),
     }
+    native_keys = {"negatives": (), "image_size": ("imgsz",), "augmentation": ("degrees", "fliplr", "flipud"),
+                   "score_thr": ("conf",), "max_det": ("max_det",), "nms_iou": ("iou",), "multi_label": ("multi_label",),
+                   "tta": ("augment",), "seed": ("seed",), "init_weights": ("pretrained",), "epochs": ("epochs",),
+                   "lr": ("lr0", "optimizer"), "batch_size": ("nbs", "batch")}
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
@@ -90,11 +94,12 @@ class YoloV5Detector(Detector):
                 self.resumed["framework_start_epoch"] = int(trainer.start_epoch)
             if self.spec.gpus > 1:  # the dataset lived in ultralytics' DDP subprocesses
                 transforms = None
-                self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"))
+                self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"),
+                                     "the label cache of ultralytics' training dataset (DDP workers)")
             else:
                 dataset = trainer.train_loader.dataset
                 transforms = describe_transforms(getattr(dataset, "transforms", None))
-                self._check_consumed(split, training_set_counts(dataset))
+                self._check_consumed(split, training_set_counts(dataset), "trainer.train_loader.dataset.labels")
                 self._read_back_training(split, trainer, dataset, clip)
         checkpoint = Path(trainer.save_dir) / "weights" / "last.pt"
         if not checkpoint.is_file():
@@ -114,15 +119,14 @@ class YoloV5Detector(Detector):
         return checkpoint
 
     def _read_back_training(self, split: Split, trainer, dataset, clip: GradClipRecorder) -> None:
-        """What ultralytics trained with: its resolved args, model, optimizer, and whether background
-        images were in its dataset (the protocol's negatives)."""
-        readback = trainer_readback(trainer, NATIVE_AUG)
+        """What ultralytics trained with (adapters.yolov5.readback), and whether background images were
+        in its dataset (the protocol's negatives)."""
         has_negatives = (count_split_training_set(split.train_json, "keep")["images"]
                          > count_split_training_set(split.train_json, "drop")["images"])
-        negatives = ("keep" if background_images(dataset) else "drop") if has_negatives else self.spec.negatives
-        self.record_ran(negatives=negatives, train_size=readback.pop("train_size"),
-                        train_channels=readback.pop("train_channels"), augmentation=readback.pop("augmentation"),
-                        recipe={**readback, "grad_clip": clip.text()})
+        source = "trainer.train_loader.dataset.labels (images without a box)"
+        negatives = (Read("keep" if background_images(dataset) else "drop", source) if has_negatives else
+                     Read(self.spec.negatives, "the split has no image without findings: keep and drop train alike"))
+        self.record_ran(negatives=negatives, **readback.training(trainer, NATIVE_AUG, clip, NATIVE["warmup_epochs"]))
 
     def _record_yolo_init(self, trainer) -> None:
         """ultralytics callback: the model about to train vs the checkpoint it was loaded from."""
@@ -205,7 +209,8 @@ class YoloV5Detector(Detector):
         return predictor
 
     def predictor_readback(self, predictor) -> dict[str, Any]:
-        return predictor_readback(predictor)
+        """ReadBack fields of the predictor that ran (adapters.yolov5.readback.prediction)."""
+        return readback.prediction(predictor)
 
     @staticmethod
     def _raw(ref: ImageRef, res) -> RawDetections:
@@ -219,38 +224,24 @@ class YoloV5Detector(Detector):
 
     # -- the protocol card ----------------------------------------------------------------------
     def recipe(self) -> list[dict]:
-        spec, fit = self.spec, self.last_fit
-        ran = self.ran.get("recipe") or {}
-        args = {**(fit.get("args") or train_args(spec, Path("data.yaml"), Path("."))), **(ran.get("args") or {})}
-        get = args.get
-        optimizer = ran.get("optimizer") or {"type": get("optimizer", "SGD"), "momentum": get("momentum", 0.937),
-                                             "lr": get("lr0", spec.lr), "weight_decay": get("weight_decay"),
-                                             "norm_decay": None}
-        batch = int(ran.get("batch", get("batch", spec.batch_size)))
-        nbs = get("nbs", NATIVE["nbs"])
-        values = {
-            "architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
-            "epochs": int(get("epochs", spec.epochs)), "iterations": fit.get("iterations"),
-            "batch_size": f"{batch} (nbs {nbs})", "optimizer": optimizer_text(optimizer),
-            "lr": float(optimizer["lr"]),
-            "schedule": f"{'cosine' if get('cos_lr') else 'linear'} to lrf={get('lrf', NATIVE['lrf'])}",
-            "warmup": f"{get('warmup_epochs', NATIVE['warmup_epochs'])} epochs",
-            "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer.get("norm_decay"),
-            "grad_clip": ran.get("grad_clip", "not read back"),
-            "framework_aug": ran.get("framework_aug") or {k: get(k, v) for k, v in NATIVE_AUG.items()},
-        }
-        natives = {"architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
-                   "batch_size": f"{batch} (nbs {NATIVE['nbs']})",
+        """The recipe rows as ultralytics ran them (read back after a fit; see readback.training)."""
+        spec = self.spec
+        read = self.ran.recipe.get("batch_size")
+        batch = read.value.split(" ")[0] if read else spec.batch_size
+        arch = f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)"
+        natives = {"architecture": arch, "batch_size": f"{batch} (nbs {NATIVE['nbs']})",
                    "optimizer": f"{NATIVE['optimizer']}(momentum {NATIVE['momentum']:g})", "lr": NATIVE["lr0"],
-                   "schedule": f"linear to lrf={NATIVE['lrf']}", "warmup": f"{NATIVE['warmup_epochs']} epochs",
-                   "weight_decay": NATIVE["weight_decay"],
-                   "norm_decay": 0.0, "grad_clip": "max norm 10", "framework_aug": NATIVE_AUG}
+                   "schedule": f"linear to lrf={NATIVE['lrf']:g}",
+                   "warmup": self.ran.details.get("native_warmup", f"{NATIVE['warmup_epochs']:g} epochs"),
+                   "weight_decay": NATIVE["weight_decay"], "norm_decay": 0.0, "grad_clip": "max norm 10",
+                   "framework_aug": NATIVE_AUG}
+        # what the harness asks ultralytics for (its train arguments; the batch row: with the native nbs)
+        asked = {"epochs": spec.epochs, "lr": spec.lr, "batch_size": f"{spec.batch_size} (nbs {NATIVE['nbs']})"}
         # a deviation is explained by the reason given for the ultralytics argument behind it
         notes = {key: spec.reasons.get(arg, "") for key, arg in RECIPE_ARGS.items()}
         notes["weight_decay"] = notes["weight_decay"] or "ultralytics scales it by batch x accumulate / nbs"
-        if not ran:
-            notes["grad_clip"] = "not read back (trained in DDP worker processes)"
-        return recipe_rows(values, natives, notes, reasons={"framework_aug": {**HARNESS_REASONS, **spec.reasons}})
+        return self.recipe_rows(natives, notes, reasons={"framework_aug": {**HARNESS_REASONS, **spec.reasons}},
+                                asked={**asked, "architecture": arch})
 
     # -- provenance -----------------------------------------------------------------------------
     def version_notes(self) -> dict[str, str]:

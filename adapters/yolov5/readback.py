@@ -1,0 +1,82 @@
+"""What ultralytics ran, read back into the one record (`adapters.readback.ReadBack`): the trainer's
+resolved arguments, its built model, optimizer, data loader and warm-up rule after a fit; the
+predictor's resolved arguments and image size at prediction. Each value names the object it came from."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from adapters.byarch import NMS_FREE
+from adapters.readback import GradClipRecorder, Read, input_channels, optimizer_settings, optimizer_text
+
+
+def warmup_text(epochs: float, iterations: int) -> str:
+    return f"{epochs:g} epochs ({iterations} iterations)"
+
+
+def warmup_iterations(trainer, warmup_epochs: float, batches: int) -> int | None:
+    """The warm-up ultralytics runs for `warmup_epochs` (its trainer's own rule, which leaves at least
+    the last epoch out of warm-up), or None where this ultralytics has no such rule to ask."""
+    rule = getattr(type(trainer), "_get_warmup_iterations", None)
+    if rule is None:
+        return None
+    return int(rule(SimpleNamespace(args=SimpleNamespace(warmup_epochs=warmup_epochs), epochs=trainer.epochs), batches))
+
+
+def training(trainer, aug_keys, clip: GradClipRecorder, native_warmup_epochs: float) -> dict[str, Any]:
+    """ReadBack fields of a finished single-process fit (`trainer`: ultralytics' DetectionTrainer)."""
+    args = trainer.args
+    opt = optimizer_settings(trainer.optimizer, trainer.model)
+    batches = len(trainer.train_loader)
+    pretrained = args.pretrained if isinstance(args.pretrained, str) else ""
+    recipe = {
+        "epochs": Read(int(trainer.epochs), "trainer.epochs"),
+        "iterations": Read(int(trainer.epochs) * batches, "trainer.epochs x len(trainer.train_loader)"),
+        "batch_size": Read(f"{int(trainer.batch_size)} (nbs {args.nbs})", "trainer.batch_size, trainer.args.nbs"),
+        "optimizer": Read(optimizer_text(opt), "trainer.optimizer"),
+        "lr": Read(opt["lr"], "trainer.optimizer param groups (initial lr)"),
+        "schedule": Read(f"{'cosine' if args.cos_lr else 'linear'} to lrf={args.lrf:g}", "trainer.args.cos_lr, lrf"),
+        "weight_decay": Read(opt["weight_decay"], "trainer.optimizer param groups (weights)"),
+        "norm_decay": Read(opt["norm_decay"], "trainer.optimizer param groups (norm layers)"),
+        "grad_clip": Read(clip.text(), "torch.nn.utils.clip_grad_norm_ calls during training"),
+        "framework_aug": Read({key: getattr(args, key) for key in aug_keys}, "trainer.args"),
+    }
+    model = getattr(getattr(trainer.model, "module", trainer.model), "yaml", None) or {}
+    yaml_file = Path(str(model.get("yaml_file") or args.model)).name
+    recipe["architecture"] = Read(f"{yaml_file} (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
+                                  "trainer.model.yaml['yaml_file']")
+    details: dict[str, Any] = {"model_yaml": yaml_file}
+    ran_warmup = warmup_iterations(trainer, float(args.warmup_epochs), batches)
+    if ran_warmup is not None:
+        recipe["warmup"] = Read(warmup_text(ran_warmup / batches, ran_warmup),
+                                "trainer._get_warmup_iterations(len(trainer.train_loader))")
+        native = warmup_iterations(trainer, native_warmup_epochs, batches)
+        details["native_warmup"] = warmup_text(native / batches, native)
+    return {"train_size": Read(int(args.imgsz), "trainer.args.imgsz (checked against the stride)"),
+            "train_channels": Read(input_channels(trainer.model), "trainer.model (its first convolution)"),
+            "augmentation": Read({"rotate_deg": float(args.degrees), "hflip": float(args.fliplr),
+                                  "vflip": float(args.flipud)}, "trainer.args.degrees, fliplr, flipud"),
+            "seed": Read(int(args.seed), "trainer.args.seed"),
+            "init": Read(pretrained, "trainer.args.pretrained"),
+            "processes": Read(int(getattr(trainer, "world_size", 1) or 1), "trainer.world_size"),
+            "recipe": recipe, "details": details}
+
+
+def prediction(predictor, nms_free: bool = False) -> dict[str, Any]:
+    """ReadBack fields of the predictor `model.predict` ran (its resolved args, image size and model)."""
+    args, imgsz = predictor.args, predictor.imgsz
+    size = int(max(imgsz)) if isinstance(imgsz, (list, tuple)) else int(imgsz)
+    out = {"score_thr": Read(float(args.conf), "predictor.args.conf"),
+           "max_det": Read(int(args.max_det), "predictor.args.max_det"),
+           "test_size": Read(size, "predictor.imgsz (resolved by check_imgsz)"),
+           "test_channels": Read(input_channels(predictor.model), "predictor.model (its first convolution)"),
+           "tta": Read("ultralytics augment=True" if getattr(args, "augment", False) else "",
+                       "predictor.args.augment")}
+    if nms_free:
+        out.update(nms_iou=Read(NMS_FREE, f"{type(predictor).__name__} (no NMS step)"),
+                   multi_label=Read(False, f"{type(predictor).__name__} (one class per query)"))
+    else:
+        out.update(nms_iou=Read(float(args.iou), "predictor.args.iou"),
+                   multi_label=Read(bool(predictor.multi_label), "predictor.multi_label (its NMS's multi_label)"))
+    return out
