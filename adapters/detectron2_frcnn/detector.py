@@ -89,25 +89,18 @@ class Detectron2FasterRCNN(Detector):
     def _train(self, split: Split, workdir: Path, n_train: int, resume: bool) -> None:
         """detectron2's DefaultTrainer in this process (one of the data-parallel ones, or the only one)."""
         from detectron2.utils import comm
-        from detectron2.utils.env import seed_all_rng
 
         main = comm.is_main_process()
         with registered_split(split) as (train_name, _val_name), \
                 (log_to(workdir / "log.txt") if main else contextlib.nullcontext()):
-            cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
+            trainer, trainer_cls = self.build_trainer(train_name, workdir, n_train)
+            cfg = trainer.cfg  # what it trains with: DefaultTrainer's auto_scale_workers may rescale the solver
             if main:
                 atomic.write_text(workdir / "config.yaml", cfg.dump())
             log.info("detectron2 %s: %d train images, %d iterations of batch %d at %d px on %s%s",
-                     self.spec.variant, n_train, cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH,
+                     self.spec.variant, n_train, trainer.max_iter, cfg.SOLVER.IMS_PER_BATCH,
                      self.spec.imgsz, cfg.MODEL.DEVICE,
                      f" x {comm.get_world_size()} processes" if comm.get_world_size() > 1 else "")
-            # model init, sampler order, augmentation draws; each process its own stream, as
-            # detectron2's default_setup seeds them (seed + rank)
-            seed_all_rng(cfg.SEED + comm.get_rank())
-            trainer_cls = trainer_class()
-            trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
-            trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
-            trainer = trainer_cls(cfg)
             self._check_consumed(split, trainer_cls.consumed, "the dataset dicts DefaultTrainer's loader was built from")
             self._track_checkpoints(trainer, split, workdir, iterations_per_epoch(n_train, cfg.SOLVER.IMS_PER_BATCH))
             trainer.resume_or_load(resume=resume)
@@ -125,6 +118,22 @@ class Detectron2FasterRCNN(Detector):
                 # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
                 # detectron2 saved no model_final; save the resumed state as one
                 trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
+
+    def build_trainer(self, train_dataset: str, workdir: Path, n_train: int):
+        """cxr-bench's DefaultTrainer for the registered `train_dataset`, built (model, optimizer, data
+        loader with the shared augmentations, hooks) but not trained; returns (trainer, its class, which
+        holds what the loader was built from: consumed counts and the mapper)."""
+        from detectron2.utils import comm
+        from detectron2.utils.env import seed_all_rng
+
+        cfg = build_config(self.spec, n_train=n_train, train_dataset=train_dataset, output_dir=workdir)
+        # model init, sampler order, augmentation draws; each process its own stream, as
+        # detectron2's default_setup seeds them (seed + rank)
+        seed_all_rng(cfg.SEED + comm.get_rank())
+        trainer_cls = trainer_class()
+        trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
+        trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
+        return trainer_cls(cfg), trainer_cls
 
     def _read_back_training(self, split: Split, trainer, trainer_cls) -> None:
         """What detectron2 trained with (adapters.detectron2_frcnn.readback): `trainer.cfg`, its
