@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Detector, trusted_load
+from adapters.base import DDP_RESULT, Detector, trusted_load
 from adapters.ddp import check_gpus
 from adapters.images import warn_size_mismatch
 from adapters.postprocess import RawDetections
-from adapters.readback import GradClipRecorder, Read
+from adapters.readback import GradClipRecorder, Read, ReadBack
 from adapters.spec import TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
 from adapters.yolov5.compat import survive_missing_polars
@@ -23,6 +24,7 @@ from adapters.yolov5 import readback
 from adapters.yolov5.framework import (background_images, cached_training_set_counts, describe_transforms,
                                        multi_label_predictor, training_set_counts)
 from adapters.yolov5.offline import trust_amp_in_this_process, ultralytics_offline
+from harness import atomic
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class YoloV5Detector(Detector):
             model.add_callback("on_pretrain_routine_start", survive_missing_polars)  # DDP workers too
             if trust_amp and self.spec.gpus > 1:  # DDP workers are new processes: patch there too
                 model.add_callback("on_pretrain_routine_start", trust_amp_in_this_process)
+            (workdir / DDP_RESULT).unlink(missing_ok=True)
+            model.add_callback("on_train_end", self._training_readback(split, workdir, clip))  # rank 0 in DDP
             start = time.perf_counter()
             model.train(**args)
             seconds = time.perf_counter() - start
@@ -96,11 +100,11 @@ class YoloV5Detector(Detector):
                 transforms = None
                 self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"),
                                      "the label cache of ultralytics' training dataset (DDP workers)")
+                self._collect_ddp_readback(workdir)
             else:
                 dataset = trainer.train_loader.dataset
                 transforms = describe_transforms(getattr(dataset, "transforms", None))
                 self._check_consumed(split, training_set_counts(dataset), "trainer.train_loader.dataset.labels")
-                self._read_back_training(split, trainer, dataset, clip)
         checkpoint = Path(trainer.save_dir) / "weights" / "last.pt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"ultralytics finished but wrote no checkpoint at {checkpoint}")
@@ -118,15 +122,42 @@ class YoloV5Detector(Detector):
                  checkpoint)
         return checkpoint
 
-    def _read_back_training(self, split: Split, trainer, dataset, clip: GradClipRecorder) -> None:
-        """What ultralytics trained with (adapters.yolov5.readback), and whether background images were
-        in its dataset (the protocol's negatives)."""
+    def _training_readback(self, split: Split, workdir: Path, clip: GradClipRecorder):
+        """An ultralytics `on_train_end` callback reading back what the trainer ran (adapters.yolov5.readback)
+        and whether background images were in its dataset (the protocol's negatives). In one process it
+        records them; in a DDP fit it runs on rank 0 of ultralytics' worker processes (callbacks travel
+        with the pickled trainer) and writes them to `<workdir>/ddp_result.json` for the job's process
+        (no gradient clipping there: the recorder is this process's)."""
         has_negatives = (count_split_training_set(split.train_json, "keep")["images"]
                          > count_split_training_set(split.train_json, "drop")["images"])
-        source = "trainer.train_loader.dataset.labels (images without a box)"
-        negatives = (Read("keep" if background_images(dataset) else "drop", source) if has_negatives else
-                     Read(self.spec.negatives, "the split has no image without findings: keep and drop train alike"))
-        self.record_ran(negatives=negatives, **readback.training(trainer, NATIVE_AUG, clip, NATIVE["warmup_epochs"]))
+        detector, spec_negatives = self, self.spec.negatives
+
+        def on_train_end(trainer) -> None:
+            from ultralytics.utils import RANK
+
+            if RANK not in (-1, 0):
+                return
+            dataset = trainer.train_loader.dataset
+            source = "trainer.train_loader.dataset.labels (images without a box)"
+            negatives = (Read("keep" if background_images(dataset) else "drop", source) if has_negatives else
+                         Read(spec_negatives, "the split has no image without findings: keep and drop train alike"))
+            reads = readback.training(trainer, NATIVE_AUG, clip if RANK == -1 else None, NATIVE["warmup_epochs"])
+            if RANK == -1:
+                detector.record_ran(negatives=negatives, **reads)
+            else:
+                atomic.write_json(workdir / DDP_RESULT, {"ran": ReadBack(negatives=negatives, **reads).as_dict()})
+
+        return on_train_end
+
+    def _collect_ddp_readback(self, workdir: Path) -> None:
+        """After a DDP fit: rank 0's read-back (`_training_readback`); without one, the training rows stay
+        "asked, not read back" on the card."""
+        path = workdir / DDP_RESULT
+        if not path.is_file():
+            log.warning("yolov5: rank 0 of the DDP fit wrote no read-back (%s): the card shows the training "
+                        "settings as asked, not read back", path)
+            return
+        self._ddp_restore(json.loads(path.read_text()))
 
     def _record_yolo_init(self, trainer) -> None:
         """ultralytics callback: the model about to train vs the checkpoint it was loaded from."""

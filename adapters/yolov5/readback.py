@@ -24,8 +24,9 @@ def warmup_iterations(trainer, warmup_epochs: float, batches: int) -> int | None
     return int(rule(SimpleNamespace(args=SimpleNamespace(warmup_epochs=warmup_epochs), epochs=trainer.epochs), batches))
 
 
-def training(trainer, aug_keys, clip: GradClipRecorder, native_warmup_epochs: float) -> dict[str, Any]:
-    """ReadBack fields of a finished single-process fit (`trainer`: ultralytics' DetectionTrainer)."""
+def training(trainer, aug_keys, clip: GradClipRecorder | None, native_warmup_epochs: float) -> dict[str, Any]:
+    """ReadBack fields of a finished fit (`trainer`: ultralytics' DetectionTrainer, at on_train_end);
+    `clip`: the recorder active during its training (None: not recorded, e.g. in a DDP worker)."""
     args = trainer.args
     opt = optimizer_settings(trainer.optimizer, trainer.model)
     batches = len(trainer.train_loader)
@@ -39,7 +40,6 @@ def training(trainer, aug_keys, clip: GradClipRecorder, native_warmup_epochs: fl
         "schedule": Read(f"{'cosine' if args.cos_lr else 'linear'} to lrf={args.lrf:g}", "trainer.args.cos_lr, lrf"),
         "weight_decay": Read(opt["weight_decay"], "trainer.optimizer param groups (weights)"),
         "norm_decay": Read(opt["norm_decay"], "trainer.optimizer param groups (norm layers)"),
-        "grad_clip": Read(clip.text(), "torch.nn.utils.clip_grad_norm_ calls during training"),
         "framework_aug": Read({key: getattr(args, key) for key in aug_keys}, "trainer.args"),
     }
     model = getattr(getattr(trainer.model, "module", trainer.model), "yaml", None) or {}
@@ -47,6 +47,8 @@ def training(trainer, aug_keys, clip: GradClipRecorder, native_warmup_epochs: fl
     recipe["architecture"] = Read(f"{yaml_file} (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
                                   "trainer.model.yaml['yaml_file']")
     details: dict[str, Any] = {"model_yaml": yaml_file}
+    if clip is not None:
+        recipe["grad_clip"] = Read(clip.text(), "torch.nn.utils.clip_grad_norm_ calls during training")
     ran_warmup = warmup_iterations(trainer, float(args.warmup_epochs), batches)
     if ran_warmup is not None:
         recipe["warmup"] = Read(warmup_text(ran_warmup / batches, ran_warmup),
