@@ -72,7 +72,9 @@ def prediction(predictor, nms_free: bool = False) -> dict[str, Any]:
     out = {"score_thr": Read(float(args.conf), "predictor.args.conf"),
            "max_det": Read(int(args.max_det), "predictor.args.max_det"),
            "test_size": Read(size, "predictor.imgsz (resolved by check_imgsz)"),
-           "test_channels": Read(input_channels(predictor.model), "predictor.model (its first convolution)"),
+           # AutoBackend holds the network in its backend (not a submodule): predictor.model.model
+           "test_channels": Read(input_channels(getattr(predictor.model, "model", predictor.model)),
+                                 "predictor.model.model (its first convolution)"),
            "tta": Read("ultralytics augment=True" if getattr(args, "augment", False) else "",
                        "predictor.args.augment")}
     if nms_free:

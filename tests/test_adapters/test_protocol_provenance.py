@@ -89,6 +89,7 @@ def test_yolo_test_size_is_the_predictors_resolved_size(split0, tmp_path):
     size = row(det.protocol(), "image_size")
     assert size["value"] == 128 and size["asked"] == 100 and size["source"] == "partly"
     assert "predictor.imgsz" in size["read_from"] and size["unexplained"] == [RAN_NOT_ASKED]
+    assert det.ran.test_channels.value == 3  # read from the network inside ultralytics' AutoBackend
 
 
 def test_yolo_native_augment_is_the_frameworks_own_tta(split0, tmp_path):
@@ -186,6 +187,7 @@ def test_yolo_fit_reads_fliplr_and_warmup_from_ultralytics_and_the_card_ignores_
     warmup = row(rows, "warmup")
     assert warmup["value"].startswith("0 epochs (0 iterations)") and warmup["source"] == "read"
     assert row(rows, "epochs")["value"] == 1 and row(rows, "iterations")["source"] == "read"
+    assert row(rows, "channels")["value"] == 3 and row(rows, "image_size")["value"] == 64
     assert [r["key"] for r in rows if r["source"] not in ("read", "applied")] == []
 
     before = {r["key"]: r["value"] for r in rows}
