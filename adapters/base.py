@@ -22,10 +22,10 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from adapters.card import RECIPE_LABELS, init_note, init_report, native_reason, protocol_row, read_row, recipe_rows
+from adapters.card import RECIPE_LABELS, init_note, native_reason, protocol_row, read_row, recipe_rows
 from adapters.images import UnreadableImages, screen_training_images, unreadable_reason
 from adapters.postprocess import RawDetections, postprocess
-from adapters.readback import Read, ReadBack
+from adapters.readback import Read, ReadBack, init_report
 from adapters.resume import (ResumePoint, find_resume_point, prune, records, set_aside_checkpoints, training_key,
                              write_record)
 from adapters.spec import AugSpec, TrainSpec

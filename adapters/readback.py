@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -169,3 +170,25 @@ class GradClipRecorder:
 
     def text(self) -> str:
         return ", ".join(f"max norm {v:g}" for v in sorted(self.max_norms)) or "none"
+
+
+def init_report(model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None,
+                weights: str | None) -> dict[str, Any]:
+    """Which tensors of a model about to train equal the checkpoint's tensor of the same name and
+    shape (`loaded`), and which do not (`reinitialised`: absent, other shape, or other values)."""
+    import numpy as np
+    import torch
+
+    if checkpoint_state is None:
+        return {"weights": None, "loaded": 0, "total": len(model_state), "reinitialised": [], "checkpoint_unused": []}
+    loaded, reinitialised = [], []
+    for key, value in model_state.items():
+        source = checkpoint_state.get(key)
+        if source is not None and not isinstance(source, torch.Tensor):
+            source = torch.as_tensor(np.asarray(source))
+        same_tensor = (source is not None and tuple(source.shape) == tuple(value.shape)
+                       and torch.equal(value.detach().cpu().float(), source.detach().cpu().float()))
+        (loaded if same_tensor else reinitialised).append(key)
+    return {"weights": Path(str(weights)).name if weights else None, "loaded": len(loaded),
+            "total": len(model_state), "reinitialised": reinitialised,
+            "checkpoint_unused": sorted(set(checkpoint_state) - set(model_state))}

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from adapters.base import DDP_RESULT, Detector, trusted_load
-from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe
+from adapters.frcnn_natives import faster_rcnn_native_protocol, faster_rcnn_recipe
 from adapters.ddp import check_gpus, free_port
 from adapters.detectron2_frcnn import readback
 from adapters.detectron2_frcnn.config import (NATIVE, READABLE_MODES, VARIANTS, ZOO_ITERS, ZOO_STEPS, build_config,

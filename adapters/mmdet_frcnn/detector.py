@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from adapters.base import DDP_RESULT, Detector
-from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe
+from adapters.frcnn_natives import faster_rcnn_native_protocol, faster_rcnn_recipe
 from adapters.ddp import check_gpus, is_main_process, spawn
 from adapters.images import warn_size_mismatch
 from adapters.mmcv_cuda import require_cuda_ops
