@@ -90,7 +90,7 @@ multi-label NMS switch and its model's input channels.
 Modules: `config` (spec -> arguments), `data` (the YOLO dataset folder), `offline` (the sandbox),
 `framework` (predictor, training-set counts), `readback` (what it ran), `detector` (the adapter).
 """
-from adapters.yolov5.config import (HEAD, NATIVE, NATIVE_AUG, PREDICT_KEYS, VARIANTS, XRAY_AUG_DEFAULTS, aug_args,
+from adapters.yolov5.config import (FRAMEWORK_AUG_KEYS, HEAD, PREDICT_KEYS, VARIANTS, XRAY_AUG_DEFAULTS, aug_args,
                                     predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
 from adapters.yolov5.detector import YoloV5Detector
@@ -98,7 +98,7 @@ from adapters.yolov5.framework import (cached_training_set_counts, describe_tran
                                        training_set_counts)
 from adapters.yolov5.offline import ultralytics_offline
 
-__all__ = ["HEAD", "NATIVE", "NATIVE_AUG", "PREDICT_KEYS", "VARIANTS", "XRAY_AUG_DEFAULTS", "YoloV5Detector",
+__all__ = ["FRAMEWORK_AUG_KEYS", "HEAD", "PREDICT_KEYS", "VARIANTS", "XRAY_AUG_DEFAULTS", "YoloV5Detector",
            "aug_args", "cached_training_set_counts", "describe_transforms", "multi_label_predictor",
            "predict_kwargs", "train_args", "training_set_counts", "ultralytics_offline", "yolo_device",
            "write_yolo_dataset"]

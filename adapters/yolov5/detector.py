@@ -17,7 +17,7 @@ from adapters.readback import GradClipRecorder, Read, ReadBack
 from adapters.spec import TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
 from adapters.yolov5.compat import survive_missing_polars
-from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
+from adapters.yolov5.config import (FRAMEWORK_AUG_KEYS, HARNESS_REASONS, HEAD, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
                                     predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
 from adapters.yolov5 import readback
@@ -141,7 +141,7 @@ class YoloV5Detector(Detector):
             source = "trainer.train_loader.dataset.labels (images without a box)"
             negatives = (Read("keep" if background_images(dataset) else "drop", source) if has_negatives else
                          Read(spec_negatives, "the split has no image without findings: keep and drop train alike"))
-            reads = readback.training(trainer, NATIVE_AUG, clip if RANK == -1 else None, NATIVE["warmup_epochs"])
+            reads = readback.training(trainer, FRAMEWORK_AUG_KEYS, clip if RANK == -1 else None)
             if RANK == -1:
                 detector.record_ran(negatives=negatives, **reads)
             else:
@@ -255,24 +255,24 @@ class YoloV5Detector(Detector):
 
     # -- the protocol card ----------------------------------------------------------------------
     def recipe(self) -> list[dict]:
-        """The recipe rows as ultralytics ran them (read back after a fit; see readback.training)."""
+        """The recipe rows as ultralytics ran them, against its own defaults for this run (both read back
+        after a fit: readback.training and readback.natives; without a fit, no native is known)."""
         spec = self.spec
-        read = self.ran.recipe.get("batch_size")
-        batch = read.value.split(" ")[0] if read else spec.batch_size
+        natives = dict(self.ran.details.get("natives") or {})
+        nbs = natives.pop("nbs", None)
         arch = f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)"
-        natives = {"architecture": arch, "batch_size": f"{batch} (nbs {NATIVE['nbs']})",
-                   "optimizer": f"{NATIVE['optimizer']}(momentum {NATIVE['momentum']:g})", "lr": NATIVE["lr0"],
-                   "schedule": f"linear to lrf={NATIVE['lrf']:g}",
-                   "warmup": self.ran.details.get("native_warmup", f"{NATIVE['warmup_epochs']:g} epochs"),
-                   "weight_decay": NATIVE["weight_decay"], "norm_decay": 0.0, "grad_clip": "max norm 10",
-                   "framework_aug": NATIVE_AUG}
+        natives.update(architecture=arch, grad_clip="max norm 10")  # ultralytics' optimizer_step clips at 10
         # what the harness asks ultralytics for (its train arguments; the batch row: with the native nbs)
-        asked = {"epochs": spec.epochs, "lr": spec.lr, "batch_size": f"{spec.batch_size} (nbs {NATIVE['nbs']})"}
+        asked = {"architecture": arch, "epochs": spec.epochs, "lr": spec.lr,
+                 "batch_size": f"{spec.batch_size} (nbs {nbs})" if nbs else None}
         # a deviation is explained by the reason given for the ultralytics argument behind it
         notes = {key: spec.reasons.get(arg, "") for key, arg in RECIPE_ARGS.items()}
         notes["weight_decay"] = notes["weight_decay"] or "ultralytics scales it by batch x accumulate / nbs"
+        notes["optimizer"] = notes["optimizer"] or ("the harness passes train.optimizer: ultralytics' optimizer=auto "
+                                                    "picks by run length and class count")
+        notes["lr"] = notes["lr"] or "the harness passes train.lr as lr0 (optimizer=auto would set its own)"
         return self.recipe_rows(natives, notes, reasons={"framework_aug": {**HARNESS_REASONS, **spec.reasons}},
-                                asked={**asked, "architecture": arch})
+                                asked=asked)
 
     # -- provenance -----------------------------------------------------------------------------
     def version_notes(self) -> dict[str, str]:

@@ -3,6 +3,8 @@ resolved arguments, its built model, optimizer, data loader and warm-up rule aft
 predictor's resolved arguments and image size at prediction. Each value names the object it came from."""
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +26,37 @@ def warmup_iterations(trainer, warmup_epochs: float, batches: int) -> int | None
     return int(rule(SimpleNamespace(args=SimpleNamespace(warmup_epochs=warmup_epochs), epochs=trainer.epochs), batches))
 
 
-def training(trainer, aug_keys, clip: GradClipRecorder | None, native_warmup_epochs: float) -> dict[str, Any]:
+def natives(trainer, aug_keys) -> dict[str, Any]:
+    """ultralytics' own recipe for this run, from the framework: its defaults (`DEFAULT_CFG_DICT`), the
+    optimizer its `optimizer=auto` rule builds for a run of this length and class count (the trainer's
+    own `build_optimizer`, on a throwaway optimizer), and its warm-up rule at the default warm-up."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT as default
+    from ultralytics.utils import LOGGER
+
+    batches = len(trainer.train_loader)
+    # the iteration count ultralytics' auto rule sees, at its default nominal batch size
+    iterations = math.ceil(len(trainer.train_loader.dataset) / max(trainer.batch_size, default["nbs"])) * trainer.epochs
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # the auto rule logs its choice: not what this run trained with
+    try:
+        built = trainer.build_optimizer(model=trainer.model, name=default["optimizer"], lr=default["lr0"],
+                                        momentum=default["momentum"], decay=default["weight_decay"],
+                                        iterations=iterations)
+    finally:
+        LOGGER.setLevel(level)
+    opt = optimizer_settings(built, trainer.model)
+    out = {"nbs": default["nbs"], "batch_size": f"{int(trainer.batch_size)} (nbs {default['nbs']})",
+           "optimizer": f"{optimizer_text(opt)} (optimizer={default['optimizer']})", "lr": opt["lr"],
+           "schedule": f"{'cosine' if default['cos_lr'] else 'linear'} to lrf={default['lrf']:g}",
+           "weight_decay": default["weight_decay"], "norm_decay": opt["norm_decay"],
+           "framework_aug": {key: default[key] for key in aug_keys}}
+    warmup = warmup_iterations(trainer, float(default["warmup_epochs"]), batches)
+    if warmup is not None:
+        out["warmup"] = warmup_text(warmup / batches, warmup)
+    return out
+
+
+def training(trainer, aug_keys, clip: GradClipRecorder | None) -> dict[str, Any]:
     """ReadBack fields of a finished fit (`trainer`: ultralytics' DetectionTrainer, at on_train_end);
     `clip`: the recorder active during its training (None: not recorded, e.g. in a DDP worker)."""
     args = trainer.args
@@ -53,8 +85,7 @@ def training(trainer, aug_keys, clip: GradClipRecorder | None, native_warmup_epo
     if ran_warmup is not None:
         recipe["warmup"] = Read(warmup_text(ran_warmup / batches, ran_warmup),
                                 "trainer._get_warmup_iterations(len(trainer.train_loader))")
-        native = warmup_iterations(trainer, native_warmup_epochs, batches)
-        details["native_warmup"] = warmup_text(native / batches, native)
+    details["natives"] = natives(trainer, aug_keys)
     return {"train_size": Read(int(args.imgsz), "trainer.args.imgsz (checked against the stride)"),
             "train_channels": Read(input_channels(trainer.model), "trainer.model (its first convolution)"),
             "augmentation": Read({"rotate_deg": float(args.degrees), "hflip": float(args.fliplr),

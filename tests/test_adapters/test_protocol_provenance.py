@@ -189,6 +189,14 @@ def test_yolo_fit_reads_fliplr_and_warmup_from_ultralytics_and_the_card_ignores_
     assert row(rows, "epochs")["value"] == 1 and row(rows, "iterations")["source"] == "read"
     assert row(rows, "channels")["value"] == 3 and row(rows, "image_size")["value"] == 64
     assert [r["key"] for r in rows if r["source"] not in ("read", "applied")] == []
+    # the natives are ultralytics' own: its defaults, and the optimizer its optimizer=auto rule builds for
+    # a run this short (AdamW, lr fitted to the class count), not a typed copy
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    assert row(rows, "optimizer")["native"] == "AdamW(beta1 0.9) (optimizer=auto)"
+    assert row(rows, "lr")["native"] == pytest.approx(round(0.002 * 5 / (4 + det.spec.num_classes), 6))
+    assert row(rows, "framework_aug")["native"] == {k: DEFAULT_CFG_DICT[k] for k in row(rows, "framework_aug")["native"]}
+    assert row(rows, "warmup")["native"] == "0 epochs (0 iterations)"  # the default 3 epochs, by the same rule
 
     before = {r["key"]: r["value"] for r in rows}
     spec = det.spec
