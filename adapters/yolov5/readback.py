@@ -92,7 +92,7 @@ def training(trainer, aug_keys, clip: GradClipRecorder | None) -> dict[str, Any]
                                   "vflip": float(args.flipud)}, "trainer.args.degrees, fliplr, flipud"),
             "seed": Read(int(args.seed), "trainer.args.seed"),
             "init": Read(pretrained, "trainer.args.pretrained"),
-            "processes": Read(int(getattr(trainer, "world_size", 1) or 1), "trainer.world_size"),
+            "processes": Read(max(int(trainer.world_size), 1), "trainer.world_size (0 on CPU: one process)"),
             "recipe": recipe, "details": details}
 
 

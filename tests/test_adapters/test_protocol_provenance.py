@@ -135,6 +135,9 @@ def test_detectron2_solver_rows_come_from_the_trainers_rescaled_config(split0, t
     plain = built_detectron2(split0, tmp_path / "plain")
     scaled = built_detectron2(split0, tmp_path / "scaled", native={"SOLVER.REFERENCE_WORLD_SIZE": 2})
     before, after = ({r["key"]: r for r in d.protocol()} for d in (plain, scaled))
+    assert [k for k, r in before.items() if r.get("unexplained")] == []  # the plain trainer ran as asked
+    assert all(before[k]["source"] == "read" for k in ("negatives", "image_size", "seed", "init_weights", "gpus",
+                                                        "epochs", "iterations", "schedule", "warmup", "grad_clip"))
     assert before["batch_size"]["value"] == 4 and after["batch_size"]["value"] == 2
     assert after["lr"]["value"] == pytest.approx(before["lr"]["value"] / 2)
     assert after["iterations"]["value"] == 2 * before["iterations"]["value"]
@@ -189,6 +192,9 @@ def test_yolo_fit_reads_fliplr_and_warmup_from_ultralytics_and_the_card_ignores_
     assert row(rows, "epochs")["value"] == 1 and row(rows, "iterations")["source"] == "read"
     assert row(rows, "channels")["value"] == 3 and row(rows, "image_size")["value"] == 64
     assert [r["key"] for r in rows if r["source"] not in ("read", "applied")] == []
+    # only the override without a reason (warmup_epochs) is flagged: every other row ran as asked or says why
+    assert [r["key"] for r in rows if r.get("unexplained")] == ["native_overrides"]
+    assert row(rows, "gpus")["value"] == 1 and row(rows, "gpus")["source"] == "read"
     # the natives are ultralytics' own: its defaults, and the optimizer its optimizer=auto rule builds for
     # a run this short (AdamW, lr fitted to the class count), not a typed copy
     from ultralytics.cfg import DEFAULT_CFG_DICT
