@@ -136,7 +136,7 @@ def test_detectron2_solver_rows_come_from_the_trainers_rescaled_config(split0, t
     scaled = built_detectron2(split0, tmp_path / "scaled", native={"SOLVER.REFERENCE_WORLD_SIZE": 2})
     before, after = ({r["key"]: r for r in d.protocol()} for d in (plain, scaled))
     assert [k for k, r in before.items() if r.get("unexplained")] == []  # the plain trainer ran as asked
-    assert all(before[k]["source"] == "read" for k in ("negatives", "image_size", "seed", "init_weights", "gpus",
+    assert all(before[k]["source"] == "read" for k in ("negatives", "augmentation", "seed", "init_weights", "gpus",
                                                         "epochs", "iterations", "schedule", "warmup", "grad_clip"))
     assert before["batch_size"]["value"] == 4 and after["batch_size"]["value"] == 2
     assert after["lr"]["value"] == pytest.approx(before["lr"]["value"] / 2)
