@@ -166,12 +166,27 @@ def test_detectron2_prediction_rows_and_the_harness_cut_after_the_framework(spli
 
 # -- mmdet ----------------------------------------------------------------------------------------------
 def test_mmdet_max_per_img_is_read_from_the_built_model(split0, tmp_path):
-    pytest.importorskip("mmcv")
     det = predicted("mmdet_frcnn", split0, tmp_path, native={"model.test_cfg.rcnn.max_per_img": 50},
                     reasons={"model.test_cfg.rcnn.max_per_img": "fewer boxes"})
     max_det = row(det.protocol(), "max_det")
     assert max_det["value"] == 50 and max_det["note"] == "model.test_cfg.rcnn.max_per_img: fewer boxes"
     assert max_det["read_from"].startswith("model.roi_head.test_cfg.max_per_img = 50")
+
+
+def test_mmdet_epochs_and_iterations_come_from_the_runner(split0, tmp_path):
+    """One real tiny fit: a native train_cfg.max_epochs (2, the spec says 1) is what mmengine's train loop
+    ran; the card's epochs and iterations follow runner.max_epochs / runner.iter and flag the difference."""
+    det = get_detector("mmdet_frcnn", tiny_spec("mmdet_frcnn", native={
+        "train_cfg.max_epochs": 2, "val_cfg": None, "val_dataloader": None, "val_evaluator": None}))
+    det.fit(split0, tmp_path / "fit")
+    rows = det.protocol()
+    epochs, iterations = row(rows, "epochs"), row(rows, "iterations")
+    assert epochs["value"] == 2 and epochs["asked"] == 1 and epochs["read_from"] == "runner.max_epochs"
+    assert epochs["unexplained"] == [RAN_NOT_ASKED]  # train_cfg.max_epochs was given no reason
+    per_epoch = -(-det.consumed["images"] // 4)
+    assert iterations["value"] == 2 * per_epoch and iterations["source"] == "read"
+    assert all(row(rows, key)["source"] == "read" for key in ("negatives", "augmentation", "seed", "init_weights",
+                                                               "gpus", "lr", "schedule", "warmup", "grad_clip"))
 
 
 # -- one real fit per framework: read back from the trainer, and a guard ---------------------------------
