@@ -20,7 +20,8 @@ def faster_rcnn_native_protocol(keep_switch: str) -> dict[str, tuple[Any, str]]:
 
 def faster_rcnn_recipe(spec, scratch: bool, light_head: bool, native_lr: float, native_schedule: str,
                        native_warmup: str, native_wd: float, scaled_schedule: bool, scaled_warmup: bool,
-                       keys: Mapping[str, str]) -> tuple[dict, dict]:
+                       keys: Mapping[str, str], native_batch: int = 16, native_momentum: float = 0.9
+                       ) -> tuple[dict, dict]:
     """(natives, notes) of the recipe rows both Faster R-CNN frameworks share: architecture (the
     scratch recipe's 4conv-1fc GN head, or the 2fc head of the pretrained configs), batch 16 (8 GPUs
     x 2), SGD momentum 0.9, no clipping, no framework augmentation. A schedule or warmup note says
@@ -28,8 +29,8 @@ def faster_rcnn_recipe(spec, scratch: bool, light_head: bool, native_lr: float, 
     for the framework's own key (`keys`: recipe key -> native key) in `spec.reasons`, if any."""
     norm = "GN" if scratch else "FrozenBN"
     head = "4conv-1fc GN box head" if scratch else "2fc box head"
-    natives = {"architecture": f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {head}", "batch_size": 16,
-               "optimizer": "SGD(momentum 0.9)", "lr": native_lr, "schedule": native_schedule,
+    natives = {"architecture": f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {head}", "batch_size": native_batch,
+               "optimizer": f"SGD(momentum {native_momentum:g})", "lr": native_lr, "schedule": native_schedule,
                "warmup": native_warmup, "weight_decay": native_wd, "norm_decay": 0.0 if scratch else native_wd,
                "grad_clip": "none", "framework_aug": "none"}
     notes = {key: spec.reasons.get(native_key, "") for key, native_key in keys.items()}

@@ -82,11 +82,12 @@ every-class inference) and the test-time ResizeShortestEdge.
 Modules: `config` (spec -> CfgNode, augmentations), `data` (catalog registration), `trainer`
 (DefaultTrainer subclass, log file), `readback` (what it ran), `detector` (the adapter).
 """
-from adapters.detectron2_frcnn.config import (NATIVE, VARIANTS, build_config, checkpoint_tensors, merge_native,
-                                              predict_resize, train_augmentations, zoo_config_path)
+from adapters.detectron2_frcnn.config import (VARIANTS, build_config, checkpoint_tensors, merge_native,
+                                              predict_resize, train_augmentations, zoo_config_path, zoo_solver)
 from adapters.detectron2_frcnn.data import registered_split
 from adapters.detectron2_frcnn.detector import Detectron2FasterRCNN
 from adapters.detectron2_frcnn.trainer import trainer_class
 
-__all__ = ["NATIVE", "VARIANTS", "Detectron2FasterRCNN", "build_config", "checkpoint_tensors", "merge_native",
-           "predict_resize", "registered_split", "train_augmentations", "trainer_class", "zoo_config_path"]
+__all__ = ["VARIANTS", "Detectron2FasterRCNN", "build_config", "checkpoint_tensors", "merge_native",
+           "predict_resize", "registered_split", "train_augmentations", "trainer_class", "zoo_config_path",
+           "zoo_solver"]

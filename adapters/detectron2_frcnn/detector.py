@@ -9,8 +9,8 @@ from adapters.base import DDP_RESULT, Detector, trusted_load
 from adapters.frcnn_natives import faster_rcnn_native_protocol, faster_rcnn_recipe
 from adapters.ddp import check_gpus, free_port
 from adapters.detectron2_frcnn import readback
-from adapters.detectron2_frcnn.config import (NATIVE, READABLE_MODES, VARIANTS, ZOO_ITERS, ZOO_STEPS, build_config,
-                                              checkpoint_tensors, predict_resize, train_augmentations)
+from adapters.detectron2_frcnn.config import (READABLE_MODES, VARIANTS, build_config, checkpoint_tensors,
+                                              predict_resize, train_augmentations, zoo_solver)
 from adapters.detectron2_frcnn.data import registered_split
 from adapters.detectron2_frcnn.trainer import log_to, trainer_class
 from adapters.postprocess import RawDetections
@@ -222,16 +222,21 @@ class Detectron2FasterRCNN(Detector):
         """The recipe rows as detectron2 trained (read back after a fit; see readback.training)."""
         spec, details = self.spec, self.ran.details
         max_iter = details.get("max_iter")
+        zoo = zoo_solver(spec.variant)  # the natives: the zoo config as shipped
+        steps, zoo_iters = tuple(zoo.STEPS), int(zoo.MAX_ITER)
+        at = " and ".join(f"{step / zoo_iters:.0%}" for step in steps)
         natives, notes = faster_rcnn_recipe(
-            spec, not spec.weights, spec.variant in LIGHT_HEAD_VARIANTS, NATIVE["BASE_LR"],
-            "3x: x0.1 at 78% and 93% of training", f"linear from 0.001, {NATIVE['WARMUP_ITERS']} iterations",
-            NATIVE["WEIGHT_DECAY"],
-            scaled_schedule=max_iter is not None and details["steps"] == scaled_milestones(ZOO_STEPS, ZOO_ITERS,
-                                                                                             max_iter),
-            scaled_warmup=max_iter is not None and details["warmup_iters"] == warmup_length(NATIVE["WARMUP_ITERS"],
+            spec, not spec.weights, spec.variant in LIGHT_HEAD_VARIANTS, float(zoo.BASE_LR),
+            f"x{zoo.GAMMA:g} at {at} of {zoo_iters} iterations",
+            f"{zoo.WARMUP_METHOD} from {zoo.WARMUP_FACTOR:g}, {zoo.WARMUP_ITERS} iterations", float(zoo.WEIGHT_DECAY),
+            scaled_schedule=max_iter is not None and details["steps"] == scaled_milestones(steps, zoo_iters, max_iter),
+            scaled_warmup=max_iter is not None and details["warmup_iters"] == warmup_length(int(zoo.WARMUP_ITERS),
                                                                                               max_iter),
             keys={"schedule": "SOLVER.STEPS", "warmup": "SOLVER.WARMUP_ITERS", "architecture": "MODEL.ROI_BOX_HEAD",
-                  "grad_clip": "SOLVER.CLIP_GRADIENTS.ENABLED"})
+                  "grad_clip": "SOLVER.CLIP_GRADIENTS.ENABLED"},
+            native_batch=int(zoo.IMS_PER_BATCH), native_momentum=float(zoo.MOMENTUM))
+        if zoo.CLIP_GRADIENTS.ENABLED:
+            natives["grad_clip"] = f"{zoo.CLIP_GRADIENTS.CLIP_TYPE} {zoo.CLIP_GRADIENTS.CLIP_VALUE:g}"
         return self.recipe_rows(natives, notes, asked={"epochs": spec.epochs, "batch_size": spec.batch_size,
                                                        "lr": spec.lr})
 

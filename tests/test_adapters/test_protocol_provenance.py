@@ -21,7 +21,7 @@ from conftest import tiny_spec as base_spec
 torch.set_num_threads(2)
 
 
-def tiny_spec(model: str, **overrides):
+def tiny_spec(model: str | None, **overrides):
     return base_spec(model, **{"batch_size": 4, "lr": 0.001, "aug": AugSpec(hflip=0.5), "batch_predict": 2,
                                **overrides})
 
@@ -229,3 +229,23 @@ def test_yolo_fit_reads_fliplr_and_warmup_from_ultralytics_and_the_card_ignores_
     # score_thr/max_det are the stricter of the framework's and the harness's cut: the harness's cut
     # is the spec; nothing else may follow the spec
     assert moved <= {"native_overrides"}, moved
+
+
+def test_detectron2_natives_are_the_packaged_zoo_configs():
+    """The native column is the zoo YAML as detectron2 ships it: RetinaNet's BASE_LR is 0.01, Faster
+    R-CNN's 0.02 with the 3x schedule (checked against the packaged files themselves)."""
+    import re
+
+    from adapters.detectron2_frcnn import zoo_config_path
+
+    def solver(name: str, key: str) -> float:  # the value as the packaged YAML file writes it
+        return float(re.search(rf"^\s+{key}:\s*([\d.]+)", zoo_config_path(name).read_text(), re.M).group(1))
+
+    retina = get_detector("detectron2_retinanet", tiny_spec(None, batch_predict=2))
+    rows = retina.protocol()
+    assert row(rows, "lr")["native"] == solver("Base-RetinaNet.yaml", "BASE_LR") == 0.01
+    frcnn = get_detector("detectron2_frcnn", tiny_spec("detectron2_frcnn")).protocol()
+    assert row(frcnn, "lr")["native"] == solver("Base-RCNN-FPN.yaml", "BASE_LR") == 0.02
+    assert row(frcnn, "batch_size")["native"] == solver("Base-RCNN-FPN.yaml", "IMS_PER_BATCH") == 16
+    max_iter = int(solver("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", "MAX_ITER"))
+    assert row(frcnn, "schedule")["native"] == f"x0.1 at 78% and 93% of {max_iter} iterations"
