@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from harness.compare import same
-from harness.provenance import APPLIED, ASKED, READ, RECIPE
+from harness.provenance import ASKED, READ, RECIPE
 
 # one label per recipe key, for every framework
 RECIPE_LABELS = {
@@ -36,10 +36,10 @@ RAN_NOT_ASKED = "ran other than asked"  # the "unexplained" entry of a row whose
 
 
 def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: str = RECIPE, note: str = "",
-                 reasons: Mapping[str, str] | None = None, *, source: str = APPLIED, read_from: str = "",
+                 reasons: Mapping[str, str] | None = None, *, source: str = ASKED, read_from: str = "",
                  asked: Any = None, asked_reason: str = "") -> dict:
     """One line of the protocol card. `source`/`read_from`: where `value` came from
-    (`harness.provenance`); `asked`: the harness's setting (None: it asks nothing); `asked_reason`: the
+    (`harness.provenance`; by default "asked": a row is never confirmed unless its builder says so); `asked`: the harness's setting (None: it asks nothing); `asked_reason`: the
     reason given for the `native` key(s) that make the value differ from `asked`. `note` explains a
     deviation from `native` (kept only when the value deviates, or as a description when there is no
     native default); `reasons` explains a dict value key by key."""

@@ -116,7 +116,8 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str) -> dict:
                                                                           detector.resumed, f"{name} fold {fold}"),
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
-                     protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],
+                     protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared",
+                                  source="applied", read_from="the split files the harness wrote (harness.split)")],
         "config": job_config(cfg),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)
