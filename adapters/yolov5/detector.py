@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -133,8 +134,7 @@ class YoloV5Detector(Detector):
         detector, spec_negatives = self, self.spec.negatives
 
         def on_train_end(trainer) -> None:
-            from ultralytics.utils import RANK
-
+            RANK = int(os.environ.get("RANK", -1))  # as ultralytics.utils defines it: -1 = not a DDP worker
             if RANK not in (-1, 0):
                 return
             dataset = trainer.train_loader.dataset

@@ -249,3 +249,23 @@ def test_detectron2_natives_are_the_packaged_zoo_configs():
     assert row(frcnn, "batch_size")["native"] == solver("Base-RCNN-FPN.yaml", "IMS_PER_BATCH") == 16
     max_iter = int(solver("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", "MAX_ITER"))
     assert row(frcnn, "schedule")["native"] == f"x0.1 at 78% and 93% of {max_iter} iterations"
+
+
+def test_yolo_rank0_readback_travels_to_the_jobs_process(split0, tmp_path, monkeypatch):
+    """The multi-GPU path without GPUs: the on_train_end callback, run as rank 0 would run it, writes the
+    read-back to ddp_result.json instead of recording it; the job's process collects it into the card
+    (gradient clipping excepted: it is recorded in the job's process only, so it stays "asked")."""
+    from adapters.yolov5 import ultralytics_offline
+
+    det = get_detector("yolov5", tiny_spec("yolov5"))
+    with ultralytics_offline(tmp_path / "cfg"):  # ultralytics binds its own RANK at import: import it first
+        import ultralytics.engine.trainer  # noqa: F401
+        import ultralytics.models.yolo.detect  # noqa: F401
+    monkeypatch.setenv("RANK", "0")  # what the callback reads, as torch.distributed sets it in a DDP worker
+    det.fit(split0, tmp_path / "fit")
+    assert det.ran.train_size is None and det.ran.recipe == {}  # rank 0 wrote it, recorded nothing
+    det._collect_ddp_readback((tmp_path / "fit").resolve())
+    rows = {r["key"]: r for r in det.protocol()}
+    assert rows["negatives"]["source"] == "read" and rows["augmentation"]["source"] == "read"
+    assert rows["epochs"]["source"] == "read" and rows["warmup"]["read_from"].startswith("trainer._get_warmup")
+    assert rows["grad_clip"]["source"] == "asked"
