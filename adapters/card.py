@@ -79,11 +79,12 @@ def recipe_rows(reads: Mapping[str, Any], natives: Mapping[str, Any], notes: Map
     """A framework's training recipe as rows, in RECIPE_LABELS order: `reads` as read back from the
     framework (key -> readback.Read), `natives` its own defaults, `notes` the reason for each deviation,
     `asked` what the harness asked (a key not read back shows that, marked "asked"; with nothing asked
-    either, "–"), `asked_reasons` the reasons of the native keys behind each recipe key."""
+    either, "–"; every recipe key has a row), `asked_reasons` the reasons of the native keys behind each
+    recipe key."""
     reasons, asked, asked_reasons = reasons or {}, asked or {}, asked_reasons or {}
     return [read_row(key, label, reads.get(key), asked.get(key), native=natives.get(key), note=notes.get(key, ""),
                      reasons=reasons.get(key), asked_reason=asked_reasons.get(key, ""))
-            for key, label in RECIPE_LABELS.items() if key in reads or key in natives or key in asked]
+            for key, label in RECIPE_LABELS.items()]
 
 
 def native_reason(spec, native_keys: tuple[str, ...]) -> str:

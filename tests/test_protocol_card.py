@@ -8,7 +8,7 @@ import pytest
 from harness import atomic
 from harness.report import build_report
 from harness.report.protocol import (collect_protocols, deviates, fairness_summary, fmt_value, protocol_markdown, same,
-                                     write_protocol)
+                                     unexplained, write_protocol)
 
 MODELS = {"yolov5": "yolov5s", "detectron2_frcnn": "R_50_FPN_3x", "mmdet_frcnn": "r50_fpn_1x"}
 
@@ -249,6 +249,15 @@ def test_a_value_not_read_back_is_never_shown_as_confirmed(sweep):
     yolo = section(md, "## yolov5 — variant yolov5s")
     assert ("| max detections per image (`max_det`) | shared | 100 | – | – |  | "
             "⚠ fold0: asked, not read back · fold1: read back: framework.max_det |  |") in yolo
+
+    def unknown_lr(rows):  # nothing read and nothing asked: unknown, which is not a deviation from native
+        next(r for r in rows if r["key"] == "lr").update(value=None, source="asked", read_from="")
+
+    for fold in (0, 1):
+        rewrite(sweep, "mmdet_frcnn", fold, unknown_lr)
+    collected = collect_protocols(sweep)
+    assert not [e for e in unexplained(collected) if e["key"] == "lr"]
+    assert "  - mmdet_frcnn: – — ⚠ not read back" in protocol_markdown(collected)
 
 
 def test_a_value_other_than_asked_is_flagged_per_model_even_when_all_differ_alike(sweep):

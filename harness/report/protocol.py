@@ -122,8 +122,10 @@ def _group_models(found: list[tuple], out: SweepProtocols) -> None:
 
 
 def deviates(row: dict) -> bool:
-    """A row deviates when the framework has a native default and the harness uses another value."""
-    return row.get("native") is not None and not same(row.get("value"), row.get("native"))
+    """A row deviates when the framework has a native default and the model ran another value (a value
+    that is not known - not read back and not asked - is reported as such, not as a deviation)."""
+    return (row.get("native") is not None and row.get("value") is not None
+            and not same(row.get("value"), row.get("native")))
 
 
 def _note(row: dict | None) -> str:
@@ -374,6 +376,8 @@ def _native_status(collected: SweepProtocols, model: str, key: str) -> str:
     rows = [r for f in _folds(collected, model) if (r := _row(collected, model, f, key)) is not None]
     if not rows:
         return "not recorded"
+    if all(r.get("value") is None for r in rows):
+        return "⚠ not read back" if any(not confirmed(r) for r in rows) else "no value"
     if any(RAN_NOT_ASKED in (r.get("unexplained") or []) for r in rows):
         asked = _per_fold({f: r.get("asked") for f in _folds(collected, model)
                            if (r := _row(collected, model, f, key)) is not None})
