@@ -30,12 +30,9 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
 # models that are image classifiers (P(abnormal) per image), not detectors
 CLASSIFIERS = frozenset({"classifier"})
 
-# the checkpoint format each framework reads (harness.weights.formats tells them apart)
-WEIGHTS_FORMATS: dict[str, str] = {"yolov5": "ultralytics", "detectron2_frcnn": "detectron2", "mmdet_frcnn": "mmdet",
-                                   "classifier": "torchvision", "ultralytics": "ultralytics",
-                                   "detectron2": "detectron2", "mmdet": "mmdet", "detectron2_retinanet": "detectron2",
-                                   "detectron2_cascade": "detectron2", "mmdet_retinanet": "mmdet",
-                                   "mmdet_cascade": "mmdet"}
+# the checkpoint format each model reads (harness.weights.formats tells them apart): the registry's
+# framework package, which names the format
+WEIGHTS_FORMATS: dict[str, str] = {name: package for name, (_, _, package) in REGISTRY.items()}
 
 
 def is_classifier(name: str) -> bool:

@@ -6,9 +6,11 @@ the data-parallel result round trip, the trusted checkpoint load and `versions()
 
 `Detector` adds what the three detector frameworks share: the `fit` template (class list and
 training-image checks before the framework runs), prediction with its shared post-processing and
-bad-image handling, and the protocol card built from the settings each framework *read back* from
-its own resolved state (`self.ran`), not from the spec. A framework package implements `_fit`,
-`prediction_session` and `recipe`, and records what it ran with `record_ran`.
+bad-image handling, and the protocol card built once from the settings each framework *read back* from
+its own resolved state (`self.ran`, a `readback.ReadBack`), each row naming its source; a setting that
+was not read back shows the harness's value marked "asked, not read back", never as confirmed. A
+framework package implements `_fit`, `prediction_session` and `recipe`, and records what it ran
+(its package's `readback` module) with `record_ran`.
 """
 from __future__ import annotations
 
@@ -21,24 +23,32 @@ import platform
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from adapters.card import SHARED, init_note, init_report, protocol_row, size_value
+from adapters.card import RECIPE_LABELS, init_note, native_reason, protocol_row, read_row, recipe_rows
 from adapters.images import UnreadableImages, screen_training_images, unreadable_reason
 from adapters.postprocess import RawDetections, postprocess
+from adapters.readback import Read, ReadBack, init_report
 from adapters.resume import (RUN_SETTINGS, ResumePoint, find_resume_point, prune, records, set_aside_checkpoints,
                              training_key, write_record)
 from adapters.spec import AugSpec, TrainSpec
 from adapters.trainset import count_split_training_set
 from harness import atomic
+from harness.compare import same
 from harness.progress import PROGRESS_FILE, write_progress
+from harness.provenance import APPLIED, ASKED, PARTLY, READ, SHARED
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
 
 DDP_RESULT = "ddp_result.json"  # what rank 0 of a data-parallel fit reports back to the job's process
-# the shared protocol settings a framework reads back (`Detector.ran`), in card order
-SHARED_SETTINGS = ("negatives", "image_size", "channels", "augmentation", "score_thr", "max_det", "nms_iou",
-                   "multi_label")
-
+# the shared protocol settings a framework reads back (`Detector.ran`), in card order, with their labels
+SHARED_LABELS = {"negatives": "images without findings in training",
+                 "image_size": "image size (longer side resized to, px; train/test when they differ)",
+                 "channels": "input channels the network reads",
+                 "augmentation": "shared augmentation (rotation deg, h/v flip prob.)",
+                 "score_thr": "inference score threshold", "max_det": "max detections per image",
+                 "nms_iou": "class-aware NMS IoU at inference", "multi_label": "several classes per box"}
+SHARED_SETTINGS = tuple(SHARED_LABELS)
+HARNESS_TTA = "hflip (WBF, re-capped to max_det)"  # what harness.tta adds on top of the framework
 
 def trusted_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """torch.load of a checkpoint cxr-bench trusts (its own, or the user's local weights file):
@@ -68,6 +78,7 @@ class Adapter:
             raise ValueError(f"unknown {self.name} variant {spec.variant!r}; known: {', '.join(self.variants)}")
         self.failed_images: list[tuple[str, str]] = []  # (path, reason) from the last predict()
         self.consumed: dict[str, int] | None = None  # training images/boxes the framework used (fit)
+        self.expected_consumed: dict[str, int] | None = None  # what the protocol asks of that split (fit)
         self.init: dict[str, Any] | None = None  # how spec.weights initialised the model (fit)
         self.last_parallel: dict | None = None  # processes, DDP wrapper and iterations of the last fit
         # set by the job (harness.jobs.train_job): its config hash, which every resumable checkpoint
@@ -141,10 +152,13 @@ class Adapter:
     def _ddp_restore(self, result: dict[str, Any]) -> None:
         pass
 
-    def _check_consumed(self, split: Split, consumed: dict[str, int]) -> None:
-        """Record what the framework consumed; warn when it differs from what the protocol asks."""
+    def _check_consumed(self, split: Split, consumed: dict[str, int], source: str = "") -> None:
+        """Record what the framework consumed (read from `source`, its built training set); warn when
+        it differs from what the protocol asks."""
         self.consumed = dict(consumed)
-        expected = count_split_training_set(split.train_json, self.spec.negatives)
+        expected = self.expected_consumed = count_split_training_set(split.train_json, self.spec.negatives)
+        if source and hasattr(self, "record_ran"):
+            self.record_ran(consumed=Read(dict(consumed), source))
         if consumed != expected:
             log.warning("%s: the framework consumed %s training images/boxes, the protocol (negatives=%s) "
                         "asks for %s", self.name, consumed, self.spec.negatives, expected)
@@ -181,19 +195,25 @@ class Detector(Adapter, abc.ABC):
     native_protocol: dict[str, tuple[Any, str]] = {}
     image_modes: tuple[str, ...] | None = None  # PIL modes the framework's reader handles (None: any)
 
+    # setting (a SHARED_LABELS key or a recipe key) -> the framework's `native` keys that change it (a key
+    # ending in "." stands for every key under it): their reasons explain a value other than asked
+    native_keys: dict[str, tuple[str, ...]] = {}
+
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
-        self.ran: dict[str, Any] = {}  # shared settings read back from the framework (fit and prediction)
+        self.ran = ReadBack()  # what the framework ran, read back (fit and prediction)
+        self.images_scored: dict[str, int] | None = None  # predicted / unreadable (the last predict)
 
-    def record_ran(self, **values: Any) -> None:
-        """Record settings as the framework resolved them (the protocol card shows these)."""
-        self.ran.update(values)
+    def record_ran(self, **reads: Any) -> None:
+        """Record settings as the framework resolved them (`ReadBack` fields; the card shows these)."""
+        self.ran.update(**reads)
 
     def _ddp_state(self) -> dict[str, Any]:
-        return {"ran": self.ran}
+        return {"ran": self.ran.as_dict()}
 
     def _ddp_restore(self, result: dict[str, Any]) -> None:
-        self.ran.update(result.get("ran") or {})
+        restored = ReadBack.from_dict(result.get("ran") or {})
+        self.ran.update(**{name: value for name, value in vars(restored).items() if value})
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, split: Split, workdir: Path) -> Path:
@@ -248,8 +268,7 @@ class Detector(Adapter, abc.ABC):
                     if raw is not None:
                         results.extend(postprocess(ref, raw, self.spec.score_thr, self.spec.max_det,
                                                    self.spec.num_classes))
-        self.record_ran(images_scored={"predicted": len(images) - len(self.failed_images),
-                                       "failed": len(self.failed_images)})
+        self.images_scored = {"predicted": len(images) - len(self.failed_images), "failed": len(self.failed_images)}
         if images and len(self.failed_images) == len(images):
             raise UnreadableImages(self.failed_images)
         return results
@@ -273,52 +292,134 @@ class Detector(Adapter, abc.ABC):
         self.failed_images.append((str(ref.path), reason))
 
     # -- the protocol card ------------------------------------------------------------------
-    def shared_settings(self) -> dict[str, Any]:
-        """The shared protocol settings as the framework ran them (`self.ran`); a setting not read
-        back (no fit / prediction in this process) falls back to the spec's value."""
-        spec, ran = self.spec, self.ran
-        asked = {"negatives": spec.negatives, "image_size": spec.imgsz, "channels": spec.channels,
-                 "augmentation": spec.aug.as_dict(), "score_thr": spec.score_thr, "max_det": spec.max_det,
-                 "nms_iou": spec.nms_iou, "multi_label": spec.multi_label}
-        read = {"image_size": size_value(ran.get("train_size"), ran.get("test_size")),
-                "channels": size_value(ran.get("train_channels"), ran.get("test_channels"))}
-        return {key: read.get(key) if read.get(key) is not None else ran.get(key, asked[key])
-                for key in SHARED_SETTINGS}
+    def asked(self, tta: bool = False) -> dict[str, Any]:
+        """The shared settings as the harness asked for them (the spec; TTA: the job's tta_hflip)."""
+        spec = self.spec
+        return {"train_consumed": self.expected_consumed, "negatives": spec.negatives, "image_size": spec.imgsz,
+                "channels": spec.channels, "augmentation": spec.aug.as_dict(), "score_thr": spec.score_thr,
+                "max_det": spec.max_det, "nms_iou": spec.nms_iou, "multi_label": spec.multi_label,
+                "tta": HARNESS_TTA if tta else "none", "seed": spec.seed, "gpus": spec.gpus,
+                "init_weights": (spec.weights_name or Path(spec.weights).name) if spec.weights else "scratch"}
+
+    def asked_reason(self, key: str) -> str:
+        """The reasons given for the `native` overrides that change `key` (`native_keys`)."""
+        return native_reason(self.spec, self.native_keys.get(key, ()))
+
+    def shared_rows(self, tta: bool = False) -> list[dict]:
+        """The shared protocol settings as rows, each from `self.ran` with its source; one not read
+        back shows the harness's value marked "asked"."""
+        ran, asked = self.ran, self.asked(tta)
+        rows = []
+        for key, label in SHARED_LABELS.items():
+            native, note = self.native_protocol.get(key, (None, ""))
+            common = dict(native=native, scope=SHARED, note=note, asked=asked[key], asked_reason=self.asked_reason(key))
+            if key == "image_size":
+                rows.append(self._train_test_row(key, label, ran.train_size, ran.test_size, **common))
+            elif key == "channels":
+                rows.append(self._train_test_row(key, label, ran.train_channels, ran.test_channels, **common))
+            elif key in ("score_thr", "max_det"):
+                rows.append(self._harness_cut_row(key, label, getattr(ran, key), **common))
+            else:
+                rows.append(read_row(key, label, getattr(ran, key), **common))
+        return rows
+
+    @staticmethod
+    def _train_test_row(key: str, label: str, train: Read | None, test: Read | None, **common: Any) -> dict:
+        """One value when training and prediction read back the same, else {"train", "test"}; only
+        "partly" read back when one of them was not."""
+        asked = common["asked"]
+        if train is None and test is None:
+            return read_row(key, label, None, **common)
+        if train is not None and test is not None:
+            value = train.value if same(train.value, test.value) else {"train": train.value, "test": test.value}
+            return protocol_row(key, label, value, source=READ, read_from=f"train: {train.source}; test: {test.source}",
+                                **common)
+        known, side, other = (train, "train", "test") if test is None else (test, "test", "train")
+        return protocol_row(key, label, known.value, source=PARTLY,
+                            read_from=f"{side}: {known.source}; {other}: not read back (asked {asked})", **common)
+
+    def _harness_cut_row(self, key: str, label: str, read: Read | None, **common: Any) -> dict:
+        """score_thr / max_det: the framework's own cut (read back), then the harness's (adapters.postprocess,
+        applied to every framework's output): the stricter of the two is what the predictions hold."""
+        asked = common["asked"]
+        if read is None:
+            return read_row(key, label, None, **common)
+        stricter = max if key == "score_thr" else min
+        value = stricter(read.value, asked)
+        applied = "keeps scores >= " if key == "score_thr" else "keeps the best "
+        return protocol_row(key, label, value, source=APPLIED if same(value, asked) else READ,
+                            read_from=f"{read.source} = {read.value}, then the harness {applied}{asked} "
+                                      "(adapters.postprocess)", **common)
 
     def protocol(self, tta: bool = False) -> list[dict]:
         """Every setting that can move this model's score: the shared protocol (scope "shared",
         identical for every framework in a fair sweep) as read back from the framework, then its
-        recipe (`recipe()`), each with the framework's native default and, where they differ, why."""
-        spec, consumed, values = self.spec, self.consumed or {}, self.shared_settings()
-        labels = {"negatives": "images without findings in training",
-                  "image_size": "image size (longer side resized to, px; train/test when they differ)",
-                  "channels": "input channels the network reads", "augmentation":
-                  "shared augmentation (rotation deg, h/v flip prob.)", "score_thr": "inference score threshold",
-                  "max_det": "max detections per image", "nms_iou": "class-aware NMS IoU at inference",
-                  "multi_label": "several classes per box"}
-        rows = [protocol_row("train_images", "training images consumed (read back from the framework)",
-                             consumed.get("images"), scope=SHARED),
-                protocol_row("train_boxes", "training boxes consumed", consumed.get("boxes"), scope=SHARED)]
-        for key in SHARED_SETTINGS:
-            native, note = self.native_protocol.get(key, (None, ""))
-            rows.append(protocol_row(key, labels[key], values[key], native, scope=SHARED, note=note))
-        rows += [
-            protocol_row("init_weights", "initial weights",
-                         (spec.weights_name or Path(spec.weights).name) if spec.weights else "scratch",
-                         scope=SHARED, note=init_note(self.init)),
-            protocol_row("seed", "seed", spec.seed, scope=SHARED),
-            protocol_row("tta", "test-time augmentation", "hflip (WBF, re-capped to max_det)" if tta else "none",
-                         scope=SHARED),
-            protocol_row("images_scored", "validation images predicted / unreadable",
-                         self.ran.get("images_scored"), scope=SHARED),
-        ]
-        parallel = protocol_row(
-            "gpus", "data-parallel processes (train.gpus)", spec.gpus, 1,
+        recipe (`recipe()`), each with its source, what the harness asked, the framework's native
+        default and, where they differ, why."""
+        spec, ran, asked = self.spec, self.ran, self.asked(tta)
+        consumed = ran.consumed
+        rows = [protocol_row("train_images", "training images consumed", None if consumed is None else
+                             consumed.value.get("images"), scope=SHARED, source=ASKED if consumed is None else READ,
+                             read_from="" if consumed is None else consumed.source,
+                             asked=(asked["train_consumed"] or {}).get("images")),
+                protocol_row("train_boxes", "training boxes consumed", None if consumed is None else
+                             consumed.value.get("boxes"), scope=SHARED, source=ASKED if consumed is None else READ,
+                             read_from="" if consumed is None else consumed.source,
+                             asked=(asked["train_consumed"] or {}).get("boxes"))]
+        rows += self.shared_rows(tta)
+        rows += [self._init_row(asked["init_weights"]),
+                 read_row("seed", "seed", ran.seed, asked["seed"], scope=SHARED, asked_reason=self.asked_reason("seed")),
+                 self._tta_row(asked["tta"]),
+                 protocol_row("images_scored", "validation images predicted / unreadable", self.images_scored,
+                              scope=SHARED, source=ASKED if self.images_scored is None else APPLIED,
+                              read_from="" if self.images_scored is None else "the harness's predict(): images "
+                                        "the framework's reader can open")]
+        parallel = read_row(
+            "gpus", "data-parallel processes (train.gpus)", ran.processes, spec.gpus, native=1,
             note=f"batch {spec.batch_size} in total = {spec.batch_size // spec.gpus} per process; lr unscaled "
                  "(the total batch is the recipe's)")
         overrides = protocol_row("native_overrides", "framework settings overridden (`native`)",
-                                 dict(spec.native or {}), {}, reasons=spec.reasons)
+                                 dict(spec.native or {}), {}, reasons=spec.reasons, source=APPLIED,
+                                 read_from="passed to the framework's own settings by the harness")
         return rows + list(self.recipe()) + [parallel, overrides]
+
+    def _init_row(self, asked: str) -> dict:
+        """The initial weights: confirmed by comparing the model's tensors with the checkpoint's
+        (`self.init`), or, from scratch, by the framework's own record of the weights it was given."""
+        label, init, read = "initial weights", self.init, self.ran.init
+        if init is not None and init.get("weights"):
+            return protocol_row("init_weights", label, asked, scope=SHARED, note=init_note(init), source=READ,
+                                read_from="the model's tensors compared with the checkpoint's at the start of training",
+                                asked=asked)
+        if read is None:
+            return read_row("init_weights", label, None, asked, scope=SHARED)
+        value = Path(str(read.value)).name if read.value else "scratch"
+        if value != "scratch" and asked != "scratch":
+            value = asked  # a registry name (weights=coco) for the file it resolved to
+        return protocol_row("init_weights", label, value, scope=SHARED, source=READ, read_from=read.source,
+                            asked=asked, asked_reason=self.asked_reason("init_weights"))
+
+    def _tta_row(self, asked: str) -> dict:
+        """Test-time augmentation: the framework's own (read back from its predictor) and the harness's
+        hflip TTA (harness.tta) on top of it."""
+        label, read = "test-time augmentation", self.ran.tta
+        harness = "" if asked == "none" else asked
+        if read is None:
+            return protocol_row("tta", label, asked, scope=SHARED, source=ASKED, asked=asked,
+                                read_from=f"the harness's: {harness or 'none'}; the framework's own: not read back")
+        own = f"the framework's own ({read.value})" if read.value else ""
+        value = " + ".join(filter(None, [own, harness])) or "none"
+        return protocol_row("tta", label, value, scope=SHARED, source=READ, asked=asked,
+                            read_from=f"{read.source}; the harness's: {harness or 'none'}",
+                            asked_reason=self.asked_reason("tta"))
+
+    def recipe_rows(self, natives: Mapping[str, Any], notes: Mapping[str, str],
+                    reasons: Mapping[str, Mapping[str, str]] | None = None,
+                    asked: Mapping[str, Any] | None = None) -> list[dict]:
+        """The recipe rows from `self.ran.recipe` (adapters.card.recipe_rows), with the reasons of the
+        native keys behind each recipe key (`native_keys`)."""
+        return recipe_rows(self.ran.recipe, natives, notes, reasons, asked,
+                           {key: self.asked_reason(key) for key in RECIPE_LABELS})
 
     @abc.abstractmethod
     def recipe(self) -> list[dict]:

@@ -30,8 +30,10 @@ def with_architecture(rows: list[dict], framework: str, arch: str, family: str, 
     """`rows` with the architecture row replaced by the packaged config's name, its family and what
     was built from it (`built`: the adapter's own description of the model it read back)."""
     value = f"{family}: {framework} {arch} ({built})"
+    old = next((r for r in rows if r.get("key") == "architecture"), {})
     row = protocol_row("architecture", "architecture", value, None,
-                       note="the framework's packaged config; class count and data replaced")
+                       note="the framework's packaged config; class count and data replaced",
+                       source=old.get("source", "asked"), read_from=old.get("read_from", ""))
     return [row if r.get("key") == "architecture" else r for r in rows]
 
 

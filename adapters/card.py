@@ -1,19 +1,21 @@
-"""Protocol-card rows: how an adapter states a setting, its framework's native default and why they
-differ. The card (`harness.report.protocol`) reads these rows from metrics.json.
+"""Protocol-card rows: how an adapter states a setting, where its value came from (`source`: read back
+from a named framework object, applied by the harness, or only asked: `harness.provenance`), what the
+harness asked for, the framework's native default and why they differ. The card
+(`harness.report.protocol`) reads these rows from metrics.json.
 
-A row's note is a *reason for a deviation*: it is attached only when the value differs from the
-native default (rows without a native default keep their note as a description). For dict-valued
-settings (a framework's augmentation, the `native` overrides) every key that differs needs its own
-reason; keys without one are listed in the row's "unexplained" field, which the card flags.
+A row's note is a *reason*. Where the value differs from what the harness asked, only the reason given
+for the `native` key that caused it explains it (`asked_reason`); without one the row is flagged
+("unexplained"). Where the value is what the harness asked, the harness's own note explains a
+deviation from the native default (rows without a native default keep their note as a description).
+For dict-valued settings (a framework's augmentation, the `native` overrides) every key that differs
+needs its own reason; keys without one are listed in the row's "unexplained" field, which the card flags.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 from harness.compare import same
-
-SHARED, RECIPE = "shared", "recipe"
+from harness.provenance import ASKED, READ, RECIPE
 
 # one label per recipe key, for every framework
 RECIPE_LABELS = {
@@ -30,14 +32,24 @@ RECIPE_LABELS = {
     "grad_clip": "gradient clipping",
     "framework_aug": "framework's own augmentation",
 }
+RAN_NOT_ASKED = "ran other than asked"  # the "unexplained" entry of a row whose value is not what was asked
 
 
 def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: str = RECIPE, note: str = "",
-                 reasons: Mapping[str, str] | None = None) -> dict:
-    """One line of the protocol card. `note` explains a deviation from `native` (kept only when the
-    value deviates, or as a description when there is no native default); `reasons` explains a
-    dict value key by key."""
-    row = {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": ""}
+                 reasons: Mapping[str, str] | None = None, *, source: str = ASKED, read_from: str = "",
+                 asked: Any = None, asked_reason: str = "") -> dict:
+    """One line of the protocol card. `source`/`read_from`: where `value` came from
+    (`harness.provenance`; by default "asked": a row is never confirmed unless its builder says so); `asked`: the harness's setting (None: it asks nothing); `asked_reason`: the
+    reason given for the `native` key(s) that make the value differ from `asked`. `note` explains a
+    deviation from `native` (kept only when the value deviates, or as a description when there is no
+    native default); `reasons` explains a dict value key by key."""
+    row = {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": "",
+           "source": source, "read_from": read_from, "asked": asked}
+    if asked is not None and not same(value, asked):
+        row["note"] = asked_reason
+        if not asked_reason:
+            row["unexplained"] = [RAN_NOT_ASKED]
+        return row
     if native is None:
         row["note"] = note
         return row
@@ -54,14 +66,32 @@ def protocol_row(key: str, label: str, value: Any, native: Any = None, scope: st
     return row
 
 
-def recipe_rows(values: Mapping[str, Any], natives: Mapping[str, Any], notes: Mapping[str, str],
-                reasons: Mapping[str, Mapping[str, str]] | None = None) -> list[dict]:
-    """A framework's training recipe as rows, in RECIPE_LABELS order: `values` as read back from the
-    framework, `natives` its own defaults, `notes` the reason for each deviation."""
-    reasons = reasons or {}
-    return [protocol_row(key, label, values.get(key), natives.get(key), note=notes.get(key, ""),
-                         reasons=reasons.get(key))
-            for key, label in RECIPE_LABELS.items() if key in values]
+def read_row(key: str, label: str, read: Any, asked: Any = None, **kwargs: Any) -> dict:
+    """A row from a `readback.Read` (None: not read back, so the value shown is `asked`, marked so)."""
+    if read is None:
+        return protocol_row(key, label, asked, source=ASKED, asked=asked, **kwargs)
+    return protocol_row(key, label, read.value, source=READ, read_from=read.source, asked=asked, **kwargs)
+
+
+def recipe_rows(reads: Mapping[str, Any], natives: Mapping[str, Any], notes: Mapping[str, str],
+                reasons: Mapping[str, Mapping[str, str]] | None = None, asked: Mapping[str, Any] | None = None,
+                asked_reasons: Mapping[str, str] | None = None) -> list[dict]:
+    """A framework's training recipe as rows, in RECIPE_LABELS order: `reads` as read back from the
+    framework (key -> readback.Read), `natives` its own defaults, `notes` the reason for each deviation,
+    `asked` what the harness asked (a key not read back shows that, marked "asked"; with nothing asked
+    either, "–"; every recipe key has a row), `asked_reasons` the reasons of the native keys behind each
+    recipe key."""
+    reasons, asked, asked_reasons = reasons or {}, asked or {}, asked_reasons or {}
+    return [read_row(key, label, reads.get(key), asked.get(key), native=natives.get(key), note=notes.get(key, ""),
+                     reasons=reasons.get(key), asked_reason=asked_reasons.get(key, ""))
+            for key, label in RECIPE_LABELS.items()]
+
+
+def native_reason(spec, native_keys: tuple[str, ...]) -> str:
+    """The reasons given (spec.reasons) for the `native` overrides among `native_keys` (a key ending in
+    "." matches every key under it) that the spec sets: what explains a value other than asked."""
+    keys = [k for k in spec.native if any(k == n or (n.endswith(".") and k.startswith(n)) for n in native_keys)]
+    return "; ".join(f"{k}: {spec.reasons[k]}" for k in keys if spec.reasons.get(k))
 
 
 def size_value(train: Any, test: Any) -> Any:
@@ -79,63 +109,3 @@ def init_note(init: dict[str, Any] | None) -> str:
     head = ", ".join(init["reinitialised"][:4]) + (" ..." if len(init["reinitialised"]) > 4 else "")
     return (f"{init['weights']}: {init['loaded']}/{init['total']} tensors from the checkpoint; "
             f"re-initialised: {head or 'none'}")
-
-
-def init_report(model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None,
-                weights: str | None) -> dict[str, Any]:
-    """Which tensors of a model about to train equal the checkpoint's tensor of the same name and
-    shape (`loaded`), and which do not (`reinitialised`: absent, other shape, or other values)."""
-    import numpy as np
-    import torch
-
-    if checkpoint_state is None:
-        return {"weights": None, "loaded": 0, "total": len(model_state), "reinitialised": [], "checkpoint_unused": []}
-    loaded, reinitialised = [], []
-    for key, value in model_state.items():
-        source = checkpoint_state.get(key)
-        if source is not None and not isinstance(source, torch.Tensor):
-            source = torch.as_tensor(np.asarray(source))
-        same_tensor = (source is not None and tuple(source.shape) == tuple(value.shape)
-                       and torch.equal(value.detach().cpu().float(), source.detach().cpu().float()))
-        (loaded if same_tensor else reinitialised).append(key)
-    return {"weights": Path(str(weights)).name if weights else None, "loaded": len(loaded),
-            "total": len(model_state), "reinitialised": reinitialised,
-            "checkpoint_unused": sorted(set(checkpoint_state) - set(model_state))}
-
-
-def faster_rcnn_native_protocol(keep_switch: str) -> dict[str, tuple[Any, str]]:
-    """The shared protocol settings' defaults in both Faster R-CNN frameworks (detectron2 and mmdet
-    agree on them); `keep_switch` names the framework's switch that negatives="keep" turns off."""
-    return {
-        "negatives": ("drop", f"keep: {keep_switch} off"),
-        "score_thr": (0.05, "low, as mAP needs"),
-        "max_det": (100, "the protocol's cap for every model"),
-        "nms_iou": (0.5, "the protocol's NMS IoU for every model"),
-        "multi_label": (True, "the box head scores every class of every proposal"),
-    }
-
-
-def faster_rcnn_recipe(spec, scratch: bool, light_head: bool, native_lr: float, native_schedule: str,
-                       native_warmup: str, native_wd: float, scaled_schedule: bool, scaled_warmup: bool,
-                       keys: Mapping[str, str]) -> tuple[dict, dict]:
-    """(natives, notes) of the recipe rows both Faster R-CNN frameworks share: architecture (the
-    scratch recipe's 4conv-1fc GN head, or the 2fc head of the pretrained configs), batch 16 (8 GPUs
-    x 2), SGD momentum 0.9, no clipping, no framework augmentation. A schedule or warmup note says
-    "scaled" only when the run used the harness's scaling (`scaled_*`); otherwise the reason given
-    for the framework's own key (`keys`: recipe key -> native key) in `spec.reasons`, if any."""
-    norm = "GN" if scratch else "FrozenBN"
-    head = "4conv-1fc GN box head" if scratch else "2fc box head"
-    natives = {"architecture": f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {head}", "batch_size": 16,
-               "optimizer": "SGD(momentum 0.9)", "lr": native_lr, "schedule": native_schedule,
-               "warmup": native_warmup, "weight_decay": native_wd, "norm_decay": 0.0 if scratch else native_wd,
-               "grad_clip": "none", "framework_aug": "none"}
-    notes = {key: spec.reasons.get(native_key, "") for key, native_key in keys.items()}
-    notes.update({"batch_size": "the native value is for 8 GPUs x 2 images", "lr": "the native value is for batch 16",
-                  "iterations": "epochs x ceil(training images / batch)"})
-    if light_head:
-        notes["architecture"] = "2fc head kept for the R18 CPU variant (the 4conv head costs ~8x its FLOPs per RoI)"
-    if scaled_schedule:
-        notes["schedule"] = "the native milestones at the same fractions of training, scaled to the run's length"
-    if scaled_warmup:
-        notes["warmup"] = "the native warmup, at most 10% of the iterations for short runs"
-    return natives, notes

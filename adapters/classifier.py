@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from adapters.base import Adapter, trusted_load
-from adapters.card import init_report
+from adapters.readback import init_report
 from adapters.images import unreadable_reason
 from adapters.spec import TrainSpec
 from harness import atomic

@@ -1,9 +1,89 @@
-"""Reading back what a framework really trained with, from its built objects (framework-agnostic:
-only torch). The protocol card shows these values instead of the settings the harness asked for."""
+"""Reading back what a framework really trained and predicted with, from its built objects
+(framework-agnostic: only torch), and the one record every framework fills (`ReadBack`: each value a
+`Read` naming the object it came from, None where nothing was read). Each framework package's
+`readback` module fills it; `Detector.protocol` turns it into the card's rows."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Read:
+    """A value read back from a framework, and the resolved object it was read from
+    (`trainer.cfg.SOLVER.MAX_ITER`, `predictor.imgsz`, the built mapper's ResizeShortestEdge ...)."""
+
+    value: Any
+    source: str
+
+
+@dataclass
+class ReadBack:
+    """What a framework ran, read back (None: not read back, e.g. no fit in this process). Training:
+    consumed (images/boxes of its built training set), negatives, train_size, train_channels,
+    augmentation (the shared one: rotate_deg/hflip/vflip), seed, init (the weights it was given: a file
+    name, "" for none), processes, recipe (recipe key -> Read: `card.RECIPE_LABELS`), details (what the
+    architecture row names: head, backbone_norm ...). Prediction: test_size, test_channels, score_thr,
+    max_det, nms_iou, multi_label, tta (the framework's own test-time augmentation)."""
+
+    consumed: Read | None = None
+    negatives: Read | None = None
+    train_size: Read | None = None
+    train_channels: Read | None = None
+    augmentation: Read | None = None
+    seed: Read | None = None
+    init: Read | None = None
+    processes: Read | None = None
+    test_size: Read | None = None
+    test_channels: Read | None = None
+    score_thr: Read | None = None
+    max_det: Read | None = None
+    nms_iou: Read | None = None
+    multi_label: Read | None = None
+    tta: Read | None = None
+    recipe: dict[str, Read] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, **reads: Any) -> None:
+        """Set fields (a Read each; `recipe`/`details`: dicts merged into the record's)."""
+        names = {f.name for f in fields(self)}
+        for name, value in reads.items():
+            if name not in names:
+                raise TypeError(f"ReadBack has no field {name!r}")
+            if name in ("recipe", "details"):
+                getattr(self, name).update(value)
+            else:
+                if value is not None and not isinstance(value, Read):
+                    raise TypeError(f"ReadBack.{name} must be a Read, not {type(value).__name__}")
+                setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able (the data-parallel round trip: rank 0 -> the job's process)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "recipe":
+                out[f.name] = {k: [r.value, r.source] for k, r in value.items()}
+            elif f.name == "details":
+                out[f.name] = dict(value)
+            else:
+                out[f.name] = None if value is None else [value.value, value.source]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ReadBack":
+        out = cls()
+        for f in fields(cls):
+            value = data.get(f.name)
+            if f.name == "recipe":
+                out.recipe = {k: Read(*v) for k, v in (value or {}).items()}
+            elif f.name == "details":
+                out.details = dict(value or {})
+            elif value is not None:
+                setattr(out, f.name, Read(*value))
+        return out
 
 NORM_TYPES = ("BatchNorm", "GroupNorm", "LayerNorm", "SyncBatchNorm", "InstanceNorm")
 
@@ -90,3 +170,25 @@ class GradClipRecorder:
 
     def text(self) -> str:
         return ", ".join(f"max norm {v:g}" for v in sorted(self.max_norms)) or "none"
+
+
+def init_report(model_state: Mapping[str, Any], checkpoint_state: Mapping[str, Any] | None,
+                weights: str | None) -> dict[str, Any]:
+    """Which tensors of a model about to train equal the checkpoint's tensor of the same name and
+    shape (`loaded`), and which do not (`reinitialised`: absent, other shape, or other values)."""
+    import numpy as np
+    import torch
+
+    if checkpoint_state is None:
+        return {"weights": None, "loaded": 0, "total": len(model_state), "reinitialised": [], "checkpoint_unused": []}
+    loaded, reinitialised = [], []
+    for key, value in model_state.items():
+        source = checkpoint_state.get(key)
+        if source is not None and not isinstance(source, torch.Tensor):
+            source = torch.as_tensor(np.asarray(source))
+        same_tensor = (source is not None and tuple(source.shape) == tuple(value.shape)
+                       and torch.equal(value.detach().cpu().float(), source.detach().cpu().float()))
+        (loaded if same_tensor else reinitialised).append(key)
+    return {"weights": Path(str(weights)).name if weights else None, "loaded": len(loaded),
+            "total": len(model_state), "reinitialised": reinitialised,
+            "checkpoint_unused": sorted(set(checkpoint_state) - set(model_state))}

@@ -8,13 +8,15 @@ import pytest
 from harness import atomic
 from harness.report import build_report
 from harness.report.protocol import (collect_protocols, deviates, fairness_summary, fmt_value, protocol_markdown, same,
-                                     write_protocol)
+                                     unexplained, write_protocol)
 
 MODELS = {"yolov5": "yolov5s", "detectron2_frcnn": "R_50_FPN_3x", "mmdet_frcnn": "r50_fpn_1x"}
 
 
-def row(key: str, label: str, value, native=None, scope: str = "shared", note: str = "") -> dict:
-    return {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": note}
+def row(key: str, label: str, value, native=None, scope: str = "shared", note: str = "", **provenance) -> dict:
+    """A row as an adapter writes it: read back from a (named) framework object unless `provenance` says otherwise."""
+    return {"key": key, "label": label, "value": value, "native": native, "scope": scope, "note": note,
+            "source": "read", "read_from": f"framework.{key}", "asked": None, **provenance}
 
 
 def protocol(model: str, fold: int) -> list[dict]:
@@ -153,23 +155,28 @@ def test_recipe_rows_and_unexplained_deviations(sweep):
     md = protocol_markdown(collect_protocols(sweep))
     assert "✓ every deviation from a framework default is explained below" in md
     assert "deviates from native 0.02: linear scaling for batch 4" in md
+    assert fairness_summary(collect_protocols(sweep)).startswith(
+        "✓ shared settings agree, every deviation is explained, every value read back or applied by the harness")
 
 
 def test_model_tables_show_per_fold_values_natives_and_notes(sweep):
     set_value(sweep, "yolov5", 1, "train_images", 23)
     md = protocol_markdown(collect_protocols(sweep))
     yolo = section(md, "## yolov5 — variant yolov5s")
-    assert "| setting | scope | value | native default | ≠ | note |" in yolo
-    assert "| training images consumed (`train_images`) | shared | fold0: 24 · fold1: 23 | – |  |  |" in yolo
-    assert "| input image size (`image_size`) | shared | 256 | 640 | ≠ | one image size for every model |" in yolo
-    assert "| `augmentation` | shared | fliplr=0.5, mosaic=0 | – |  |  |" in yolo
+    assert "| setting | scope | value | asked | native default | ≠ | source | note |" in yolo
+    assert ("| training images consumed (`train_images`) | shared | fold0: 24 · fold1: 23 | – | – |  | "
+            "read back: framework.train_images |  |") in yolo
+    assert ("| input image size (`image_size`) | shared | 256 | – | 640 | ≠ | read back: framework.image_size | "
+            "one image size for every model |") in yolo
+    assert "| `augmentation` | shared | fliplr=0.5, mosaic=0 | – | – |  | read back: framework.augmentation |  |" in yolo
     # rows in the order of the first run that has them
     keys = [line.split("`")[1] for line in yolo.splitlines() if line.startswith("| ") and "`" in line]
     assert keys[:3] == ["train_images", "train_boxes", "negatives"] and keys[-3:] == ["epochs", "optimizer", "lr"]
     assert "## detectron2_frcnn — variant R_50_FPN_3x" in md and "## mmdet_frcnn — variant r50_fpn_1x" in md
     mmdet = section(md, "## mmdet_frcnn — variant r50_fpn_1x")
-    assert "| learning rate (`lr`) | recipe | 0.005 | 0.02 | ≠ | ⚠ unexplained: no note |" in mmdet
-    assert "| `epochs` | recipe | 30 | 12 | ≠ | matched to the others |" in mmdet
+    assert ("| learning rate (`lr`) | recipe | 0.005 | – | 0.02 | ≠ | read back: framework.lr | "
+            "⚠ unexplained: no note |") in mmdet
+    assert "| `epochs` | recipe | 30 | – | 12 | ≠ | read back: framework.epochs | matched to the others |" in mmdet
 
 
 def test_missing_keys_pipes_and_runs_without_protocol(sweep):
@@ -214,3 +221,73 @@ def test_cards_of_single_model_and_variant_sweeps(tmp_path):
     assert "No model run recorded a protocol." in protocol_markdown(collect_protocols(empty))
     with pytest.raises(FileNotFoundError):
         collect_protocols(tmp_path / "nope")
+
+
+def rewrite(root: Path, model: str, fold: int, change) -> None:
+    """Rewrite one run's protocol rows with `change(rows)`."""
+    data = metrics(model, fold, MODELS[model])
+    change(data["protocol"])
+    atomic.write_json(root / model / f"fold{fold}" / "metrics.json", data)
+
+
+def test_a_value_not_read_back_is_never_shown_as_confirmed(sweep):
+    assert "not read back" not in fairness_summary(collect_protocols(sweep))
+
+    def asked_only(rows):
+        item = next(r for r in rows if r["key"] == "max_det")
+        item.update(source="asked", read_from="")
+        del next(r for r in rows if r["key"] == "lr")["source"]  # an older run: no source recorded
+
+    rewrite(sweep, "yolov5", 0, asked_only)
+    collected = collect_protocols(sweep)
+    summary = fairness_summary(collected)
+    assert "⚠ 2 values not read back from the framework (yolov5)" in summary and "✓" not in summary
+    md = protocol_markdown(collected)
+    unread = section(md, "### ⚠ Values not read back")
+    assert "- yolov5 · max detections per image (`max_det`): asked, not read back (fold0)" in unread
+    assert "- yolov5 · learning rate (`lr`): source not recorded (fold0)" in unread
+    yolo = section(md, "## yolov5 — variant yolov5s")
+    assert ("| max detections per image (`max_det`) | shared | 100 | – | – |  | "
+            "⚠ fold0: asked, not read back · fold1: read back: framework.max_det |  |") in yolo
+
+    def unknown_lr(rows):  # nothing read and nothing asked: unknown, which is not a deviation from native
+        next(r for r in rows if r["key"] == "lr").update(value=None, source="asked", read_from="")
+
+    for fold in (0, 1):
+        rewrite(sweep, "mmdet_frcnn", fold, unknown_lr)
+    collected = collect_protocols(sweep)
+    assert not [e for e in unexplained(collected) if e["key"] == "lr"]
+    assert "  - mmdet_frcnn: – — ⚠ not read back" in protocol_markdown(collected)
+
+
+def test_a_value_other_than_asked_is_flagged_per_model_even_when_all_differ_alike(sweep):
+    from adapters.card import protocol_row
+
+    def channels(reason: str):
+        def change(rows):
+            rows.append(protocol_row("channels", "input channels", 3, scope="shared", source="read",
+                                     read_from="model.conv1", asked=1, asked_reason=reason))
+        return change
+
+    for model in MODELS:
+        for fold in (0, 1):
+            rewrite(sweep, model, fold, channels(""))
+    collected = collect_protocols(sweep)
+    assert "channels" not in fairness_summary(collected).split("differ")[0]  # no shared difference: all read 3
+    assert "⚠ 4 unexplained deviations" in fairness_summary(collected)  # the 3 models' channels, mmdet's lr
+    md = protocol_markdown(collected)
+    ran = section(md, "### Asked vs ran")
+    for model in MODELS:
+        assert f"- {model} · input channels (`channels`): ran 3, asked 1 (fold0, fold1) — ⚠ no reason given" in ran
+    assert "| input channels (`channels`) | shared | 3 | 1 | – | ≠ asked | read back: model.conv1 |" in md
+
+    for model in MODELS:  # a reason given for the native key that caused it explains it, on that row
+        for fold in (0, 1):
+            rewrite(sweep, model, fold, channels("INPUT.FORMAT: the framework reads RGB"))
+    collected = collect_protocols(sweep)
+    summary = fairness_summary(collected)
+    assert summary.startswith("⚠ 1 unexplained deviation ")  # mmdet's lr only
+    assert "3 settings ran other than asked, each with its reason" in summary
+    ran = section(protocol_markdown(collected), "### Asked vs ran")
+    assert "- yolov5 · input channels (`channels`): ran 3, asked 1 (fold0, fold1) — INPUT.FORMAT: the framework " \
+           "reads RGB" in ran

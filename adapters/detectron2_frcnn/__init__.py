@@ -71,19 +71,23 @@ with `augmentations=[...]`; INPUT.RANDOM_FLIP is set to "none" because the list 
   4. T.RandomRotation(angle=[-d, d], expand=False)                     when rotate_deg d > 0
      (boxes become the axis-aligned box around the rotated corners, clipped to the image)
 
-Read back for the protocol card (`Detector.ran`): the final CfgNode (FILTER_EMPTY_ANNOTATIONS, INPUT
-sizes, SOLVER), the built training transforms, the model's input channels and the optimizer's
-parameter groups after training; the predicting model's box predictor (score threshold, NMS IoU,
-detections per image) and the config's test sizes when predicting.
+Read back for the protocol card (`readback`, into `Detector.ran`): after training, the trainer's own
+config (`trainer.cfg`, which DefaultTrainer rescales with auto_scale_workers: batch, lr, iterations,
+steps, warm-up, clipping, seed, weights), `trainer.max_iter`, the built DatasetMapper's augmentations
+(the training size and flips: they replace the config's INPUT resize and RANDOM_FLIP), the built
+dataset's background images, the model's input channels and the optimizer's parameter groups; when
+predicting, the built model's box predictor (score threshold, NMS IoU, detections per image, its
+every-class inference) and the test-time ResizeShortestEdge.
 
 Modules: `config` (spec -> CfgNode, augmentations), `data` (catalog registration), `trainer`
-(DefaultTrainer subclass, log file), `detector` (the adapter).
+(DefaultTrainer subclass, log file), `readback` (what it ran), `detector` (the adapter).
 """
-from adapters.detectron2_frcnn.config import (NATIVE, VARIANTS, build_config, checkpoint_tensors, merge_native,
-                                              predict_resize, train_augmentations, zoo_config_path)
+from adapters.detectron2_frcnn.config import (VARIANTS, build_config, checkpoint_tensors, merge_native,
+                                              predict_resize, train_augmentations, zoo_config_path, zoo_solver)
 from adapters.detectron2_frcnn.data import registered_split
 from adapters.detectron2_frcnn.detector import Detectron2FasterRCNN
 from adapters.detectron2_frcnn.trainer import trainer_class
 
-__all__ = ["NATIVE", "VARIANTS", "Detectron2FasterRCNN", "build_config", "checkpoint_tensors", "merge_native",
-           "predict_resize", "registered_split", "train_augmentations", "trainer_class", "zoo_config_path"]
+__all__ = ["VARIANTS", "Detectron2FasterRCNN", "build_config", "checkpoint_tensors", "merge_native",
+           "predict_resize", "registered_split", "train_augmentations", "trainer_class", "zoo_config_path",
+           "zoo_solver"]

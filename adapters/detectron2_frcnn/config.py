@@ -7,11 +7,9 @@ from typing import Any
 
 from adapters.base import trusted_load
 from adapters.schedule import scaled_milestones, warmup_length
-from adapters.spec import AugSpec, TrainSpec
+from adapters.spec import LIGHT_HEAD_VARIANTS, AugSpec, TrainSpec
 from adapters.trainset import iterations_per_epoch
 from adapters.zoo import UnknownArchitecture, arch
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +36,6 @@ SCRATCH_BOX_HEAD: dict[str, Any] = {
     "MODEL.ROI_BOX_HEAD.NUM_FC": 1,
     "MODEL.ROI_BOX_HEAD.NORM": "GN",
 }
-# The R18 CPU variant keeps the 2-fc head from scratch too (as the mmdet adapter's R18 does): the
-# 4-conv head costs ~8x its FLOPs per RoI on a CPU.
-LIGHT_HEAD_VARIANTS = ("R18-FPN",)
-# detectron2's defaults and zoo values the protocol card compares with
-NATIVE = {"BASE_LR": 0.02, "IMS_PER_BATCH": 16, "WEIGHT_DECAY": 0.0001, "WEIGHT_DECAY_NORM": 0.0,
-          "WARMUP_ITERS": 1000}
-
-# the 3x zoo schedule the scaled one keeps the fractions of (SOLVER.STEPS of MAX_ITER)
-ZOO_STEPS, ZOO_ITERS = (210000, 250000), 270000
 READABLE_MODES = ("L", "RGB")  # PIL modes detectron2's BGR reader converts faithfully
 
 
@@ -71,6 +60,17 @@ def variant_config(variant: str) -> tuple[str, dict[str, Any]]:
     except UnknownArchitecture as err:
         raise UnknownArchitecture(f"unknown detectron2 variant {variant!r}: neither a preset variant "
                                   f"({', '.join(VARIANTS)}) nor an architecture ({err})") from err
+
+
+def zoo_solver(variant: str):
+    """The solver of the variant's model-zoo config as detectron2 ships it (its YAML on detectron2's
+    defaults): the native recipe the protocol card compares with (RetinaNet's BASE_LR 0.01, the 3x
+    schedule's STEPS of MAX_ITER, WARMUP_ITERS ...)."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(zoo_config_path(variant_config(variant)[0])))
+    return cfg.SOLVER
 
 
 def dense_head_outputs(cfg, spec: TrainSpec) -> None:

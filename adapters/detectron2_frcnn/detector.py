@@ -4,49 +4,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from adapters.base import DDP_RESULT, Detector, trusted_load
-from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe, recipe_rows
+from adapters.frcnn_natives import faster_rcnn_native_protocol, faster_rcnn_recipe
 from adapters.ddp import check_gpus, free_port
-from adapters.detectron2_frcnn.config import (LIGHT_HEAD_VARIANTS, NATIVE, READABLE_MODES, VARIANTS, ZOO_ITERS,
-                                              ZOO_STEPS, build_config, checkpoint_tensors, predict_resize,
-                                              train_augmentations)
+from adapters.detectron2_frcnn import readback
+from adapters.detectron2_frcnn.config import (READABLE_MODES, VARIANTS, build_config, checkpoint_tensors,
+                                              predict_resize, train_augmentations, zoo_solver)
 from adapters.detectron2_frcnn.data import registered_split
-from adapters.detectron2_frcnn.heads import postprocess_settings
 from adapters.detectron2_frcnn.trainer import log_to, trainer_class
 from adapters.postprocess import RawDetections
-from adapters.readback import input_channels, optimizer_settings, optimizer_text
 from adapters.schedule import scaled_milestones, warmup_length
+from adapters.spec import LIGHT_HEAD_VARIANTS
 from adapters.trainset import count_split_training_set, iterations_per_epoch
 from harness import atomic
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
-
-
-def _size(min_sizes, max_size) -> Any:
-    """ResizeShortestEdge's target as one number when the short and long side limits agree."""
-    sizes = [int(s) for s in (min_sizes if isinstance(min_sizes, (list, tuple)) else [min_sizes])]
-    return int(max_size) if set(sizes) == {int(max_size)} else {"short side": sizes, "max size": int(max_size)}
-
-
-def _box_head(cfg) -> str:
-    box = cfg.MODEL.ROI_BOX_HEAD
-    return (f"{f'{box.NUM_CONV}conv-' if box.NUM_CONV else ''}{box.NUM_FC}fc"
-            f"{' ' + box.NORM if box.NORM and box.NUM_CONV else ''} box head")
-
-
-def augmentation_readback(augmentations: list) -> dict[str, float]:
-    """The shared augmentation as the detectron2 transforms built for training hold it."""
-    out = {"rotate_deg": 0.0, "hflip": 0.0, "vflip": 0.0}
-    for aug in augmentations:
-        kind = type(aug).__name__
-        if kind == "RandomFlip":
-            out["hflip" if aug.horizontal else "vflip"] = float(aug.prob)
-        elif kind == "RandomRotation":
-            out["rotate_deg"] = float(max(abs(a) for a in aug.angle))
-    return out
 
 
 def _ddp_fit(detector: "Detectron2FasterRCNN", split: Split, workdir: Path, n_train: int, resume: bool) -> None:
@@ -70,7 +44,15 @@ class Detectron2FasterRCNN(Detector):
     packages = ()  # detectron2 is installed from a wheel of another name: its version is read from the module
     native_protocol = faster_rcnn_native_protocol("DATALOADER.FILTER_EMPTY_ANNOTATIONS")
     image_modes = READABLE_MODES  # detectron2's BGR reader clips 16-bit PNGs
-    last_cfg = None  # the CfgNode of the last fit (for the protocol card)
+    native_keys = {"negatives": ("DATALOADER.FILTER_EMPTY_ANNOTATIONS",),
+                   "image_size": ("INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST"),
+                   "score_thr": ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST"),
+                   "max_det": ("TEST.DETECTIONS_PER_IMAGE",),
+                   "nms_iou": ("MODEL.ROI_HEADS.NMS_THRESH_TEST", "MODEL.RETINANET.NMS_THRESH_TEST"),
+                   "seed": ("SEED",), "init_weights": ("MODEL.WEIGHTS",),
+                   "epochs": ("SOLVER.MAX_ITER", "SOLVER.REFERENCE_WORLD_SIZE", "SOLVER.IMS_PER_BATCH"),
+                   "batch_size": ("SOLVER.IMS_PER_BATCH", "SOLVER.REFERENCE_WORLD_SIZE"),
+                   "lr": ("SOLVER.BASE_LR", "SOLVER.REFERENCE_WORLD_SIZE")}
 
     def _fit(self, split: Split, workdir: Path) -> Path:
         """Train on split.train_json; returns `<workdir>/model_final.pth` (model + trainer state).
@@ -97,39 +79,29 @@ class Detectron2FasterRCNN(Detector):
             result = self.ddp_collect(split, workdir)
             if self.resumed is not None:
                 self.resumed["framework_start_iter"] = result["start_iter"]
-            cfg = build_config(self.spec, n_train=n_train, output_dir=workdir)
         else:
-            cfg = self._train(split, workdir, n_train, point is not None)
-        self.last_cfg = cfg
+            self._train(split, workdir, n_train, point is not None)
         checkpoint = workdir / "model_final.pth"
         if not checkpoint.is_file():
             raise RuntimeError(f"detectron2 finished without writing {checkpoint}")
         return checkpoint
 
-    def _train(self, split: Split, workdir: Path, n_train: int, resume: bool):
-        """detectron2's DefaultTrainer in this process (one of the data-parallel ones, or the only
-        one); returns the config it trained with."""
+    def _train(self, split: Split, workdir: Path, n_train: int, resume: bool) -> None:
+        """detectron2's DefaultTrainer in this process (one of the data-parallel ones, or the only one)."""
         from detectron2.utils import comm
-        from detectron2.utils.env import seed_all_rng
 
         main = comm.is_main_process()
         with registered_split(split) as (train_name, _val_name), \
                 (log_to(workdir / "log.txt") if main else contextlib.nullcontext()):
-            cfg = build_config(self.spec, n_train=n_train, train_dataset=train_name, output_dir=workdir)
+            trainer, trainer_cls = self.build_trainer(train_name, workdir, n_train)
+            cfg = trainer.cfg  # what it trains with: DefaultTrainer's auto_scale_workers may rescale the solver
             if main:
                 atomic.write_text(workdir / "config.yaml", cfg.dump())
             log.info("detectron2 %s: %d train images, %d iterations of batch %d at %d px on %s%s",
-                     self.spec.variant, n_train, cfg.SOLVER.MAX_ITER, cfg.SOLVER.IMS_PER_BATCH,
+                     self.spec.variant, n_train, trainer.max_iter, cfg.SOLVER.IMS_PER_BATCH,
                      self.spec.imgsz, cfg.MODEL.DEVICE,
                      f" x {comm.get_world_size()} processes" if comm.get_world_size() > 1 else "")
-            # model init, sampler order, augmentation draws; each process its own stream, as
-            # detectron2's default_setup seeds them (seed + rank)
-            seed_all_rng(cfg.SEED + comm.get_rank())
-            trainer_cls = trainer_class()
-            trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
-            trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
-            trainer = trainer_cls(cfg)
-            self._check_consumed(split, trainer_cls.consumed)
+            self._check_consumed(split, trainer_cls.consumed, "the dataset dicts DefaultTrainer's loader was built from")
             self._track_checkpoints(trainer, split, workdir, iterations_per_epoch(n_train, cfg.SOLVER.IMS_PER_BATCH))
             trainer.resume_or_load(resume=resume)
             if self.resumed is not None:
@@ -140,22 +112,38 @@ class Detectron2FasterRCNN(Detector):
             trainer.train()
             self.last_parallel = {"processes": comm.get_world_size(), "model_wrapper": type(trainer.model).__name__,
                                   "iterations": int(trainer.iter) - int(trainer.start_iter)}
-            self._read_back_training(cfg, trainer, trainer_cls.augmentations)
+            self._read_back_training(split, trainer, trainer_cls)
             final = "model_final.pth"
             if resume and trainer.start_iter >= trainer.max_iter and (workdir / "last_checkpoint").read_text() != final:
                 # resumed after the last iteration (e.g. model_final was corrupt): nothing trained, so
                 # detectron2 saved no model_final; save the resumed state as one
                 trainer.checkpointer.save("model_final", iteration=trainer.max_iter - 1)
-        return cfg
 
-    def _read_back_training(self, cfg, trainer, augmentations: list) -> None:
-        """What detectron2 trained with: the final CfgNode, the transforms, the built model and optimizer."""
-        self.record_ran(
-            negatives="drop" if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS else "keep",
-            train_size=_size(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN),
-            train_channels=input_channels(trainer.model), augmentation=augmentation_readback(augmentations),
-            recipe={"optimizer": optimizer_settings(trainer.optimizer, trainer.model), "head": _box_head(cfg),
-                    "backbone_norm": cfg.MODEL.RESNETS.NORM, **self._schedule_readback(cfg)})
+    def build_trainer(self, train_dataset: str, workdir: Path, n_train: int):
+        """cxr-bench's DefaultTrainer for the registered `train_dataset`, built (model, optimizer, data
+        loader with the shared augmentations, hooks) but not trained; returns (trainer, its class, which
+        holds what the loader was built from: consumed counts and the mapper)."""
+        from detectron2.utils import comm
+        from detectron2.utils.env import seed_all_rng
+
+        cfg = build_config(self.spec, n_train=n_train, train_dataset=train_dataset, output_dir=workdir)
+        # model init, sampler order, augmentation draws; each process its own stream, as
+        # detectron2's default_setup seeds them (seed + rank)
+        seed_all_rng(cfg.SEED + comm.get_rank())
+        trainer_cls = trainer_class()
+        trainer_cls.augmentations = train_augmentations(self.spec.aug, self.spec.imgsz)
+        trainer_cls.keep_checkpoints = self.spec.checkpoint_keep
+        return trainer_cls(cfg), trainer_cls
+
+    def _read_back_training(self, split: Split, trainer, trainer_cls) -> None:
+        """What detectron2 trained with (adapters.detectron2_frcnn.readback): `trainer.cfg`, its
+        max_iter, the built mapper, model and optimizer."""
+        from detectron2.utils import comm
+
+        has_negatives = (count_split_training_set(split.train_json, "keep")["images"]
+                         > count_split_training_set(split.train_json, "drop")["images"])
+        self.record_ran(**readback.training(trainer, trainer_cls.mapper, self.spec.variant, trainer_cls.consumed["images"],
+                                            trainer_cls.background if has_negatives else None, comm.get_world_size()))
 
     def _track_checkpoints(self, trainer, split: Split, workdir: Path, per_epoch: int) -> None:
         """Record every checkpoint the trainer saves as resumable, and update the progress file
@@ -209,9 +197,7 @@ class Detectron2FasterRCNN(Detector):
         cfg = build_config(self.spec)
         model = self.build_model(checkpoint, cfg)
         resize = predict_resize(cfg)
-        self.record_ran(**postprocess_settings(model), multi_label=True,  # every class of every box
-                        test_size=_size(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
-                        test_channels=input_channels(model))
+        self.record_ran(**readback.prediction(model, resize))
 
         def infer(refs: list[ImageRef]) -> list[RawDetections]:
             inputs = []
@@ -233,44 +219,26 @@ class Detectron2FasterRCNN(Detector):
 
     # -- the protocol card ---------------------------------------------------------------------
     def recipe(self) -> list[dict]:
-        spec = self.spec
-        ran = self.ran.get("recipe") or self._recipe_from_config(build_config(spec))
-        scratch = not spec.weights
-        optimizer = ran["optimizer"]
-        values = {
-            "architecture": f"Faster R-CNN {spec.variant}, {ran['backbone_norm'] or 'FrozenBN'} backbone+FPN, "
-                            f"{ran['head']}",
-            "epochs": spec.epochs, "iterations": ran["max_iter"], "batch_size": ran["batch"],
-            "optimizer": optimizer_text(optimizer), "lr": optimizer["lr"],
-            "schedule": f"x{ran['gamma']:g} at iterations {ran['steps']} of {ran['max_iter']}",
-            "warmup": ran["warmup"], "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer["norm_decay"],
-            "grad_clip": ran["grad_clip"], "framework_aug": "none"}
+        """The recipe rows as detectron2 trained (read back after a fit; see readback.training)."""
+        spec, details = self.spec, self.ran.details
+        max_iter = details.get("max_iter")
+        zoo = zoo_solver(spec.variant)  # the natives: the zoo config as shipped
+        steps, zoo_iters = tuple(zoo.STEPS), int(zoo.MAX_ITER)
+        at = " and ".join(f"{step / zoo_iters:.0%}" for step in steps)
         natives, notes = faster_rcnn_recipe(
-            spec, scratch, spec.variant in LIGHT_HEAD_VARIANTS, NATIVE["BASE_LR"],
-            "3x: x0.1 at 78% and 93% of training", f"linear from 0.001, {NATIVE['WARMUP_ITERS']} iterations",
-            NATIVE["WEIGHT_DECAY"],
-            scaled_schedule=ran["steps"] == scaled_milestones(ZOO_STEPS, ZOO_ITERS, ran["max_iter"]),
-            scaled_warmup=ran["warmup_iters"] == warmup_length(NATIVE["WARMUP_ITERS"], ran["max_iter"]),
+            spec, not spec.weights, spec.variant in LIGHT_HEAD_VARIANTS, float(zoo.BASE_LR),
+            f"x{zoo.GAMMA:g} at {at} of {zoo_iters} iterations",
+            f"{zoo.WARMUP_METHOD} from {zoo.WARMUP_FACTOR:g}, {zoo.WARMUP_ITERS} iterations", float(zoo.WEIGHT_DECAY),
+            scaled_schedule=max_iter is not None and details["steps"] == scaled_milestones(steps, zoo_iters, max_iter),
+            scaled_warmup=max_iter is not None and details["warmup_iters"] == warmup_length(int(zoo.WARMUP_ITERS),
+                                                                                              max_iter),
             keys={"schedule": "SOLVER.STEPS", "warmup": "SOLVER.WARMUP_ITERS", "architecture": "MODEL.ROI_BOX_HEAD",
-                  "grad_clip": "SOLVER.CLIP_GRADIENTS.ENABLED"})
-        return recipe_rows(values, natives, notes)
-
-    @staticmethod
-    def _schedule_readback(cfg) -> dict[str, Any]:
-        solver = cfg.SOLVER
-        return {"max_iter": int(solver.MAX_ITER), "batch": int(solver.IMS_PER_BATCH), "steps": list(solver.STEPS),
-                "gamma": float(solver.GAMMA), "warmup_iters": int(solver.WARMUP_ITERS),
-                "warmup": f"linear from {solver.WARMUP_FACTOR:g}, {solver.WARMUP_ITERS} iterations",
-                "grad_clip": f"{solver.CLIP_GRADIENTS.CLIP_TYPE} {solver.CLIP_GRADIENTS.CLIP_VALUE:g}"
-                if solver.CLIP_GRADIENTS.ENABLED else "none"}
-
-    def _recipe_from_config(self, cfg) -> dict[str, Any]:
-        """The recipe as configured, for a card written without a fit in this process."""
-        solver = cfg.SOLVER
-        return {"optimizer": {"type": str(solver.get("OPTIMIZER", "SGD")).upper(), "momentum": solver.MOMENTUM,
-                              "lr": solver.BASE_LR, "weight_decay": solver.WEIGHT_DECAY,
-                              "norm_decay": solver.WEIGHT_DECAY_NORM},
-                "head": _box_head(cfg), "backbone_norm": cfg.MODEL.RESNETS.NORM, **self._schedule_readback(cfg)}
+                  "grad_clip": "SOLVER.CLIP_GRADIENTS.ENABLED"},
+            native_batch=int(zoo.IMS_PER_BATCH), native_momentum=float(zoo.MOMENTUM))
+        if zoo.CLIP_GRADIENTS.ENABLED:
+            natives["grad_clip"] = f"{zoo.CLIP_GRADIENTS.CLIP_TYPE} {zoo.CLIP_GRADIENTS.CLIP_VALUE:g}"
+        return self.recipe_rows(natives, notes, asked={"epochs": spec.epochs, "batch_size": spec.batch_size,
+                                                       "lr": spec.lr})
 
     def version_notes(self) -> dict[str, str]:
         import detectron2

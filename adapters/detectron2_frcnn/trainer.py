@@ -89,7 +89,9 @@ def trainer_class():
                 cfg, optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
             )
 
-        consumed: dict[str, int] | None = None
+        consumed: dict[str, int] | None = None  # images/boxes of the built training set
+        background: int | None = None  # its images without a box
+        mapper = None  # the DatasetMapper the training loader was built with
 
         @classmethod
         def build_train_loader(cls, cfg):
@@ -97,10 +99,11 @@ def trainer_class():
             # FILTER_EMPTY_ANNOTATIONS), built here so what it consumed can be counted
             dataset = get_detection_dataset_dicts(
                 cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
-            cls.consumed = consumed_counts(
-                [sum(1 for ann in record.get("annotations", []) if not ann.get("iscrowd", 0))
-                 for record in dataset])
-            mapper = DatasetMapper(cfg, is_train=True, augmentations=list(cls.augmentations))
+            boxes = [sum(1 for ann in record.get("annotations", []) if not ann.get("iscrowd", 0))
+                     for record in dataset]
+            cls.consumed, cls.background = consumed_counts(boxes), boxes.count(0)
+            # the built mapper (read back for the card: its augmentations replace the config's INPUT resize)
+            mapper = cls.mapper = DatasetMapper(cfg, is_train=True, augmentations=list(cls.augmentations))
             return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
         def build_writers(self):

@@ -15,7 +15,7 @@ class Detectron2Detector(ByArchitecture, Detectron2FasterRCNN):
     variants = tuple(DETECTRON2)
 
     def recipe(self) -> list[dict]:
-        ran = self.ran.get("recipe") or {}
+        ran = self.ran.details
         built = f"{ran.get('backbone_norm') or 'FrozenBN'} backbone+FPN"
         if "RetinaNet" not in self.arch.family:
             built += f", {ran.get('head', 'box head')}"

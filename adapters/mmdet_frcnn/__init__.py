@@ -75,14 +75,16 @@ checkpoints (they pickle config/meta objects). cxr-bench's own checkpoints and t
 `cxrbench-trusted://` scheme registered with mmengine's `CheckpointLoader` (additive: mmengine's
 own loaders are untouched). Everything mmengine writes goes under `workdir` (its `work_dir`).
 
-Read back for the protocol card (`Detector.ran`): after training, the Runner's built dataset (its
-empty-image filter and pipeline: size, flips, rotation), model (input channels, box head), optimizer
-wrapper (param groups: lr, weight decay on weights / norm layers; gradient clipping) and parameter
-schedulers (milestones, warmup); when predicting, the built model's `roi_head.test_cfg` (score
-threshold, NMS IoU, detections per image) and the test pipeline's size.
+Read back for the protocol card (`readback`, into `Detector.ran`): after training, the Runner's train
+loop (`runner.max_epochs`, `runner.iter`), seed and load_from, its built dataset (images without a box
+after its filter; pipeline: size, flips, rotation, any other transform), model (input channels,
+backbone norm, box head), optimizer wrapper (param groups: lr, weight decay on weights / norm layers;
+gradient clipping) and parameter schedulers (milestones, warmup); when predicting, the built model's
+`test_cfg` (score threshold, NMS IoU, detections per image), its head's every-class inference and the
+test pipeline's size.
 
-Modules: `config` (spec -> Config pieces), `runner` (trusted loader, Runner, hooks, read-back),
-`detector` (the adapter).
+Modules: `config` (spec -> Config pieces), `runner` (trusted loader, Runner, hooks), `readback` (what
+it ran), `detector` (the adapter).
 """
 from adapters.mmdet_frcnn.config import (GRAY_MEAN, GRAY_STD, TRUSTED_PREFIX, VARIANTS, aug_transforms, model_native,
                                          optimizer_cfg, packaged_config_dir, schedule_cfg, test_pipeline,

@@ -10,14 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.schedule import scaled_milestones, warmup_length
-from adapters.spec import AugSpec, TrainSpec
+from adapters.spec import LIGHT_HEAD_VARIANTS, AugSpec, TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
 from harness.split import Split
-
-log = logging.getLogger(__name__)
-
-TRUSTED_PREFIX = "cxrbench-trusted://"  # mmengine's CheckpointLoader scheme for trusted files (runner.py)
-
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +144,7 @@ def model_config(spec: TrainSpec):
     if spec.weights is None:  # from scratch: GN everywhere, all stages trainable
         backbone.update(frozen_stages=-1, norm_cfg=copy.deepcopy(GN), norm_eval=False, zero_init_residual=False)
         model.neck.norm_cfg = copy.deepcopy(GN)
-        if spec.variant != "R18-FPN":
+        if spec.variant not in LIGHT_HEAD_VARIANTS:
             bbox_head.update(type="Shared4Conv1FCBBoxHead", conv_out_channels=256, norm_cfg=copy.deepcopy(GN))
     if spec.channels == 1:
         backbone.in_channels = 1

@@ -4,29 +4,24 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from adapters.base import DDP_RESULT, Detector
-from adapters.card import faster_rcnn_native_protocol, faster_rcnn_recipe, recipe_rows
+from adapters.frcnn_natives import faster_rcnn_native_protocol, faster_rcnn_recipe
 from adapters.ddp import check_gpus, is_main_process, spawn
 from adapters.images import warn_size_mismatch
 from adapters.mmcv_cuda import require_cuda_ops
+from adapters.mmdet_frcnn import readback
 from adapters.mmdet_frcnn.config import (TRUSTED_PREFIX, VARIANTS, WARMUP_ITERS, model_config, native_schedule,
-                                         optimizer_cfg, test_pipeline, train_config)
-from adapters.mmdet_frcnn.heads import box_head, postprocess_settings
-from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint, loader_batch,
-                                         pipeline_readback, register_trusted_loader, runner_class, schedule_readback,
-                                         training_set_counts)
+                                         test_pipeline, train_config)
+from adapters.mmdet_frcnn.runner import (close_file_handlers, init_recorder, load_trusted_checkpoint,
+                                         register_trusted_loader, runner_class, training_set_counts)
 from adapters.postprocess import RawDetections
-from adapters.readback import input_channels, optimizer_settings, optimizer_text
 from adapters.schedule import scaled_milestones, warmup_length
-from adapters.spec import TrainSpec
-from adapters.trainset import iterations_per_epoch
+from adapters.spec import LIGHT_HEAD_VARIANTS, TrainSpec
+from adapters.trainset import count_split_training_set
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
-
-LIGHT_HEAD_VARIANTS = ("R18-FPN",)  # keep the packaged 2-fc box head from scratch (CPU demos)
 
 
 def _ddp_fit(detector: "MMDetFasterRCNN", split: Split, workdir: Path, run_name: str, resume_from: str | None) -> None:
@@ -49,11 +44,17 @@ class MMDetFasterRCNN(Detector):
     variants = tuple(VARIANTS)
     packages = ("mmdet", "mmengine", "mmcv")
     native_protocol = faster_rcnn_native_protocol("filter_empty_gt")
+    native_keys = {"negatives": ("train_dataloader.dataset.filter_cfg.", "train_dataloader."),
+                   "score_thr": ("model.test_cfg.rcnn.score_thr", "model.test_cfg.score_thr"),
+                   "max_det": ("model.test_cfg.rcnn.max_per_img", "model.test_cfg.max_per_img"),
+                   "nms_iou": ("model.test_cfg.rcnn.nms.", "model.test_cfg.nms."),
+                   "seed": ("randomness.",), "init_weights": ("load_from",),
+                   "epochs": ("train_cfg.", "train_cfg"), "batch_size": ("train_dataloader.batch_size",),
+                   "lr": ("optim_wrapper.optimizer.lr", "optim_wrapper.", "auto_scale_lr.")}
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
         self.last_run_name: str | None = None
-        self.last_cfg = None
 
     # -- configuration -----------------------------------------------------------------------
     def _device(self) -> str:
@@ -98,7 +99,6 @@ class MMDetFasterRCNN(Detector):
                 self.resumed["framework_start_epoch"] = result["start_epoch"]
         else:
             self._train(cfg, split, workdir, resume_from)
-        self.last_cfg = cfg
         marker = workdir / "last_checkpoint"
         if not marker.is_file():
             raise RuntimeError(f"mmengine finished without writing a checkpoint under {workdir}")
@@ -140,27 +140,23 @@ class MMDetFasterRCNN(Detector):
             try:
                 runner.train()
                 dataset = runner.train_dataloader.dataset
-                self._check_consumed(split, training_set_counts(dataset))
+                self._check_consumed(split, training_set_counts(dataset),
+                                     "runner.train_dataloader.dataset (after its filter)")
                 self.last_parallel = {"processes": runner.world_size, "model_wrapper": type(runner.model).__name__,
                                       "iterations": int(runner.iter)}
-                self._read_back_training(runner, dataset)
+                self._read_back_training(split, runner, dataset)
             finally:
                 close_file_handlers(runner.logger)
         return int((self.resumed or {}).get("framework_start_epoch", 0))
 
-    def _read_back_training(self, runner, dataset) -> None:
-        """What mmengine trained with: the built dataset's filter and pipeline, the model, the optimizer
-        wrapper and the parameter schedulers."""
-        wrapper = runner.optim_wrapper
-        clip = getattr(wrapper, "clip_grad_kwargs", None) or {}
-        size, augmentation = pipeline_readback(dataset.pipeline)
-        self.record_ran(
-            negatives="drop" if (getattr(dataset, "filter_cfg", None) or {}).get("filter_empty_gt") else "keep",
-            train_size=size, train_channels=input_channels(runner.model), augmentation=augmentation,
-            recipe={"optimizer": optimizer_settings(wrapper.optimizer, runner.model), "head": box_head(runner.model),
-                    "batch": loader_batch(runner.train_dataloader) * int(runner.world_size),
-                    "grad_clip": ", ".join(f"{k} {v}" for k, v in clip.items()) or "none",
-                    **schedule_readback(runner.param_schedulers)})
+    def _read_back_training(self, split: Split, runner, dataset) -> None:
+        """What mmengine trained with (adapters.mmdet_frcnn.readback): the train loop, the built
+        dataset's filter and pipeline, the model, the optimizer wrapper and the parameter schedulers."""
+        has_negatives = (count_split_training_set(split.train_json, "keep")["images"]
+                         > count_split_training_set(split.train_json, "drop")["images"])
+        background = (sum(1 for i in range(len(dataset)) if not dataset.get_data_info(i)["instances"])
+                      if has_negatives else None)
+        self.record_ran(**readback.training(runner, dataset, self.spec.variant, background))
 
     def _checkpoint_tracker(self, split: Split, workdir: Path):
         """An mmengine hook, run after its CheckpointHook: records each `epoch_<k>.pth` as resumable,
@@ -221,8 +217,7 @@ class MMDetFasterRCNN(Detector):
         model = self.build_model(None if checkpoint is None else Path(checkpoint))
         with DefaultScope.overwrite_default_scope("mmdet"), torch.no_grad():
             pipeline = Compose(test_pipeline(self.spec))
-            self.record_ran(**postprocess_settings(model), multi_label=True,  # multiclass_nms: every class
-                            test_size=pipeline_readback(pipeline)[0], test_channels=input_channels(model))
+            self.record_ran(**readback.prediction(model, pipeline))
 
             def infer(refs: list[ImageRef]) -> list[RawDetections]:
                 batch = []
@@ -244,43 +239,22 @@ class MMDetFasterRCNN(Detector):
 
     # -- the protocol card -------------------------------------------------------------------
     def recipe(self) -> list[dict]:
-        spec = self.spec
+        """The recipe rows as mmengine trained (read back after a fit; see readback.training)."""
+        spec, details = self.spec, self.ran.details
         scratch = spec.weights is None
-        ran = self.ran.get("recipe") or self._recipe_from_config()
-        optimizer = ran["optimizer"]
-        n_images = (self.consumed or {}).get("images")
-        iters = spec.epochs * iterations_per_epoch(n_images, ran["batch"]) if n_images else None
-        total = iters or 0
-        norm = "GN" if scratch else "BN (frozen stage 1)"
-        values = {
-            "architecture": f"Faster R-CNN {spec.variant}, {norm} backbone+FPN, {ran['head']}",
-            "epochs": spec.epochs, "iterations": iters, "batch_size": ran["batch"],
-            "optimizer": optimizer_text(optimizer), "lr": optimizer["lr"],
-            "schedule": f"x{ran['gamma']:g} at epochs {ran['milestones']} of {spec.epochs}",
-            "warmup": f"linear from {ran['warmup_from']:g}, {ran['warmup_iters']} iterations",
-            "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer["norm_decay"],
-            "grad_clip": ran["grad_clip"], "framework_aug": "none"}
         steps, length = native_schedule(scratch)
+        epochs, iterations = details.get("max_epochs"), details.get("iterations")
         natives, notes = faster_rcnn_recipe(
             spec, scratch, spec.variant in LIGHT_HEAD_VARIANTS, 0.02, f"x0.1 at epochs {list(steps)} of {length}",
             f"linear from 0.001, {WARMUP_ITERS} iterations", 0.0001,
-            scaled_schedule=ran["milestones"] == scaled_milestones(steps, length, spec.epochs),
-            scaled_warmup=not total or ran["warmup_iters"] == warmup_length(WARMUP_ITERS, total),
+            scaled_schedule=epochs is not None and details["milestones"] == scaled_milestones(steps, length, epochs),
+            scaled_warmup=bool(iterations) and details["warmup_iters"] == warmup_length(WARMUP_ITERS, iterations),
             keys={"schedule": "param_scheduler", "warmup": "param_scheduler", "architecture": "model.roi_head.bbox_head",
                   "grad_clip": "optim_wrapper.clip_grad", "optimizer": "optim_wrapper.optimizer"})
+        norm = "GN" if scratch else "BN (frozen stage 1)"
         natives["architecture"] = natives["architecture"].replace("FrozenBN", norm)
-        return recipe_rows(values, natives, notes)
-
-    def _recipe_from_config(self) -> dict[str, Any]:
-        """The recipe as configured, for a card written without a fit in this process."""
-        opt = optimizer_cfg(self.spec)
-        scratch = self.spec.weights is None
-        return {"optimizer": {"type": opt["type"], "momentum": opt.get("momentum"), "lr": opt["lr"],
-                              "weight_decay": opt["weight_decay"], "norm_decay": 0.0 if scratch else opt["weight_decay"]},
-                "head": "2fc box head" if not scratch or self.spec.variant in LIGHT_HEAD_VARIANTS
-                else "4conv-1fc GN box head", "batch": self.spec.batch_size, "grad_clip": "none", "gamma": 0.1,
-                "milestones": scaled_milestones(*native_schedule(scratch), self.spec.epochs), "warmup_from": 0.001,
-                "warmup_iters": None}
+        return self.recipe_rows(natives, notes, asked={"epochs": spec.epochs, "batch_size": spec.batch_size,
+                                                       "lr": spec.lr})
 
     def version_notes(self) -> dict[str, str]:
         try:

@@ -1,5 +1,6 @@
 """mmengine-side pieces: the trusted checkpoint loader, the Runner that honours the device, the hooks
-the adapter registers (init record, resumable checkpoints), and what the Runner built, read back."""
+the adapter registers (init record, resumable checkpoints); what the Runner built is read back in
+`adapters.mmdet_frcnn.readback`."""
 from __future__ import annotations
 
 import logging
@@ -70,42 +71,3 @@ def close_file_handlers(logger) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.close()
             logger.removeHandler(handler)
-
-
-def pipeline_readback(pipeline) -> tuple[Any, dict[str, float]]:
-    """The image size (longer side) and the shared augmentation as a built mmcv/mmdet pipeline holds them."""
-    size, aug = None, {"rotate_deg": 0.0, "hflip": 0.0, "vflip": 0.0}
-    for transform in getattr(pipeline, "transforms", []):
-        kind = type(transform).__name__
-        if kind == "Resize":
-            scale = getattr(transform, "scale", None)
-            size = int(max(scale)) if scale else None
-        elif kind == "RandomFlip":
-            directions = transform.direction if isinstance(transform.direction, list) else [transform.direction]
-            for direction in directions:
-                aug["hflip" if direction == "horizontal" else "vflip"] = float(transform.prob)
-        elif kind == "Rotate":
-            aug["rotate_deg"] = float(transform.max_mag)
-    return size, aug
-
-
-def schedule_readback(schedulers) -> dict[str, Any]:
-    """Milestones, gamma and warmup of the parameter schedulers mmengine built."""
-    if isinstance(schedulers, dict):  # several optimizers: the first one's
-        schedulers = next(iter(schedulers.values()))
-    out: dict[str, Any] = {"milestones": [], "gamma": 1.0, "warmup_iters": 0, "warmup_from": 1.0}
-    for scheduler in schedulers or []:
-        kind = type(scheduler).__name__
-        if kind == "MultiStepLR":
-            out["milestones"] = sorted(int(m) for m in scheduler.milestones)
-            out["gamma"] = float(scheduler.gamma)
-        elif kind == "LinearLR":
-            out["warmup_iters"] = int(scheduler.end - scheduler.begin)
-            out["warmup_from"] = float(scheduler.start_factor)
-    return out
-
-
-def loader_batch(loader) -> int:
-    """Images per batch of a built DataLoader (its batch sampler's, when it has one: mmdet's
-    AspectRatioBatchSampler leaves the loader's own batch_size None)."""
-    return int(loader.batch_size or loader.batch_sampler.batch_size)

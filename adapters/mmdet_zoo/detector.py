@@ -19,7 +19,7 @@ class MMDetDetector(ByArchitecture, MMDetFasterRCNN):
         return arch_model_config(self.spec)
 
     def recipe(self) -> list[dict]:
-        ran = self.ran.get("recipe") or {}
+        ran = self.ran.details
         norm = "GN" if self.spec.weights is None else "BN"
         built = f"{norm} backbone+neck, {ran.get('head') or 'packaged head'}"
         return with_architecture(super().recipe(), "mmdet", self.arch.config, self.arch.family, built)

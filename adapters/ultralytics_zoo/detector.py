@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.byarch import ByArchitecture, NMS_FREE, nms_free_protocol, with_architecture
+from adapters.byarch import ByArchitecture, nms_free_protocol, with_architecture
+from adapters.yolov5 import readback
 from adapters.yolov5.detector import YoloV5Detector
 from adapters.zoo import ULTRALYTICS
 
@@ -37,15 +38,7 @@ class UltralyticsDetector(ByArchitecture, YoloV5Detector):
         return None if self.arch.nms_free else super().predictor_class()
 
     def predictor_readback(self, predictor) -> dict[str, Any]:
-        if not self.arch.nms_free:
-            return super().predictor_readback(predictor)
-        args, imgsz = predictor.args, predictor.args.imgsz
-        from adapters.readback import input_channels
-
-        return {"score_thr": float(args.conf), "nms_iou": NMS_FREE, "max_det": int(args.max_det),
-                "test_size": int(max(imgsz)) if isinstance(imgsz, (list, tuple)) else int(imgsz),
-                "test_channels": input_channels(predictor.model), "multi_label": False,
-                "tta": bool(getattr(args, "augment", False))}
+        return readback.prediction(predictor, nms_free=self.arch.nms_free)
 
     def recipe(self) -> list[dict]:
         built = "RT-DETR decoder, NMS-free" if self.arch.nms_free else "anchor-free Detect head"

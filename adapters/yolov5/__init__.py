@@ -77,16 +77,20 @@ spec.nms_iou (class-aware), imgsz=spec.imgsz (letterboxed; ultralytics maps boxe
 pixels, `Results.boxes.xyxy`). native {"iou": x}, {"imgsz": n} or {"multi_label": False} override
 these for prediction too. The harness's shared post-processing (`adapters.postprocess`) follows.
 
-Read back for the protocol card (`Detector.ran`): after training, `trainer.args` (image size,
-flips/rotation, ultralytics' own augmentation incl. mosaic), the built model's input channels, the
-optimizer's parameter groups (lr, weight decay on weights / norm layers), the gradient clipping it
-called, and whether background images were in its dataset; when predicting, the predictor's resolved
-args (conf, iou, max_det, imgsz, multi-label) and its model's input channels.
+Read back for the protocol card (`readback`, into `Detector.ran`), by an `on_train_end` callback (on
+rank 0 of a DDP fit, which writes it for the job's process): `trainer.args` (image size, flips/rotation,
+ultralytics' own augmentation incl. mosaic, seed, pretrained), `trainer.epochs`, the train loader's
+length and ultralytics' own warm-up rule (`_get_warmup_iterations`, which keeps the last epoch out of
+warm-up), the built model's YAML and input channels, the optimizer's parameter groups (lr, weight decay
+on weights / norm layers), the gradient clipping it called (single process), and whether background
+images were in its dataset; when predicting, the predictor's resolved args (conf, iou, max_det,
+augment: ultralytics' own TTA), its resolved image size (`predictor.imgsz`, a stride multiple), its
+multi-label NMS switch and its model's input channels.
 
 Modules: `config` (spec -> arguments), `data` (the YOLO dataset folder), `offline` (the sandbox),
-`framework` (predictor, read-back), `detector` (the adapter).
+`framework` (predictor, training-set counts), `readback` (what it ran), `detector` (the adapter).
 """
-from adapters.yolov5.config import (HEAD, NATIVE, NATIVE_AUG, PREDICT_KEYS, VARIANTS, XRAY_AUG_DEFAULTS, aug_args,
+from adapters.yolov5.config import (FRAMEWORK_AUG_KEYS, HEAD, PREDICT_KEYS, VARIANTS, XRAY_AUG_DEFAULTS, aug_args,
                                     predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
 from adapters.yolov5.detector import YoloV5Detector
@@ -94,7 +98,7 @@ from adapters.yolov5.framework import (cached_training_set_counts, describe_tran
                                        training_set_counts)
 from adapters.yolov5.offline import ultralytics_offline
 
-__all__ = ["HEAD", "NATIVE", "NATIVE_AUG", "PREDICT_KEYS", "VARIANTS", "XRAY_AUG_DEFAULTS", "YoloV5Detector",
+__all__ = ["FRAMEWORK_AUG_KEYS", "HEAD", "PREDICT_KEYS", "VARIANTS", "XRAY_AUG_DEFAULTS", "YoloV5Detector",
            "aug_args", "cached_training_set_counts", "describe_transforms", "multi_label_predictor",
            "predict_kwargs", "train_args", "training_set_counts", "ultralytics_offline", "yolo_device",
            "write_yolo_dataset"]

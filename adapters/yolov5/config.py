@@ -18,13 +18,10 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 # (saves the HSV conversion). Everything else - mosaic 1.0 (off for the last close_mosaic=10
 # epochs), hsv_v 0.4, translate 0.1, scale 0.5, mixup/cutmix/copy_paste 0 - is ultralytics' recipe.
 XRAY_AUG_DEFAULTS: dict[str, float] = {"hsv_h": 0.0, "hsv_s": 0.0}
-# ultralytics' defaults for the rest of its augmentation, as recorded on the protocol card
-NATIVE_AUG: dict[str, float] = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "translate": 0.1, "scale": 0.5,
-                                "shear": 0.0, "perspective": 0.0, "mosaic": 1.0, "close_mosaic": 10,
-                                "mixup": 0.0, "cutmix": 0.0, "copy_paste": 0.0}
-# ultralytics' training recipe (cfg/default.yaml, YOLOv5's hyp.scratch): what the card compares to
-NATIVE = {"optimizer": "SGD", "lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005,
-          "warmup_epochs": 3.0, "nbs": 64, "iou": 0.7, "max_det": 300}
+# ultralytics' own augmentation settings the card records (their native defaults are read from
+# ultralytics' DEFAULT_CFG_DICT, as the rest of its recipe: adapters.yolov5.readback.natives)
+FRAMEWORK_AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "translate", "scale", "shear", "perspective", "mosaic", "close_mosaic",
+                      "mixup", "cutmix", "copy_paste")
 
 # native keys that also apply at prediction time (`iou` overrides spec.nms_iou there too, `imgsz` the
 # test size) and those that only do (ultralytics' train() rejects them)

@@ -2,32 +2,35 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Detector, trusted_load
-from adapters.card import recipe_rows
+from adapters.base import DDP_RESULT, Detector, trusted_load
 from adapters.ddp import check_gpus
 from adapters.images import warn_size_mismatch
 from adapters.resume import set_aside_checkpoints
 from adapters.postprocess import RawDetections
-from adapters.readback import GradClipRecorder, optimizer_text
+from adapters.readback import GradClipRecorder, Read, ReadBack
 from adapters.spec import TrainSpec
 from adapters.trainset import count_split_training_set, iterations_per_epoch
 from adapters.yolov5.compat import survive_missing_polars
-from adapters.yolov5.config import (HARNESS_REASONS, HEAD, NATIVE, NATIVE_AUG, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
+from adapters.yolov5.config import (FRAMEWORK_AUG_KEYS, HARNESS_REASONS, HEAD, PREDICT_ONLY_KEYS, VARIANTS, aug_args,
                                     predict_kwargs, train_args, yolo_device)
 from adapters.yolov5.data import write_yolo_dataset
+from adapters.yolov5 import readback
 from adapters.yolov5.framework import (background_images, cached_training_set_counts, describe_transforms,
-                                       multi_label_predictor, predictor_readback, trainer_readback, training_set_counts)
+                                       multi_label_predictor, training_set_counts)
 from adapters.yolov5.offline import trust_amp_in_this_process, ultralytics_offline
+from harness import atomic
 from harness.split import ImageRef, Split
 
 log = logging.getLogger(__name__)
 
-# recipe row -> the ultralytics argument whose `reasons` entry explains a deviation
+# recipe row -> the ultralytics argument whose `reasons` entry explains a deviation from the native default
 RECIPE_ARGS = {"batch_size": "nbs", "optimizer": "optimizer", "lr": "lr0", "schedule": "lrf",
                "warmup": "warmup_epochs", "weight_decay": "weight_decay", "epochs": "epochs"}
 
@@ -48,6 +51,10 @@ class YoloV5Detector(Detector):
         "nms_iou": (0.7, "the protocol uses one NMS IoU for every model (the Faster R-CNNs' default 0.5)"),
         "multi_label": (True, "one label per box, as ultralytics' predict (its validation keeps several)"),
     }
+    native_keys = {"negatives": (), "image_size": ("imgsz",), "augmentation": ("degrees", "fliplr", "flipud"),
+                   "score_thr": ("conf",), "max_det": ("max_det",), "nms_iou": ("iou",), "multi_label": ("multi_label",),
+                   "tta": ("augment",), "seed": ("seed",), "init_weights": ("pretrained",), "epochs": ("epochs",),
+                   "lr": ("lr0", "optimizer"), "batch_size": ("nbs", "batch")}
 
     def __init__(self, spec: TrainSpec):
         super().__init__(spec)
@@ -83,6 +90,8 @@ class YoloV5Detector(Detector):
             model.add_callback("on_pretrain_routine_start", survive_missing_polars)  # DDP workers too
             if trust_amp and self.spec.gpus > 1:  # DDP workers are new processes: patch there too
                 model.add_callback("on_pretrain_routine_start", trust_amp_in_this_process)
+            (workdir / DDP_RESULT).unlink(missing_ok=True)
+            model.add_callback("on_train_end", self._training_readback(split, workdir, clip))  # rank 0 in DDP
             start = time.perf_counter()
             model.train(**args)
             seconds = time.perf_counter() - start
@@ -91,12 +100,13 @@ class YoloV5Detector(Detector):
                 self.resumed["framework_start_epoch"] = int(trainer.start_epoch)
             if self.spec.gpus > 1:  # the dataset lived in ultralytics' DDP subprocesses
                 transforms = None
-                self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"))
+                self._check_consumed(split, cached_training_set_counts(workdir / "yolo_data" / "labels" / "train"),
+                                     "the label cache of ultralytics' training dataset (DDP workers)")
+                self._collect_ddp_readback(workdir)
             else:
                 dataset = trainer.train_loader.dataset
                 transforms = describe_transforms(getattr(dataset, "transforms", None))
-                self._check_consumed(split, training_set_counts(dataset))
-                self._read_back_training(split, trainer, dataset, clip)
+                self._check_consumed(split, training_set_counts(dataset), "trainer.train_loader.dataset.labels")
         checkpoint = Path(trainer.save_dir) / "weights" / "last.pt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"ultralytics finished but wrote no checkpoint at {checkpoint}")
@@ -114,16 +124,41 @@ class YoloV5Detector(Detector):
                  checkpoint)
         return checkpoint
 
-    def _read_back_training(self, split: Split, trainer, dataset, clip: GradClipRecorder) -> None:
-        """What ultralytics trained with: its resolved args, model, optimizer, and whether background
-        images were in its dataset (the protocol's negatives)."""
-        readback = trainer_readback(trainer, NATIVE_AUG)
+    def _training_readback(self, split: Split, workdir: Path, clip: GradClipRecorder):
+        """An ultralytics `on_train_end` callback reading back what the trainer ran (adapters.yolov5.readback)
+        and whether background images were in its dataset (the protocol's negatives). In one process it
+        records them; in a DDP fit it runs on rank 0 of ultralytics' worker processes (callbacks travel
+        with the pickled trainer) and writes them to `<workdir>/ddp_result.json` for the job's process
+        (no gradient clipping there: the recorder is this process's)."""
         has_negatives = (count_split_training_set(split.train_json, "keep")["images"]
                          > count_split_training_set(split.train_json, "drop")["images"])
-        negatives = ("keep" if background_images(dataset) else "drop") if has_negatives else self.spec.negatives
-        self.record_ran(negatives=negatives, train_size=readback.pop("train_size"),
-                        train_channels=readback.pop("train_channels"), augmentation=readback.pop("augmentation"),
-                        recipe={**readback, "grad_clip": clip.text()})
+        detector, spec_negatives = self, self.spec.negatives
+
+        def on_train_end(trainer) -> None:
+            RANK = int(os.environ.get("RANK", -1))  # as ultralytics.utils defines it: -1 = not a DDP worker
+            if RANK not in (-1, 0):
+                return
+            dataset = trainer.train_loader.dataset
+            source = "trainer.train_loader.dataset.labels (images without a box)"
+            negatives = (Read("keep" if background_images(dataset) else "drop", source) if has_negatives else
+                         Read(spec_negatives, "the split has no image without findings: keep and drop train alike"))
+            reads = readback.training(trainer, FRAMEWORK_AUG_KEYS, clip if RANK == -1 else None)
+            if RANK == -1:
+                detector.record_ran(negatives=negatives, **reads)
+            else:
+                atomic.write_json(workdir / DDP_RESULT, {"ran": ReadBack(negatives=negatives, **reads).as_dict()})
+
+        return on_train_end
+
+    def _collect_ddp_readback(self, workdir: Path) -> None:
+        """After a DDP fit: rank 0's read-back (`_training_readback`); without one, the training rows stay
+        "asked, not read back" on the card."""
+        path = workdir / DDP_RESULT
+        if not path.is_file():
+            log.warning("yolov5: rank 0 of the DDP fit wrote no read-back (%s): the card shows the training "
+                        "settings as asked, not read back", path)
+            return
+        self._ddp_restore(json.loads(path.read_text()))
 
     def _record_yolo_init(self, trainer) -> None:
         """ultralytics callback: the model about to train vs the checkpoint it was loaded from."""
@@ -206,7 +241,8 @@ class YoloV5Detector(Detector):
         return predictor
 
     def predictor_readback(self, predictor) -> dict[str, Any]:
-        return predictor_readback(predictor)
+        """ReadBack fields of the predictor that ran (adapters.yolov5.readback.prediction)."""
+        return readback.prediction(predictor)
 
     @staticmethod
     def _raw(ref: ImageRef, res) -> RawDetections:
@@ -220,38 +256,24 @@ class YoloV5Detector(Detector):
 
     # -- the protocol card ----------------------------------------------------------------------
     def recipe(self) -> list[dict]:
-        spec, fit = self.spec, self.last_fit
-        ran = self.ran.get("recipe") or {}
-        args = {**(fit.get("args") or train_args(spec, Path("data.yaml"), Path("."))), **(ran.get("args") or {})}
-        get = args.get
-        optimizer = ran.get("optimizer") or {"type": get("optimizer", "SGD"), "momentum": get("momentum", 0.937),
-                                             "lr": get("lr0", spec.lr), "weight_decay": get("weight_decay"),
-                                             "norm_decay": None}
-        batch = int(ran.get("batch", get("batch", spec.batch_size)))
-        nbs = get("nbs", NATIVE["nbs"])
-        values = {
-            "architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
-            "epochs": int(get("epochs", spec.epochs)), "iterations": fit.get("iterations"),
-            "batch_size": f"{batch} (nbs {nbs})", "optimizer": optimizer_text(optimizer),
-            "lr": float(optimizer["lr"]),
-            "schedule": f"{'cosine' if get('cos_lr') else 'linear'} to lrf={get('lrf', NATIVE['lrf'])}",
-            "warmup": f"{get('warmup_epochs', NATIVE['warmup_epochs'])} epochs",
-            "weight_decay": optimizer["weight_decay"], "norm_decay": optimizer.get("norm_decay"),
-            "grad_clip": ran.get("grad_clip", "not read back"),
-            "framework_aug": ran.get("framework_aug") or {k: get(k, v) for k, v in NATIVE_AUG.items()},
-        }
-        natives = {"architecture": f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)",
-                   "batch_size": f"{batch} (nbs {NATIVE['nbs']})",
-                   "optimizer": f"{NATIVE['optimizer']}(momentum {NATIVE['momentum']:g})", "lr": NATIVE["lr0"],
-                   "schedule": f"linear to lrf={NATIVE['lrf']}", "warmup": f"{NATIVE['warmup_epochs']} epochs",
-                   "weight_decay": NATIVE["weight_decay"],
-                   "norm_decay": 0.0, "grad_clip": "max norm 10", "framework_aug": NATIVE_AUG}
+        """The recipe rows as ultralytics ran them, against its own defaults for this run (both read back
+        after a fit: readback.training and readback.natives; without a fit, no native is known)."""
+        spec = self.spec
+        natives = dict(self.ran.details.get("natives") or {})
+        nbs = natives.pop("nbs", None)
+        arch = f"{spec.variant}.yaml (YOLOv5 backbone/neck, anchor-free YOLOv5u head)"
+        natives.update(architecture=arch, grad_clip="max norm 10")  # ultralytics' optimizer_step clips at 10
+        # what the harness asks ultralytics for (its train arguments; the batch row: with the native nbs)
+        asked = {"architecture": arch, "epochs": spec.epochs, "lr": spec.lr,
+                 "batch_size": f"{spec.batch_size} (nbs {nbs})" if nbs else None}
         # a deviation is explained by the reason given for the ultralytics argument behind it
         notes = {key: spec.reasons.get(arg, "") for key, arg in RECIPE_ARGS.items()}
         notes["weight_decay"] = notes["weight_decay"] or "ultralytics scales it by batch x accumulate / nbs"
-        if not ran:
-            notes["grad_clip"] = "not read back (trained in DDP worker processes)"
-        return recipe_rows(values, natives, notes, reasons={"framework_aug": {**HARNESS_REASONS, **spec.reasons}})
+        notes["optimizer"] = notes["optimizer"] or ("the harness passes train.optimizer: ultralytics' optimizer=auto "
+                                                    "picks by run length and class count")
+        notes["lr"] = notes["lr"] or "the harness passes train.lr as lr0 (optimizer=auto would set its own)"
+        return self.recipe_rows(natives, notes, reasons={"framework_aug": {**HARNESS_REASONS, **spec.reasons}},
+                                asked=asked)
 
     # -- provenance -----------------------------------------------------------------------------
     def version_notes(self) -> dict[str, str]:

@@ -1,16 +1,12 @@
-"""ultralytics-side helpers: the multi-label predictor, and what ultralytics built, read back
-(training set counts, transforms, the trainer's and predictor's resolved arguments)."""
+"""ultralytics-side helpers: the multi-label predictor, and what ultralytics built (training set counts,
+transforms); the settings it ran are read back in `adapters.yolov5.readback`."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from adapters.readback import input_channels, optimizer_settings
 from adapters.trainset import consumed_counts
 
-# the trainer arguments the recipe rows read back
-RECIPE_ARG_NAMES = ("epochs", "batch", "nbs", "lrf", "cos_lr", "warmup_epochs", "optimizer", "lr0", "momentum",
-                    "weight_decay")
 _TRANSFORM_ATTRS = ("p", "direction", "degrees", "translate", "scale", "shear", "perspective", "hgain",
                     "sgain", "vgain")
 
@@ -71,25 +67,3 @@ def cached_training_set_counts(labels_dir: Path) -> dict[str, int]:
 def background_images(dataset) -> int:
     """Training images without a box in ultralytics' built dataset (its background images)."""
     return sum(1 for label in dataset.labels if len(label["cls"]) == 0)
-
-
-def trainer_readback(trainer, aug_keys) -> dict[str, Any]:
-    """The training settings ultralytics resolved (`trainer.args`, its built model and optimizer)."""
-    args = trainer.args
-    return {"train_size": int(args.imgsz), "train_channels": input_channels(trainer.model),
-            "augmentation": {"rotate_deg": float(args.degrees), "hflip": float(args.fliplr),
-                             "vflip": float(args.flipud)},
-            "framework_aug": {key: getattr(args, key) for key in aug_keys},
-            "optimizer": optimizer_settings(trainer.optimizer, trainer.model),
-            "args": {key: getattr(args, key) for key in RECIPE_ARG_NAMES},
-            "batch": int(trainer.batch_size), "accumulate": int(getattr(trainer, "accumulate", 1))}
-
-
-def predictor_readback(predictor) -> dict[str, Any]:
-    """The prediction settings ultralytics' predictor really used (its resolved args and model)."""
-    args = predictor.args
-    imgsz = args.imgsz
-    return {"score_thr": float(args.conf), "nms_iou": float(args.iou), "max_det": int(args.max_det),
-            "test_size": int(max(imgsz)) if isinstance(imgsz, (list, tuple)) else int(imgsz),
-            "test_channels": input_channels(predictor.model), "multi_label": bool(predictor.multi_label),
-            "tta": bool(getattr(args, "augment", False))}

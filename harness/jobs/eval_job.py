@@ -205,8 +205,10 @@ def run_eval(cfg: DictConfig) -> dict:
         "protocol": [
             protocol_row("external", "predictions", f"external file ({results.format})", note=note),
             protocol_row("max_det", "max detections per image (in the file)", described["max_detections_per_image"],
-                         note="the largest count in the file; nothing was capped"),
-            protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope=SHARED),
+                         note="the largest count in the file; nothing was capped", source="applied",
+                         read_from="counted by the harness in the results file"),
+            protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope=SHARED,
+                         source="applied", read_from="the split files the harness wrote (harness.split)"),
         ],
         "config": {"data": OmegaConf.to_container(cfg.data, resolve=True),
                    "eval": OmegaConf.to_container(cfg.eval, resolve=True)},

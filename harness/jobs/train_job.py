@@ -159,7 +159,8 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path) -> 
                                                                           detector.resumed, f"{name} fold {fold}"),
         "failed_images": [{"path": path, "reason": reason} for path, reason in detector.failed_images],
         "protocol": [*detector.protocol(tta=bool(cfg.tta_hflip)),
-                     protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared")],
+                     protocol_row("split_hash", "split (fold file + labels hash)", split.split_hash, scope="shared",
+                                  source="applied", read_from="the split files the harness wrote (harness.split)")],
         "config": runpaths.store_config(job_config(cfg), run_dir, OmegaConf.select(cfg, "paths.root")),
     }
     atomic.write_json(run_dir / "metrics.json", metrics)

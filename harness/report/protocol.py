@@ -4,8 +4,11 @@ Why: a results table compares frameworks fairly only when the harness-level prot
 boxes consumed, negatives, image size, score threshold, max detections, NMS, TTA, split ...) is the
 same for every model, and each framework's own recipe (epochs, lr, schedule ...) is either its
 native default or a deviation with a reason. Each adapter records that in metrics.json under
-"protocol" (rows of key, label, value, native, scope, note); this module only reads those files,
-so the card can be rebuilt from a sweep directory alone, like the results tables.
+"protocol" (rows of key, label, value, native, scope, note, and where the value came from: source,
+read_from, asked - `harness.provenance`); this module only reads those files, so the card can be
+rebuilt from a sweep directory alone, like the results tables. A value that was not read back from the
+framework (or a row written before sources were recorded) is never shown as confirmed: the model table
+says so, and the fairness summary counts it.
 
     from harness.report.protocol import collect_protocols, protocol_markdown, write_protocol
     path = write_protocol("runs/demo", "runs/demo/report")      # -> runs/demo/report/protocol.md
@@ -19,10 +22,11 @@ from typing import Any
 
 from harness import atomic, run_effects
 from harness.compare import same
+from harness.provenance import RECIPE, SHARED, confirmed, source_text
 from harness.report.tables import _find, _fold_label, _sort_key
 
-SHARED, RECIPE = "shared", "recipe"
 RUN_COLUMNS = ("device", "gpus", "workers", "batch_predict")  # how each run ran (not in the config hash)
+RAN_NOT_ASKED = "ran other than asked"  # adapters.card's "unexplained" entry for such a row
 ENSEMBLE_CONFIG = ("method", "iou_thr", "skip_box_thr", "conf_type")
 
 
@@ -124,22 +128,33 @@ def _group_models(found: list[tuple], out: SweepProtocols) -> None:
 
 
 def deviates(row: dict) -> bool:
-    """A row deviates when the framework has a native default and the harness uses another value."""
-    return row.get("native") is not None and not same(row.get("value"), row.get("native"))
+    """A row deviates when the framework has a native default and the model ran another value (a value
+    that is not known - not read back and not asked - is reported as such, not as a deviation)."""
+    return (row.get("native") is not None and row.get("value") is not None
+            and not same(row.get("value"), row.get("native")))
 
 
 def _note(row: dict | None) -> str:
     return str((row or {}).get("note") or "").strip()
 
 
+def off_asked(row: dict | None) -> bool:
+    """The value differs from what the harness asked for (rows that record what it asked)."""
+    return row is not None and row.get("asked") is not None and not same(row.get("value"), row.get("asked"))
+
+
 def _missing_reasons(row: dict) -> str:
-    keys = row.get("unexplained") or []
-    return f" (no reason for: {', '.join(map(str, keys))})" if keys else ""
+    keys = [str(k) for k in row.get("unexplained") or [] if k != RAN_NOT_ASKED]
+    parts = ([f"ran {fmt_value(row.get('value'))}, asked {fmt_value(row.get('asked'))}: no reason given"]
+             if RAN_NOT_ASKED in (row.get("unexplained") or []) else [])
+    parts += [f"no reason for: {', '.join(keys)}"] if keys else []
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _unexplained(row: dict | None) -> bool:
-    """A deviation with no reason: no note at all, or (dict values) keys that differ without one."""
-    return row is not None and deviates(row) and (not _note(row) or bool(row.get("unexplained")))
+    """A deviation with no reason: from the native default with no note at all, keys of a dict value that
+    differ without one, or a value other than the harness asked without a reason (`unexplained`)."""
+    return row is not None and (bool(row.get("unexplained")) or (deviates(row) and not _note(row)))
 
 
 def _key_order(collected: SweepProtocols) -> list[str]:
@@ -209,7 +224,8 @@ def differences(collected: SweepProtocols, scope: str) -> list[dict]:
 
 
 def unexplained(collected: SweepProtocols) -> list[dict]:
-    """Rows (either scope) that deviate from the framework default without a note, by model and key."""
+    """Rows (either scope) that deviate from the framework default, or from what the harness asked,
+    without a reason, by model and key."""
     out: dict[tuple[str, str], dict] = {}
     for model, folds in collected.models.items():
         for fold, rows in sorted(folds.items(), key=lambda kv: _sort_key(kv[0])):
@@ -220,19 +236,54 @@ def unexplained(collected: SweepProtocols) -> list[dict]:
     return list(out.values())
 
 
+def not_read_back(collected: SweepProtocols) -> list[dict]:
+    """Rows whose value was neither read back from the framework nor applied by the harness (including
+    rows that recorded no source), by model and key: {"model", "key", "folds", "source"}."""
+    return _by_model_key(collected, lambda row: not confirmed(row))
+
+
+def asked_differences(collected: SweepProtocols) -> list[dict]:
+    """Rows whose value is not what the harness asked for, by model and key (flagged per model, even
+    when every model differs the same way)."""
+    return _by_model_key(collected, off_asked)
+
+
+def _by_model_key(collected: SweepProtocols, test) -> list[dict]:
+    out: dict[tuple[str, str], dict] = {}
+    for model, folds in collected.models.items():
+        for fold, rows in sorted(folds.items(), key=lambda kv: _sort_key(kv[0])):
+            for row in rows:
+                if test(row):
+                    entry = out.setdefault((model, row["key"]), {"model": model, "key": row["key"], "rows": {}})
+                    entry["rows"][fold] = row
+    return list(out.values())
+
+
 def fairness_summary(collected: SweepProtocols) -> str:
-    """One line for results.md: does the table compare like with like?"""
+    """One line for results.md: does the table compare like with like, and is every value confirmed?"""
     shared = {d["key"] for d in differences(collected, SHARED)}
     loose = unexplained(collected)
+    unread = not_read_back(collected)
+    asked = asked_differences(collected)
     parts = []
     if shared:
         parts.append(f"⚠ {len(shared)} shared setting{'s' * (len(shared) != 1)} differ{'s' * (len(shared) == 1)} "
                      f"between models ({', '.join(sorted(shared))})")
     if loose:
-        parts.append(f"⚠ {len(loose)} unexplained deviation{'s' * (len(loose) != 1)} from a framework default")
+        parts.append(f"⚠ {len(loose)} unexplained deviation{'s' * (len(loose) != 1)} from a framework default "
+                     "or from what the harness asked")
+    if unread:
+        parts.append(f"⚠ {len(unread)} value{'s' * (len(unread) != 1)} not read back from the framework "
+                     f"({', '.join(sorted({e['model'] for e in unread}))}): shown as asked, not confirmed")
     if not _compared_folds(collected):
         parts.append("no fold has two models to compare")
-    return "; ".join(parts) if parts else "✓ shared settings agree, every deviation is explained"
+    explained = [e for e in asked if not any(_unexplained(r) for r in e["rows"].values())]
+    note = (f"; {len(explained)} setting{'s' * (len(explained) != 1)} ran other than asked, each with its reason"
+            f" ({', '.join(e['model'] + ' ' + e['key'] for e in explained)})" if explained else "")
+    if parts:
+        return "; ".join(parts) + note
+    return "✓ shared settings agree, every deviation is explained, every value read back or applied by the harness" \
+        + note
 
 
 # ---------------------------------------------------------------- formatting
@@ -331,6 +382,12 @@ def _native_status(collected: SweepProtocols, model: str, key: str) -> str:
     rows = [r for f in _folds(collected, model) if (r := _row(collected, model, f, key)) is not None]
     if not rows:
         return "not recorded"
+    if all(r.get("value") is None for r in rows):
+        return "⚠ not read back" if any(not confirmed(r) for r in rows) else "no value"
+    if any(RAN_NOT_ASKED in (r.get("unexplained") or []) for r in rows):
+        asked = _per_fold({f: r.get("asked") for f in _folds(collected, model)
+                           if (r := _row(collected, model, f, key)) is not None})
+        return f"⚠ unexplained: ran other than asked ({asked}) with no reason"
     if any(_unexplained(r) for r in rows):
         natives = _per_fold({f: r.get("native") for f in _folds(collected, model)
                              if (r := _row(collected, model, f, key)) is not None})
@@ -364,7 +421,8 @@ def _unexplained_section(collected: SweepProtocols) -> list[str]:
     entries = unexplained(collected)
     if not entries:
         return lines + ["✓ every deviation from a framework default is explained below.", ""]
-    lines += ["These settings differ from the framework's native default and no note says why:", ""]
+    lines += ["These settings differ from the framework's native default, or from what the harness asked, and no "
+              "note says why:", ""]
     for entry in entries:
         rows = entry["rows"]
         folds = ", ".join(rows)
@@ -379,22 +437,68 @@ def _unexplained_section(collected: SweepProtocols) -> list[str]:
 def _model_section(collected: SweepProtocols, model: str) -> list[str]:
     variant = collected.variants.get(model) or ""
     folds = _folds(collected, model)
-    lines = [f"## {model}" + (f" — variant {variant}" if variant else ""), "", f"Folds: {', '.join(folds)}.", ""]
+    lines = [f"## {model}" + (f" — variant {variant}" if variant else ""), "", f"Folds: {', '.join(folds)}.", "",
+             "*value*: what the model ran, with its *source* (read back from the named framework object, applied "
+             "by the harness, or only asked: not confirmed); *asked*: the harness's setting (– where it asks "
+             "nothing); ≠ marks a value other than the native default, ≠ asked one other than the harness asked.",
+             ""]
     rows = []
     for key in _key_order(collected):
         found = {f: _row(collected, model, f, key) for f in folds}
         present = {f: r for f, r in found.items() if r is not None}
         values = {f: _value(r) for f, r in found.items()}
         natives = {f: (r or {}).get("native") for f, r in found.items()}
-        off = [f for f, r in present.items() if deviates(r)]
-        mark = "" if not off else "≠" if len(off) == len(folds) or len(folds) == 1 else f"≠ ({', '.join(off)})"
+        asked = {f: (r or {}).get("asked") for f, r in found.items()}
+        marks = [_mark([f for f, r in present.items() if deviates(r)], folds, "≠"),
+                 _mark([f for f, r in present.items() if off_asked(r)], folds, "≠ asked")]
         notes = "; ".join(dict.fromkeys(n for r in present.values() if (n := _note(r))))
         if any(_unexplained(r) for r in present.values()):
             missing = "".join(dict.fromkeys(_missing_reasons(r) for r in present.values()))
             notes = "; ".join(filter(None, [notes, f"⚠ unexplained: no note{missing}"]))
-        rows.append([_setting(collected, key), _scope(collected, key), _per_fold(values),
-                     _per_fold(natives), mark, notes])
-    return lines + _table(["setting", "scope", "value", "native default", "≠", "note"], rows) + [""]
+        sources = {f: source_text(r) for f, r in present.items()}
+        source = _per_fold(sources, fmt=str)
+        if any(not confirmed(r) for r in present.values()):
+            source = f"⚠ {source}"
+        rows.append([_setting(collected, key), _scope(collected, key), _per_fold(values), _per_fold(asked),
+                     _per_fold(natives), " ".join(filter(None, marks)), source, notes])
+    return lines + _table(["setting", "scope", "value", "asked", "native default", "≠", "source", "note"], rows) + [""]
+
+
+def _mark(off: list[str], folds: list[str], mark: str) -> str:
+    if not off:
+        return ""
+    return mark if len(off) == len(folds) or len(folds) == 1 else f"{mark} ({', '.join(off)})"
+
+
+def _provenance_section(collected: SweepProtocols) -> list[str]:
+    """Per model: the values other than asked (with their reasons, or flagged) and the values not read back."""
+    lines = ["### Asked vs ran", ""]
+    entries = asked_differences(collected)
+    if not entries:
+        lines += ["✓ every model ran every setting as the harness asked.", ""]
+    else:
+        lines += ["Settings a model ran with other values than the harness asked (each model on its own, even where "
+                  "all differ alike):", ""]
+        for entry in entries:
+            rows = entry["rows"]
+            value = _per_fold({f: r.get("value") for f, r in rows.items()})
+            asked = _per_fold({f: r.get("asked") for f, r in rows.items()})
+            why = ("⚠ no reason given" if any(_unexplained(r) for r in rows.values())
+                   else "; ".join(dict.fromkeys(_note(r) for r in rows.values())))
+            lines.append(f"- {entry['model']} · {_setting(collected, entry['key'])}: ran {value}, asked {asked} "
+                         f"({', '.join(rows)}) — {why}")
+        lines.append("")
+    unread = not_read_back(collected)
+    lines += ["### ⚠ Values not read back" if unread else "### Values not read back", ""]
+    if not unread:
+        return lines + ["✓ every value was read back from the framework or applied by the harness.", ""]
+    lines += ["These values were not confirmed by the framework: the card shows what the harness asked (or what "
+              "an older run recorded without a source).", ""]
+    for entry in unread:
+        rows = entry["rows"]
+        lines.append(f"- {entry['model']} · {_setting(collected, entry['key'])}: "
+                     f"{_per_fold({f: source_text(r) for f, r in rows.items()}, fmt=str)} ({', '.join(rows)})")
+    return lines + [""]
 
 
 def _ensemble_section(collected: SweepProtocols) -> list[str]:
@@ -455,7 +559,8 @@ def protocol_markdown(collected: SweepProtocols, title: str = "Protocol") -> str
         lines += ["No model run recorded a protocol.", ""]
     else:
         lines += ["## Fairness check", "", f"Summary: {fairness_summary(collected)}.", ""]
-        lines += _shared_section(collected) + _recipe_section(collected) + _unexplained_section(collected)
+        lines += (_shared_section(collected) + _recipe_section(collected) + _unexplained_section(collected)
+                  + _provenance_section(collected))
         for model in collected.models:
             lines += _model_section(collected, model)
     lines += _run_settings_section(collected) + _ensemble_section(collected) + _missing_section(collected)
@@ -473,4 +578,5 @@ def write_protocol(sweep_dir: str | Path, out_dir: str | Path, collected: SweepP
 
 
 __all__ = ["SweepProtocols", "collect_protocols", "protocol_markdown", "write_protocol", "fairness_summary",
-           "differences", "unexplained", "deviates", "same", "fmt_value"]
+           "differences", "unexplained", "deviates", "same", "fmt_value", "not_read_back", "asked_differences",
+           "off_asked"]
