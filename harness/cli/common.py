@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness.jobs.gpus import gpu_pool_resolver
+from harness.sweep import job_key
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -25,6 +26,19 @@ if not OmegaConf.has_resolver("cxr_gpus"):
     OmegaConf.register_new_resolver("cxr_gpus", _gpu_pool)
 if not OmegaConf.has_resolver("cxr_count"):
     OmegaConf.register_new_resolver("cxr_count", lambda items: len(items))
+
+
+def _run_key(*, _root_) -> str:
+    """`${cxr_run_key:}` in conf/train.yaml's run folders: "<key>/" of this job (its values of the
+    overrides listed in `swept`, harness.sweep.job_key), "" when nothing but model/fold is swept."""
+    swept = [str(k) for k in (_root_.get("swept") or [])]
+    overrides = [str(o) for o in _root_.hydra.overrides.task] if swept else []
+    key = job_key(overrides, swept)
+    return f"{key}/" if key else ""
+
+
+if not OmegaConf.has_resolver("cxr_run_key"):
+    OmegaConf.register_new_resolver("cxr_run_key", _run_key)
 
 
 def quiet_frameworks() -> None:
