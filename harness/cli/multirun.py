@@ -19,6 +19,8 @@ from harness.cli.common import CONF_DIR
 from harness.sweep import NOT_KEYED, job_key
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+FAILED_JOBS_EXIT = 3  # cxr-train -m: the multirun ran, and some of its jobs failed (cxr-run goes on to the report)
+REFUSED_EXIT = 2  # cxr-train -m: refused before any job ran
 
 
 class SweepRefused(ValueError):

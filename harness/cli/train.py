@@ -4,8 +4,9 @@
     cxr-train -m model=yolov5 train.lr=0.01,0.02        (jobs in <sweep>/yolov5/train.lr=0.01/fold0, ...)
 
 A multirun's swept overrides other than sweep/model/data.fold name each job's run key (conf/train.yaml);
-two jobs that would share a folder are refused before any runs. Exit status: 0 when every job finished,
-1 when any failed (after the table of failed jobs), 2 when the multirun was refused.
+two jobs that would share a folder are refused before any runs. Exit status: 0 when every job finished;
+3 when a multirun ran and any of its jobs failed (after the table of failed jobs; 1 for a single job);
+2 when the multirun was refused; 1 on a configuration error.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cli.common import CONF_DIR, output_dir, quiet_frameworks
-from harness.cli.multirun import (SweepRefused, check_distinct, command_overrides, failed_jobs, failed_table,
+from harness.cli.multirun import (FAILED_JOBS_EXIT, REFUSED_EXIT, SweepRefused, check_distinct, command_overrides, failed_jobs, failed_table,
                                   is_multirun, planned_jobs, swept_keys)
 from harness.jobs.gpus import assign_gpu
 from harness.jobs.train_job import run_train_job
@@ -77,7 +78,7 @@ def main() -> None:
             check_distinct(jobs)
     except SweepRefused as err:
         print(f"cxr-train: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(REFUSED_EXIT)
     except Exception as err:  # noqa: BLE001 - Hydra reports a bad override itself, with its own message
         log.debug("could not plan the multirun: %s", err)
         jobs = None
@@ -90,7 +91,9 @@ def main() -> None:
     failed = failed_jobs(jobs, started - 1)
     if failed:
         print(failed_table(failed), file=sys.stderr)
-        sys.exit(1)
+        print(f"cxr-train: {len(failed)} of {len(jobs)} job(s) failed (each folder's failed.json holds the traceback; "
+              "rerun the same command to retry them, finished jobs are skipped)", file=sys.stderr)
+        sys.exit(FAILED_JOBS_EXIT)
 
 
 if __name__ == "__main__":
