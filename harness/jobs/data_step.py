@@ -48,9 +48,12 @@ def ensure_raw(data: DictConfig) -> Path:
                      data.synthetic.seed, raw_dir)
             generate(raw_dir, preset=data.synthetic.preset, seed=int(data.synthetic.seed))
     elif not (raw_dir / "train.csv").is_file():
+        pngs = raw_dir.is_dir() and next(raw_dir.rglob("*.png"), None) is not None
         raise ConfigError(
             f"data.raw_dir={raw_dir} has no train.csv: point it at the VinBigData folder "
             "(train.csv, train/*.dicom, test/*.dicom)"
+            + ("; it holds PNG images: for the NIH ChestX-ray14 box set use data=nih_cxr14 data.raw_dir=" + str(raw_dir)
+               if pngs else "")
         )
     return raw_dir
 
