@@ -74,7 +74,8 @@ def test_run_with_every_job_failed_reports_them_and_exits_non_zero(tmp_path):
     out = run_app("harness.cli.run", ["sweep=allfail", "pipeline.models=[yolov5,mmdet_frcnn]", *FAST,
                                       "train.epochs=1"], tmp_path, check=False)
     assert out.returncode == 3, out.stderr[-3000:]
-    assert "ensemble skipped" in out.stderr and "no finished model runs" not in out.stderr
+    log = out.stdout + out.stderr
+    assert "ensemble skipped" in log and "no finished model runs" not in log
     assert "2 failed job(s)" in out.stderr and out.stderr.strip().splitlines()[-1].startswith("cxr-run: train jobs failed")
     # the train step's own table, before: both jobs by their overrides
     assert "2 job(s) failed" in out.stderr and "model=mmdet_frcnn" in out.stderr

@@ -2,9 +2,10 @@
 and deleted only when asked. Nothing else in cxr-bench deletes a resumable checkpoint of an earlier
 config (adapters.resume.set_aside_checkpoints moves them aside).
 
-    python -m harness.cli.checkpoints runs/demo                       # list them, with sizes
-    python -m harness.cli.checkpoints --delete runs/demo/yolov5/fold0/superseded/20261203-181500
-    python -m harness.cli.checkpoints --delete-all runs/demo           # every superseded folder under it
+examples:
+  cxr-checkpoints runs/demo                       # list them, with sizes
+  cxr-checkpoints --delete runs/demo/yolov5/fold0/superseded/20261203-181500
+  cxr-checkpoints --delete-all runs/demo          # every superseded folder under it
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def size_of(folder: Path) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxr-checkpoints", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="a sweep or run dir (list), or superseded folders")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--delete", action="store_true",
