@@ -27,7 +27,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from adapters import is_classifier
-from harness.cli.common import CONF_DIR
+from harness.cli.common import CONF_DIR, user_errors
 from harness.cli.multirun import FAILED_JOBS_EXIT
 from harness.jobs.config import ConfigError, pipeline_jobs
 from harness.jobs.data_step import check_data_config
@@ -84,6 +84,11 @@ def failed_jobs_message(sweep_dir: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
+    with user_errors("cxr-run"):
+        run_pipeline(cfg)
+
+
+def run_pipeline(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     overrides = list(HydraConfig.get().overrides.task)

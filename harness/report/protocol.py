@@ -20,6 +20,7 @@ from typing import Any
 from harness import atomic
 from harness.compare import same
 from harness.report.tables import _find, _fold_label, _sort_key
+from harness.sweep import read_run_key
 
 SHARED, RECIPE = "shared", "recipe"
 ENSEMBLE_CONFIG = ("method", "iou_thr", "skip_box_thr", "conf_type")
@@ -92,6 +93,8 @@ def collect_protocols(sweep_dir: str | Path) -> SweepProtocols:
             out.ensembles.append(_ensemble_entry(path, rel, metrics))
             continue
         model = str(metrics.get("model") or (rel[0] if rel else path.parent.name))
+        label = read_run_key(path.parent).label()  # a keyed sweep: one card column per model and swept values
+        model = f"{model} · {label}" if label else model
         found.append((model, str(metrics.get("variant") or ""), _fold_label(metrics.get("fold")), path, metrics))
     _group_models(found, out)
     out.ensembles.sort(key=lambda e: (e["name"], _sort_key(e["fold"])))
