@@ -125,7 +125,8 @@ def test_multirun_over_lr_keeps_both_jobs_and_the_report_lists_both(tmp_path):
         assert json.loads((job / "run_key.json").read_text()) == {"key": f"train.lr={lr}", "swept": {"train.lr": lr}}
     assert not (sweep / "yolov5" / "fold0").exists()
     run_app("harness.cli.report", ["sweep=lr", "report.overlays=0", "report.analysis.enabled=false"], tmp_path)
-    rows = [r for r in csv.DictReader(open(sweep / "report" / "results.csv")) if r["kind"] == "model"]
+    rows = [r for r in csv.DictReader(open(sweep / "report" / "results.csv"))
+            if r["kind"] == "model" and r["fold"] == "fold0"]
     assert sorted((r["name"], r["swept train.lr"]) for r in rows) == [
         ("yolov5 · train.lr=0.01", "0.01"), ("yolov5 · train.lr=0.02", "0.02")]
     assert "| model | variant | train.lr |" in (sweep / "report" / "results.md").read_text()
