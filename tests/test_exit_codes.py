@@ -38,13 +38,17 @@ def test_a_png_folder_points_to_the_nih_dataset(tmp_path):
         ensure_raw(_data("data=vinbigdata", f"data.raw_dir={tmp_path}"))
 
 
-def test_prepare_refuses_bad_settings_before_converting_with_one_line(tmp_path):
+def test_prepare_refuses_bad_settings_before_converting_with_one_line(tmp_path, monkeypatch):
     out = run_app("harness.cli.prepare", ["data.size=abc"], tmp_path, check=False)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("cxr-prepare: data.size='abc'") and "Traceback" not in out.stderr
     # nothing generated or converted (Hydra's own log folder is all there is)
     assert not (tmp_path / "data" / "raw").exists() and not (tmp_path / "data" / "synthetic-tiny" / "images").exists()
+    # HYDRA_FULL_ERROR=1: the traceback, as Hydra's apps usually give it
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    full = run_app("harness.cli.prepare", ["data.size=abc"], tmp_path, check=False)
+    assert full.returncode == 1 and "Traceback" in full.stderr and "check_data_config" in full.stderr
 
 
 def test_run_refuses_a_fold_out_of_range_before_preparing(tmp_path):
