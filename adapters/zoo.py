@@ -73,7 +73,7 @@ def arch(framework: str, name: str) -> Arch:
     known = ARCHITECTURES[framework]
     if name not in known:
         raise UnknownArchitecture(f"unknown {framework} architecture {name!r}; available: {', '.join(known)} "
-                                  "(list them all: python -m harness.cli.doctor --models)")
+                                  "(list them all: cxr-doctor --models)")
     return known[name]
 
 

@@ -139,7 +139,10 @@ def test_failing_job_does_not_stop_the_sweep_is_reported_and_is_retried_on_rerun
     # is not a file of an earlier run, so the fresh start leaves it in place)
     blocker = sweep / "yolov5" / "fold1" / "native" / "train" / "args.yaml"
     blocker.mkdir(parents=True)
-    run_app("harness.cli.train", command, tmp_path)
+    first = run_app("harness.cli.train", command, tmp_path, check=False)
+    # a failed job makes the multirun exit non-zero, after the table of its failed jobs
+    assert first.returncode == 3, first.stderr[-3000:]
+    assert "1 job(s) failed" in first.stderr and "| data.fold=1 |" in first.stderr
     assert (sweep / "yolov5" / "fold0" / "metrics.json").is_file()
     assert not (sweep / "yolov5" / "fold1" / "metrics.json").exists()
     failed = json.loads((sweep / "yolov5" / "fold1" / "failed.json").read_text())

@@ -2,14 +2,15 @@
 metrics, predictions of an earlier attempt), listed, and deleted only when asked. Nothing else in
 cxr-bench deletes them (harness.supersede, adapters.resume.set_aside_checkpoints move them aside).
 
-    cxr-checkpoints runs/demo                       # list them, with sizes
-    cxr-checkpoints --delete runs/demo/yolov5/fold0/superseded/20261203-181500
-    cxr-checkpoints --delete-all runs/demo/yolov5/fold0   # the superseded folders of that run
-    cxr-checkpoints --delete-all runs/demo                # ... of every run of that sweep
+examples:
+  cxr-checkpoints runs/demo                       # list them, with sizes
+  cxr-checkpoints --delete runs/demo/yolov5/fold0/superseded/20261203-181500
+  cxr-checkpoints --delete-all runs/demo/yolov5/fold0   # the superseded folders of that run
+  cxr-checkpoints --delete-all runs/demo                # ... of every run of that sweep
 
 `--delete-all` deletes only `<run>/superseded/<time>/` of the run folders it is given, or of the
-sweep's runs (`<model>/fold<k>`, `classifier/fold<k>`, `ensemble/<name>/fold<k>`, a tuning study):
-never a folder that merely happens to be named `superseded` somewhere below the path.
+sweep's runs (`<model>/[<key>/]fold<k>`, `classifier/fold<k>`, `ensemble/<name>/[<key>/]fold<k>`, a
+tuning study): never a folder that merely happens to be named `superseded` somewhere below the path.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def size_of(folder: Path) -> int:
 def run_folders(path: Path) -> list[Path]:
     """`path` itself (a run folder) and, for a sweep, its runs' folders."""
     found = [path, *(run.path for run in model_runs(path, finished_only=False))]
-    for pattern in (f"{CLASSIFIER_DIR}/fold*", "ensemble/*/fold*", "ensemble/.tune/*/fold*"):
+    for pattern in (f"{CLASSIFIER_DIR}/fold*", f"{CLASSIFIER_DIR}/*/fold*", "ensemble/*/fold*", "ensemble/*/*/fold*",
+                    "ensemble/.tune/*/fold*"):
         found += sorted(p for p in path.glob(pattern) if p.is_dir())
     return list(dict.fromkeys(found))
 
@@ -41,7 +43,7 @@ def owned_superseded(path: Path) -> list[Path]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxr-checkpoints", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="a sweep or run dir (list), or superseded folders")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--delete", action="store_true",

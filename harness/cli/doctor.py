@@ -3,9 +3,14 @@ mmcv (ops compiled? CPU/CUDA?), mmdet, pydicom decoders — and a one-line verdi
 
 Exit status: 0 when all three detector frameworks are usable, 1 otherwise.
 `cxr-doctor --models` lists the model names and, per framework, the architectures `model.arch` takes.
+
+examples:
+  cxr-doctor              check every framework (a line per check, then the verdict)
+  cxr-doctor --models     the model names (model=...) and the architectures each takes (model.arch=...)
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -59,8 +64,17 @@ def list_models() -> int:
     return 0
 
 
-def main() -> None:
-    sys.exit(list_models() if "--models" in sys.argv[1:] else report())
+def parser() -> argparse.ArgumentParser:
+    parts = __doc__.split("\n\n")
+    p = argparse.ArgumentParser(prog="cxr-doctor", description="\n\n".join(parts[:2]),
+                                epilog=parts[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", action="store_true", help="list the models and their architectures; check nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    sys.exit(list_models() if args.models else report())
 
 
 if __name__ == "__main__":

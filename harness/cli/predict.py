@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from harness.cli.common import CONF_DIR, output_dir, quiet_frameworks
+from harness.cli.common import CONF_DIR, output_dir, quiet_frameworks, user_errors
 from harness.jobs.predict_job import run_predict
 
 quiet_frameworks()
@@ -17,7 +17,8 @@ quiet_frameworks()
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> dict:
-    paths = run_predict(cfg, output_dir())
+    with user_errors("cxr-predict"):
+        paths = run_predict(cfg, output_dir())
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")
     return paths

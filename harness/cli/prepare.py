@@ -14,13 +14,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from harness.cli.common import CONF_DIR
+from harness.cli.common import CONF_DIR, user_errors
 from harness.jobs.data_step import ensure_prepared
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    summary = ensure_prepared(cfg.data)
+    with user_errors("cxr-prepare"):
+        summary = ensure_prepared(cfg.data)
     print(f"prepared {summary.train_images} train images into {summary.out_dir}: "
           f"{summary.converted} converted, {summary.skipped} already done, {summary.failed} failed")
     for name in ("manifest", "labels", "folds", "stats_dir"):

@@ -2,11 +2,12 @@
 cache, on purpose - the one cxr-bench step that uses the network. Training, prediction and scoring
 only read the cache (per_model.<m>.train.weights=coco resolves to the cached file).
 
-    cxr-weights --list                                  # the registry and what is cached
-    cxr-weights coco/mmdet_frcnn/R50-FPN                # one entry: name/model/variant
-    cxr-weights experiment=original_study               # everything that config's models ask for
-    cxr-weights --check experiment=original_study       # fetch nothing: exit 3 if any is not cached
-                                                        # (cxr-run does this before its first job)
+examples:
+  cxr-weights --list                                  # the registry and what is cached
+  cxr-weights coco/mmdet_frcnn/R50-FPN                # one entry: name/model/variant
+  cxr-weights experiment=original_study               # everything that config's models ask for
+  cxr-weights --check experiment=original_study       # fetch nothing: exit 3 if any is not cached
+                                                      # (cxr-run does this before its first job)
 
 Each file is downloaded resumably to a partial file, checked against its published sha256 (or
 prefix; otherwise the digest recorded at its first complete fetch of known length, which is
@@ -56,7 +57,8 @@ def listing(registry: dict, cache_dir: Path) -> str:
 
 def parser(epilog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxr-weights", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n")[1] + "\n\n" + epilog)
     p.add_argument("targets", nargs="*", metavar="ENTRY|OVERRIDE",
                    help="name/model/variant registry entries, or Hydra overrides (key=value) of a config "
                         "whose models' weights to fetch")

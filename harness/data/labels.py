@@ -32,7 +32,8 @@ class LabelError(ValueError):
     def __init__(self, path: Path, problems: list[tuple[int, str]]):
         lines = [f"  line {line}: {why}" for line, why in problems[:MAX_LISTED]]
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        super().__init__(f"{path}: {len(problems)} bad row(s):\n" + "\n".join(lines) + more)
+        super().__init__(f"{path}: {len(problems)} bad row(s); fix them, or leave them out (listed in the "
+                         "dataset's stats) with data.bad_rows=drop-and-report:\n" + "\n".join(lines) + more)
         self.problems = problems
 
 

@@ -13,6 +13,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
+from harness.data.labels import POLICIES as BAD_ROW_POLICIES
 from harness.data.nih import prepare_nih
 from harness.data.pipeline import prepare_dataset
 from harness.data.prepare import ConvertSettings
@@ -47,16 +48,44 @@ def ensure_raw(data: DictConfig) -> Path:
                      data.synthetic.seed, raw_dir)
             generate(raw_dir, preset=data.synthetic.preset, seed=int(data.synthetic.seed))
     elif not (raw_dir / "train.csv").is_file():
+        pngs = raw_dir.is_dir() and next(raw_dir.rglob("*.png"), None) is not None
         raise ConfigError(
             f"data.raw_dir={raw_dir} has no train.csv: point it at the VinBigData folder "
             "(train.csv, train/*.dicom, test/*.dicom)"
+            + ("; it holds PNG images: for the NIH ChestX-ray14 box set use data=nih_cxr14 data.raw_dir=" + str(raw_dir)
+               if pngs else "")
         )
     return raw_dir
 
 
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_data_config(data: DictConfig) -> None:
+    """The `data` settings, checked before anything is generated or converted: one ConfigError naming
+    the first wrong key, what it holds and what it takes."""
+    size = data.get("size")
+    if size != "orig" and not (_int(size) is not None and size >= 32):
+        raise ConfigError(f"data.size={size!r}: give the PNGs' longer side in pixels (an integer >= 32, e.g. "
+                          "data.size=1024) or data.size=orig")
+    if data.get("bits") not in (8, 16):
+        raise ConfigError(f"data.bits={data.get('bits')!r}: use 8 or 16")
+    folds, fold = _int(data.get("folds")), _int(data.get("fold"))
+    if folds is None or folds < 2:
+        raise ConfigError(f"data.folds={data.get('folds')!r}: the number of cross-validation folds, an integer >= 2")
+    if fold is None or not 0 <= fold < folds:
+        raise ConfigError(f"data.fold={data.get('fold')!r} is out of range for data.folds={folds} "
+                          f"(0..{folds - 1})")
+    if data.get("bad_rows") not in BAD_ROW_POLICIES:
+        raise ConfigError(f"data.bad_rows={data.get('bad_rows')!r}: use {' or '.join(BAD_ROW_POLICIES)}")
+
+
 def ensure_prepared(data: DictConfig):
     """Prepare (or find prepared) data per `data` config; returns the pipeline's PrepareSummary
-    (paths of manifest, labels, folds, stats; counts converted/skipped/failed)."""
+    (paths of manifest, labels, folds, stats; counts converted/skipped/failed). The settings are
+    checked first (check_data_config), before any conversion."""
+    check_data_config(data)
     prepared_dir = Path(data.prepared_dir)
     with dataset_lock(prepared_dir):
         raw_dir = ensure_raw(data)
@@ -71,8 +100,6 @@ def ensure_prepared(data: DictConfig):
                 png_compression=int(data.get("png_compression", ConvertSettings.png_compression)),
                 png_strategy=str(data.get("png_strategy", ConvertSettings.png_strategy)),
             )
-    if not 0 <= int(data.fold) < int(data.folds):
-        raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
     return summary
 
 

@@ -1,5 +1,9 @@
 """The ensemble step: per fold, fuse every model's val predictions of a sweep (WBF & co.) and
-score the result exactly like a model run, so the ensemble is just more rows of the table."""
+score the result exactly like a model run, so the ensemble is just more rows of the table.
+
+A sweep whose jobs carry run keys (a multirun over more than models and folds, harness.sweep) gets one
+ensemble per key: the models that ran with the same swept values on a fold are fused, written to
+`ensemble/<name>/<key>/fold<k>/` (with the key's run_key.json); models of different keys are never fused."""
 from __future__ import annotations
 
 import json
@@ -13,7 +17,7 @@ from harness.ensemble import fuse_predictions
 from harness.eval import evaluate
 from harness.jobs.config import ConfigError, to_plain
 from harness.predictions import Predictions
-from harness.sweep import ModelRun, model_runs
+from harness.sweep import KEY_FILE, ModelRun, model_runs
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +29,9 @@ def image_sizes(coco_json: Path) -> dict[int, tuple[int, int]]:
     return {img["id"]: (img["width"], img["height"]) for img in coco["images"]}
 
 
-def fold_members(cfg: DictConfig) -> dict[int, list[ModelRun]]:
-    """{fold: finished model runs of the sweep on that fold} for the models `ensemble.models` names
-    (all when null). Only lists run folders; reads no predictions."""
+def key_fold_members(cfg: DictConfig) -> dict[str, dict[int, list[ModelRun]]]:
+    """{run key: {fold: finished model runs of the sweep with that key on that fold}} for the models
+    `ensemble.models` names (all when null); key "" = runs without a key. Reads no predictions."""
     ens = cfg.ensemble
     if ens.method not in METHODS:
         raise ConfigError(f"ensemble.method={ens.method!r}; choose one of {', '.join(METHODS)}")
@@ -37,7 +41,21 @@ def fold_members(cfg: DictConfig) -> dict[int, list[ModelRun]]:
         runs = [run for run in runs if run.model in wanted]
     if not runs:
         raise FileNotFoundError(f"no finished model runs (<model>/fold<k>/metrics.json) under {cfg.sweep_dir}")
-    return {fold: [run for run in runs if run.fold == fold] for fold in sorted({run.fold for run in runs})}
+    out: dict[str, dict[int, list[ModelRun]]] = {}
+    for run in runs:
+        out.setdefault(run.key, {}).setdefault(run.fold, []).append(run)
+    return {key: dict(sorted(by_fold.items())) for key, by_fold in sorted(out.items())}
+
+
+def fold_members(cfg: DictConfig) -> dict[int, list[ModelRun]]:
+    """{fold: finished model runs of the sweep on that fold} (see key_fold_members) for a sweep without
+    run keys; a sweep with several keys is refused (which key's models would be meant is not known)."""
+    by_key = key_fold_members(cfg)
+    if len(by_key) > 1:
+        raise ConfigError(f"the sweep {cfg.sweep_dir} holds runs of {len(by_key)} run keys "
+                          f"({', '.join(k or '(none)' for k in by_key)}); tuning an ensemble takes one: "
+                          "copy that key's runs into a sweep of their own")
+    return next(iter(by_key.values()))
 
 
 def member_weights(ens: DictConfig | dict, members: list[ModelRun]) -> list[float]:
@@ -64,18 +82,30 @@ def max_per_image(detections: list[dict]) -> int:
 
 
 def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
-    ens = cfg.ensemble
+    """Fuse and score every fold (of every run key) with two or more finished models."""
     out_dir = Path(out_dir)
     results = []
-    for fold, members in fold_members(cfg).items():
+    for key, by_fold in key_fold_members(cfg).items():
+        results += _run_key_ensemble(cfg, by_fold, out_dir / key if key else out_dir)
+    return results
+
+
+def _run_key_ensemble(cfg: DictConfig, by_fold: dict[int, list[ModelRun]], out_dir: Path) -> list[dict]:
+    ens = cfg.ensemble
+    results = []
+    for fold, members in by_fold.items():
         names = [run.model for run in members]
+        run_key = members[0].run_key
+        where = f"fold {fold}" + (f" of {run_key.label()}" if run_key.key else "")
         if len(members) < 2:
-            log.warning("fold %d: only %s finished, nothing to fuse", fold, names)
+            log.warning("%s: only %s finished, nothing to fuse", where, names)
             continue
         preds = [Predictions.load(run.predictions) for run in members]
         fused = fuse_members(ens, members, preds, image_sizes(members[0].val_json))
         fused.source = f"ensemble:{ens.name}"
         fold_dir = out_dir / f"fold{fold}"
+        if run_key.key:
+            atomic.write_json(fold_dir / KEY_FILE, run_key.as_json())
         fused.save(fold_dir / "predictions.json")
         scores = evaluate(members[0].val_json, fused)
         metrics = {
@@ -87,6 +117,6 @@ def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
             "config": to_plain(ens),
         }
         atomic.write_json(fold_dir / "metrics.json", metrics)
-        log.info("ensemble %s fold %d of %s: mAP@0.4 %.4f", ens.name, fold, ", ".join(names), metrics["map40"])
+        log.info("ensemble %s %s of %s: mAP@0.4 %.4f", ens.name, where, ", ".join(names), metrics["map40"])
         results.append(metrics)
     return results

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def _overlay_sources(sweep_dir: Path) -> list[tuple[str, Path, Path, Path]]:
-    """(name, predictions, val COCO, dataset root) for the first fold of each model and ensemble."""
+    """(name, predictions, val COCO, dataset root) for the first fold of each model and ensemble (of
+    each run key: a keyed run's overlay folder is `<model>-<key>-fold<k>`)."""
     sources = []
     runs = model_runs(sweep_dir)
     if not runs:
@@ -25,13 +26,20 @@ def _overlay_sources(sweep_dir: Path) -> list[tuple[str, Path, Path, Path]]:
     first_fold = min(run.fold for run in runs)
     for run in runs:
         if run.fold == first_fold:
-            sources.append((f"{run.model}-fold{run.fold}", run.predictions, run.val_json, run.path))
-    for ens_dir in sorted((sweep_dir / "ensemble").glob(f"*/fold{first_fold}")):
-        member = next((r for r in runs if r.fold == first_fold), None)
-        if member and (ens_dir / "predictions.json").is_file():
-            sources.append((f"ensemble-{ens_dir.parent.name}-fold{first_fold}", ens_dir / "predictions.json",
-                            member.val_json, member.path))
+            sources.append((_overlay_name(run.model, run.key, first_fold), run.predictions, run.val_json, run.path))
+    for key in sorted({run.key for run in runs}):
+        member = next((r for r in runs if r.fold == first_fold and r.key == key), None)
+        pattern = f"*/{key}/fold{first_fold}" if key else f"*/fold{first_fold}"
+        for ens_dir in sorted((sweep_dir / "ensemble").glob(pattern)):
+            name = ens_dir.parent.parent.name if key else ens_dir.parent.name
+            if member and (ens_dir / "predictions.json").is_file():
+                sources.append((_overlay_name(f"ensemble-{name}", key, first_fold), ens_dir / "predictions.json",
+                                member.val_json, member.path))
     return sources
+
+
+def _overlay_name(name: str, key: str, fold: int) -> str:
+    return f"{name}-{key}-fold{fold}" if key else f"{name}-fold{fold}"
 
 
 def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:

@@ -29,6 +29,7 @@ from harness.netguard import no_network
 from harness.predictions import Predictions
 from harness.progress import PROGRESS_FILE
 from harness.split import make_split, split_hash
+from harness.sweep import KEY_FILE, RunKey, read_run_key
 from harness.tta import predict_with_hflip_tta
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,26 @@ def set_aside_earlier_attempt(run_dir: Path, cfg_hash: str, label: str, changed:
     return target
 
 
-def run_train_job(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Run (or skip, when finished with the same config) one model x fold job in `run_dir`."""
+def record_run_key(run_dir: Path, run_key: RunKey | None) -> None:
+    """A keyed job folder records its key and swept values (`run_key.json`, read by harness.sweep);
+    an existing record is kept when it is the same and refused when it is not."""
+    if run_key is None or not run_key.key:
+        return
+    path = run_dir / KEY_FILE
+    if path.is_file():
+        if read_run_key(run_dir).as_json() == run_key.as_json():
+            return
+        raise FileExistsError(f"{path} records another run key than {run_key.as_json()}; "
+                              "this folder belongs to another job: use another sweep=")
+    atomic.write_json(path, run_key.as_json())
+
+
+def run_train_job(cfg: DictConfig, run_dir: str | Path, run_key: RunKey | None = None) -> dict:
+    """Run (or skip, when finished with the same config) one model x fold job in `run_dir`; a job of a
+    multirun that sweeps more than models and folds records its `run_key` there."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    record_run_key(run_dir, run_key)
     cfg_hash = config_hash(cfg)
     name, variant, _ = model_settings(cfg)
     fold = int(cfg.data.fold)

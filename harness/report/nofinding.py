@@ -43,16 +43,19 @@ class NoFindingReport:
     settings: NoFindingSettings = field(default_factory=NoFindingSettings)
 
 
-def _classifier_scores(sweep_dir: Path) -> tuple[dict[int, AbnormalScores], pd.DataFrame]:
+def _classifier_scores(sweep_dir: Path) -> tuple[dict[tuple[str, int], AbnormalScores], pd.DataFrame]:
+    """{(run key, fold): the classifier's P(abnormal)} (a keyed sweep: a classifier per key, harness.sweep)
+    and the classifier's metrics per run."""
     scores, rows = {}, []
     for run in classifier_runs(sweep_dir):
         try:
-            scores[run.fold] = AbnormalScores.load(run.path / "abnormal.json")
+            scores[(run.key, run.fold)] = AbnormalScores.load(run.path / "abnormal.json")
             metrics = json.loads((run.path / "metrics.json").read_text())
         except (OSError, ValueError) as err:
             log.warning("no-finding report: skipping classifier run %s: %s", run.path, err)
             continue
-        rows.append({"fold": f"fold{run.fold}", "variant": metrics.get("variant"), "auc": metrics.get("auc"),
+        rows.append({"fold": f"{run.key}/fold{run.fold}" if run.key else f"fold{run.fold}",
+                     "variant": metrics.get("variant"), "auc": metrics.get("auc"),
                      "accuracy": metrics.get("accuracy"), "n_images": metrics.get("n_images"),
                      "n_abnormal": metrics.get("n_abnormal"),
                      "sens_low": (metrics.get("at_low") or {}).get("sensitivity"),
@@ -63,12 +66,14 @@ def _classifier_scores(sweep_dir: Path) -> tuple[dict[int, AbnormalScores], pd.D
     return scores, pd.DataFrame(rows)
 
 
-def _sources(run_row, classifier: dict[int, AbnormalScores], preds: Predictions) -> list[tuple[str, dict | None]]:
-    """("detector", None) and, where the classifier ran on the same fold split, ("classifier", p)."""
+def _sources(run_row, classifier: dict[tuple[str, int], AbnormalScores], preds: Predictions
+             ) -> list[tuple[str, dict | None]]:
+    """("detector", None) and, where the classifier ran on the same fold split (with the run's key), ("classifier", p)."""
     out: list[tuple[str, dict | None]] = [("detector", None)]
     fold = str(run_row["fold"])
-    if fold.startswith("fold") and fold[4:].isdigit() and int(fold[4:]) in classifier:
-        scores = classifier[int(fold[4:])]
+    key = run_row.get("key") if isinstance(run_row.get("key"), str) else ""
+    if fold.startswith("fold") and fold[4:].isdigit() and (key, int(fold[4:])) in classifier:
+        scores = classifier[(key, int(fold[4:]))]
         if scores.split_hash not in (None, preds.split_hash):
             log.warning("no-finding report: classifier fold %s was trained on another split (%s, %s has %s): not used",
                         fold, scores.split_hash, run_row["name"], preds.split_hash)

@@ -24,6 +24,7 @@ from harness import atomic, run_effects
 from harness.compare import same
 from harness.provenance import RECIPE, SHARED, confirmed, source_text
 from harness.report.tables import _find, _fold_label, _sort_key
+from harness.sweep import read_run_key
 
 RUN_COLUMNS = ("device", "gpus", "workers", "batch_predict")  # how each run ran (not in the config hash)
 RAN_NOT_ASKED = "ran other than asked"  # adapters.card's "unexplained" entry for such a row
@@ -99,6 +100,8 @@ def collect_protocols(sweep_dir: str | Path) -> SweepProtocols:
             out.ensembles.append(_ensemble_entry(path, rel, metrics))
             continue
         model = str(metrics.get("model") or (rel[0] if rel else path.parent.name))
+        label = read_run_key(path.parent).label()  # a keyed sweep: one card column per model and swept values
+        model = f"{model} · {label}" if label else model
         found.append((model, str(metrics.get("variant") or ""), _fold_label(metrics.get("fold")), path, metrics))
     _group_models(found, out)
     out.ensembles.sort(key=lambda e: (e["name"], _sort_key(e["fold"])))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.sweep import SUPERSEDED_DIR, superseded_folders
+from harness.sweep import SUPERSEDED_DIR, read_run_key, superseded_folders
 from harness import atomic
 from harness.classes import CLASSES
 from harness.progress import PROGRESS_FILE, describe, read_progress
@@ -27,6 +27,7 @@ METRIC_TITLES = {"map40": "mAP@0.4", "voc_map40": "VOC mAP@0.4", "voc_map40_15":
 # mlflow: logger=mlflow's store; superseded: an earlier attempt's files, moved aside (listed, not rows)
 SKIP_DIRS = {".hydra", "native", "split", "report", "overlays", "mlflow", SUPERSEDED_DIR}
 SEED_TAG = " · seed {seed}"  # a run's name in a sweep over several training seeds: "<model> · seed <s>"
+KEY_TAG = " · {label}"  # a keyed run's name (a multirun over e.g. train.lr): "<model> · train.lr=0.01"
 
 
 @dataclass
@@ -39,6 +40,12 @@ class SweepResults:
     unfinished: list[dict] = field(default_factory=list)  # jobs running or interrupted (progress.json)
     superseded: list[str] = field(default_factory=list)  # checkpoint folders a fresh start moved aside
     other_config: list[dict] = field(default_factory=list)  # rows whose config differs from their sweep's
+    swept: list[str] = field(default_factory=list)  # the swept override keys of keyed runs: columns of `runs`
+
+
+def swept_columns(frame: pd.DataFrame) -> list[str]:
+    """The swept override keys a runs/summary table carries as columns (`train.lr`, `aug`, ...)."""
+    return [c[len("swept "):] for c in frame.columns if c.startswith("swept ")]
 
 
 def _fold_label(fold) -> str:
@@ -111,6 +118,10 @@ def _run_row(path: Path, sweep_dir: Path, metrics: dict) -> dict:
         "path": str(path.parent),
         "sweep_config_hash": metrics.get("sweep_config_hash"),
     }
+    run_key = read_run_key(path.parent)
+    row["key"] = run_key.key
+    row["key_label"] = run_key.label()
+    row.update({f"swept {k}": v for k, v in run_key.swept.items()})
     for key in METRICS:
         row[key] = _number(metrics.get(key))
     for cls, ap in (metrics.get("per_class") or {}).items():
@@ -157,14 +168,17 @@ def collect(sweep_dir: str | Path) -> SweepResults:
             unreadable.append(f"{path}: {err}")
             continue
         error = str(info.get("error", "")).strip()
-        failed.append({"model": str(info.get("model", path.parent.parent.name)), "fold": _fold_label(info.get("fold")),
+        label = read_run_key(path.parent).label()
+        model = str(info.get("model", path.parent.parent.name)) + (f" ({label})" if label else "")
+        failed.append({"model": model, "fold": _fold_label(info.get("fold")),
                        "error": error.splitlines()[0] if error else "(no error message)",
                        "path": str(path)})
     unfinished = _unfinished(sweep_dir)
     superseded = [str(path) for path in superseded_folders(sweep_dir)]
     other_config = _other_config(rows)
-    columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "seed", "path", *METRICS,
-               *[f"AP {c}" for c in _class_order(rows)]]
+    swept = sorted({k[6:] for row in rows for k in row if k.startswith("swept ")})
+    columns = ["kind", "name", "variant", "fold", "split_hash", "n_images", "device", "seed", "path",
+               "key", "key_label", *[f"swept {k}" for k in swept], *METRICS, *[f"AP {c}" for c in _class_order(rows)]]
     frame = pd.DataFrame(rows, columns=columns).astype({"seed": object})
     frame["base"] = frame["name"]
     if not frame.empty:
@@ -178,9 +192,14 @@ def collect(sweep_dir: str | Path) -> SweepResults:
             has = frame["seed"].notna()
             frame.loc[has, "name"] = [base + SEED_TAG.format(seed=int(seed))
                                       for base, seed in zip(frame.loc[has, "base"], frame.loc[has, "seed"])]
+        # a multirun over more than models and folds (run keys, harness.sweep): one row group per model and
+        # swept values, never averaged across them
+        keyed = frame["key_label"].fillna("") != ""
+        frame.loc[keyed, "name"] = [name + KEY_TAG.format(label=label)
+                                    for name, label in zip(frame.loc[keyed, "name"], frame.loc[keyed, "key_label"])]
         frame = frame.sort_values(["kind", "name", "fold"], key=lambda s: s.map(_sort_key)).reset_index(drop=True)
     return SweepResults(frame, sorted(failed, key=lambda f: (f["model"], f["fold"])), unreadable, unfinished,
-                        superseded, other_config)
+                        superseded, other_config, swept)
 
 
 def _other_config(rows: list[dict]) -> list[dict]:
@@ -242,17 +261,18 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     metric and per-class AP over its folds. A fold labelled "all" (an ensemble over all folds)
     is averaged like any other."""
     value_cols = [*METRICS, *[f"AP {c}" for c in class_columns(runs)]]
+    swept = [f"swept {k}" for k in swept_columns(runs)]
     out = []
     for (kind, name), group in runs.groupby(["kind", "name"], sort=False):
         row = {"kind": kind, "name": name, "variant": group["variant"].iloc[0], "n_folds": len(group),
-               "folds": " ".join(group["fold"])}
+               "folds": " ".join(group["fold"]), **{c: group[c].iloc[0] for c in swept}}
         for col in value_cols:
             values = group[col].to_numpy(float)
             values = values[~np.isnan(values)]
             row[f"{col} mean"] = float(values.mean()) if values.size else math.nan
             row[f"{col} std"] = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else math.nan)
         out.append(row)
-    columns = ["kind", "name", "variant", "n_folds", "folds",
+    columns = ["kind", "name", "variant", "n_folds", "folds", *swept,
                *[f"{c} {stat}" for c in value_cols for stat in ("mean", "std")]]
     return pd.DataFrame(out, columns=columns)
 
@@ -272,7 +292,8 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
     classes = class_columns(summ, " mean") if not summ.empty else class_columns(runs)
     value_cols = [*METRICS, *[f"AP {c}" for c in classes]]
     screen = [c for c in SCREEN_COLS if c in summ or c in runs]
-    cols = ["kind", "name", "variant", "fold", *value_cols, *CI_COLS, *screen, *PAIR_COLS, "n_images", "split_hash",
+    swept = [f"swept {k}" for k in swept_columns(runs)]
+    cols = ["kind", "name", "variant", *swept, "fold", *value_cols, *CI_COLS, *screen, *PAIR_COLS, "n_images", "split_hash",
             "path"]
     runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *CI_COLS])))
     parts = [runs.reindex(columns=cols)] if not runs.empty else []
@@ -282,7 +303,7 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
             if stat == "mean":
                 values.update({c: row.get(c, math.nan) for c in (*CI_COLS, *screen)})
             parts.append(pd.DataFrame([{"kind": row["kind"], "name": row["name"], "variant": row["variant"],
-                                        "fold": stat, **values}], columns=cols))
+                                        **{c: row.get(c) for c in swept}, "fold": stat, **values}], columns=cols))
     if pairs is not None and not pairs.empty:
         parts.append(pd.DataFrame([{"kind": "paired", "name": f"{p['a']} vs {p['b']}", "fold": p["folds"],
                                     **{c: p[c] for c in PAIR_COLS}} for _, p in pairs.iterrows()], columns=cols))
@@ -306,6 +327,13 @@ def long_table(runs: pd.DataFrame, summ: pd.DataFrame, pairs: pd.DataFrame | Non
 
 def _fmt(value: float, digits: int = 4) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _cell(value) -> str:
+    """A swept value in a table cell ("–" where the row has none)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return str(value).replace("|", "/")
 
 
 def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
@@ -344,7 +372,8 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         if ci_note:
             lines += [ci_note, ""]
         screen = "cpm" in summ  # harness.report.froc's CPM and image AUROC (intervals in its own section)
-        header = ["model", "variant", *folds, "mean ± std", "CI", *(["CPM", "image AUROC"] if screen else []),
+        swept = swept_columns(runs)
+        header = ["model", "variant", *swept, *folds, "mean ± std", "CI", *(["CPM", "image AUROC"] if screen else []),
                   "VOC mAP@0.4", "VOC 15-cls", "AP50", "AP50:95", "train s", "predict s"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, srow in summ.iterrows():
@@ -352,6 +381,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
             by_fold = dict(zip(group["fold"], group["map40"]))
             n = int(srow["n_folds"])
             cells = [f"**{srow['name']}**" if srow["kind"] == "ensemble" else srow["name"], srow["variant"] or "–",
+                     *[_cell(srow.get(f"swept {k}")) for k in swept],
                      *[_fmt(by_fold.get(f, math.nan)) for f in folds],
                      _pm(srow["map40 mean"], srow["map40 std"], n),
                      _ci(srow.get("map40 ci_low", math.nan), srow.get("map40 ci_high", math.nan)),
@@ -363,7 +393,7 @@ def markdown(results: SweepResults, summ: pd.DataFrame, title: str = "Results", 
         if reference is not None:
             ties = reference.get("map40_tie_orders")
             cells = [f"*{reference['name']}*", reference["variant"] + "; GT: the other two readers",
-                     *["–" for _ in folds], f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}",
+                     *["–" for _ in swept], *["–" for _ in folds], f"{reference['map40']:.4f} ± {reference['map40_std']:.4f}",
                      f"tie orders {_ci(ties['min'], ties['max'])}" if ties else "–", *(["–", "–"] if screen else []),
                      f"{reference['voc_map40']:.4f} ± {reference['voc_map40_std']:.4f}", "–", "–", "–", "–", "–"]
             lines.append("| " + " | ".join(cells) + " |")
