@@ -11,6 +11,6 @@ box head for the R-CNNs). The zoo's Cascade R-CNN is a Cascade *Mask* R-CNN: `MO
 (the data has boxes only). The card reads the post-processing from the built model
 (`adapters.detectron2_frcnn.heads`: RetinaNet's own attributes, Cascade's last stage).
 """
-from adapters.detectron2_zoo.detector import Detectron2Cascade, Detectron2Detector, Detectron2RetinaNet
+from adapters.detectron2_zoo.detector import Detectron2Cascade, Detectron2CascadeAligned, Detectron2Detector, Detectron2RetinaNet, Detectron2RetinaNetAligned
 
-__all__ = ["Detectron2Cascade", "Detectron2Detector", "Detectron2RetinaNet"]
+__all__ = ["Detectron2Cascade", "Detectron2CascadeAligned", "Detectron2Detector", "Detectron2RetinaNet", "Detectron2RetinaNetAligned"]

@@ -12,6 +12,6 @@ backbone and neck, no frozen stages; the R-CNNs' box heads 4conv-1fc GN). The tr
 optimizer and pipeline are the shared ones of adapters.mmdet_frcnn (the packaged optimizer settings,
 e.g. FCOS's bias lr x2 and gradient clipping, are replaced: the card's recipe rows show it).
 """
-from adapters.mmdet_zoo.detector import MMDetCascade, MMDetDetector, MMDetRetinaNet
+from adapters.mmdet_zoo.detector import MMDetCascade, MMDetCascadeAligned, MMDetDetector, MMDetRetinaNet, MMDetRetinaNetAligned
 
-__all__ = ["MMDetCascade", "MMDetDetector", "MMDetRetinaNet"]
+__all__ = ["MMDetCascade", "MMDetCascadeAligned", "MMDetDetector", "MMDetRetinaNet", "MMDetRetinaNetAligned"]
