@@ -87,6 +87,8 @@ def optimizer_cfg(spec: TrainSpec) -> dict:
 # mmdet's schedules, as (milestone epochs, total epochs): the 1x schedule of the packaged Faster R-CNN
 # configs (pretrained) and the 6x one of configs/scratch (faster-rcnn_r50-scratch_fpn_gn-all_6x_coco)
 SCHEDULE_1X, SCHEDULE_SCRATCH = ((8, 11), 12), ((65, 71), 73)
+TRAIN_BATCH_SAMPLER = {"type": "AspectRatioBatchSampler"}  # batches of one aspect-ratio group
+SCRATCH_PARAMWISE = {"norm_decay_mult": 0.0}  # the scratch recipe: no weight decay on norm layers
 WARMUP_ITERS = 500  # mmdet's LinearLR warmup (at most 10% of a short run: adapters.schedule)
 
 
@@ -118,6 +120,16 @@ def iteration_schedule_cfg(total: int, steps: tuple[int, ...], length: int, warm
         {"type": "MultiStepLR", "begin": 0, "end": total, "by_epoch": False,
          "milestones": scaled_milestones(steps, length, total), "gamma": 0.1},
     ]
+
+
+def param_scheduler(spec: TrainSpec, n_train: int, iteration_schedule: tuple[tuple[int, ...], int, int] | None = None
+                    ) -> list[dict]:
+    """The parameter schedulers of a run on `n_train` images: mmdet's epoch schedule (schedule_cfg),
+    or `iteration_schedule` by iteration (iteration_schedule_cfg)."""
+    per_epoch = iterations_per_epoch(n_train, spec.batch_size)
+    if iteration_schedule is None:
+        return schedule_cfg(spec.epochs, per_epoch, scratch=spec.weights is None)
+    return iteration_schedule_cfg(spec.epochs * per_epoch, *iteration_schedule)
 
 
 def model_native(native: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +228,7 @@ def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | N
     cfg.train_dataloader = dict(
         batch_size=spec.batch_size, **loader,
         sampler={"type": "DefaultSampler", "shuffle": True},
-        batch_sampler={"type": "AspectRatioBatchSampler"},
+        batch_sampler=dict(TRAIN_BATCH_SAMPLER),
         dataset={"type": "CocoDataset", "data_root": root, "ann_file": str(Path(split.train_json).resolve()),
                  "data_prefix": {"img": ""}, "metainfo": metainfo,
                  "filter_cfg": {"filter_empty_gt": spec.negatives == "drop", "min_size": 0},
@@ -236,16 +248,14 @@ def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | N
     cfg.test_evaluator = cfg.val_evaluator
     cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": spec.epochs}
     scratch = spec.weights is None
-    per_epoch = iterations_per_epoch(n_train, spec.batch_size)
-    cfg.param_scheduler = (schedule_cfg(spec.epochs, per_epoch, scratch=scratch) if iteration_schedule is None
-                           else iteration_schedule_cfg(spec.epochs * per_epoch, *iteration_schedule))
+    cfg.param_scheduler = param_scheduler(spec, n_train, iteration_schedule)
     wrapper = "AmpOptimWrapper" if spec.amp and spec.device.startswith("cuda") else "OptimWrapper"
     if spec.amp and wrapper == "OptimWrapper":
         log.warning("amp requested on %s: mixed precision needs CUDA here, training in fp32", spec.device)
     # as mmdet's own configs: no gradient clipping; no decay on norm layers in the scratch recipe
     cfg.optim_wrapper = {"type": wrapper, "optimizer": optimizer_cfg(spec)}
     if scratch:
-        cfg.optim_wrapper["paramwise_cfg"] = {"norm_decay_mult": 0.0}
+        cfg.optim_wrapper["paramwise_cfg"] = dict(SCRATCH_PARAMWISE)
     cfg.auto_scale_lr = {"enable": False, "base_batch_size": 16}
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": spec.checkpoint_interval,
                                     "max_keep_ckpts": spec.checkpoint_keep, "save_last": True}
