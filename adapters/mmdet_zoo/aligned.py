@@ -51,6 +51,10 @@ def overrides(family: str) -> tuple[dict[str, Any], dict[str, str]]:
             native[f"{key}.init_cfg"] = _rcnn_box_head_init()
             reasons[f"{key}.loss_bbox"] = _WHY_L1
             reasons[f"{key}.init_cfg"] = "aligned: box head fc init as detectron2's (c2_xavier_fill)"
+        # stage 3's packaged stds are rounded (0.033, 0.067); detectron2's weights are (30, 30, 15, 15)
+        native["model.roi_head.bbox_head.2.bbox_coder.target_stds"] = [1 / 30, 1 / 30, 1 / 15, 1 / 15]
+        reasons["model.roi_head.bbox_head.2.bbox_coder.target_stds"] = (
+            "aligned: stage 3's box coder 1/(30, 30, 15, 15), detectron2's exact weights (packaged: rounded 0.033/0.067)")
         return native, reasons
     raise ValueError(f"no aligned variant of {family!r} in mmdet (aligned: RetinaNet, Cascade R-CNN)")
 

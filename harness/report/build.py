@@ -63,7 +63,7 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     seed_tables = None
     if seeds.is_seed_sweep(results.runs):  # a sweep over train.seed: mean ± sd over seeds, pairs per seed
         seed_tables = (seeds.spread(results.runs, summ, unc), seeds.pair_spread(results.runs, unc.pairs))
-    extra = [by_arch.markdown(results.runs, summ), seeds.markdown(*seed_tables, settings.ci) if seed_tables else None,
+    extra = [by_arch.markdown(results.runs, summ, unc), seeds.markdown(*seed_tables, settings.ci) if seed_tables else None,
              nofinding_section.markdown(stage) if not stage.rows.empty else None, analysis_section.markdown(why),
              sweep_external_markdown(sweep_dir)]
     paths = write_tables(results, summ, out_dir, title=f"Results: {sweep_dir.name}",
