@@ -18,21 +18,18 @@ _WHY_STD = "aligned: mmdet's ImageNet pixel std (BGR order), instead of detectro
 def overrides(family: str) -> tuple[dict[str, Any], dict[str, str]]:
     """(native overrides, reasons) aligning detectron2's `family` with mmdet's."""
     std_bgr = [float(v) for v in reversed(PIXEL_STD_RGB)]
+    # (the box losses are L1 already in both zoo files: RETINANET.SMOOTH_L1_LOSS_BETA 0 in Base-RetinaNet,
+    # RPN/ROI_BOX_HEAD.SMOOTH_L1_BETA 0 by default; the architecture facts show it)
     if family.startswith("RetinaNet"):
-        return ({"MODEL.PIXEL_STD": std_bgr, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": 0.0,
-                 "MODEL.META_ARCHITECTURE": BATCH_NORMALIZER_RETINANET},
+        return ({"MODEL.PIXEL_STD": std_bgr, "MODEL.META_ARCHITECTURE": BATCH_NORMALIZER_RETINANET},
                 {"MODEL.PIXEL_STD": _WHY_STD,
-                 "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": "aligned: L1 box loss (β=0), as mmdet's L1Loss",
                  "MODEL.META_ARCHITECTURE": "aligned: focal loss normalised by the batch's positives, as mmdet "
                                             "(detectron2's RetinaNet with the EMA momentum 0)"})
     if family.startswith("Cascade R-CNN"):
-        return ({"MODEL.PIXEL_STD": std_bgr, "MODEL.ROI_HEADS.NAME": UNSCALED_CASCADE,
-                 "MODEL.RPN.SMOOTH_L1_BETA": 0.0, "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": 0.0},
+        return ({"MODEL.PIXEL_STD": std_bgr, "MODEL.ROI_HEADS.NAME": UNSCALED_CASCADE},
                 {"MODEL.PIXEL_STD": _WHY_STD,
                  "MODEL.ROI_HEADS.NAME": "aligned: no 1/stages gradient scale into the pooled features, as mmdet "
-                                         "(detectron2's CascadeROIHeads otherwise)",
-                 "MODEL.RPN.SMOOTH_L1_BETA": "aligned: L1 box loss (β=0), as mmdet's aligned L1Loss",
-                 "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": "aligned: L1 box loss (β=0), as mmdet's aligned L1Loss"})
+                                         "(detectron2's CascadeROIHeads otherwise)"})
     raise ValueError(f"no aligned variant of {family!r} in detectron2 (aligned: RetinaNet, Cascade R-CNN)")
 
 
