@@ -6,10 +6,12 @@ from pathlib import Path
 
 from adapters.aligned import aligned_family
 from adapters.byarch import ByArchitecture, with_architecture
-from adapters.mmdet_frcnn.config import train_config
+from adapters.card import protocol_row
+from adapters.mmdet_frcnn.config import param_scheduler, train_config
 from adapters.mmdet_frcnn.detector import MMDetFasterRCNN
 from adapters.mmdet_zoo import aligned
 from adapters.mmdet_zoo.config import arch_model_config
+from adapters.trainset import iterations_per_epoch
 from adapters.zoo import MMDET
 from harness.split import Split
 
@@ -51,7 +53,28 @@ class MMDetDetector(ByArchitecture, MMDetFasterRCNN):
         norm = "GN" if self.spec.weights is None else "BN"
         built = f"{norm} backbone+neck, {ran.get('head') or 'packaged head'}"
         family = aligned_family(self.arch.family, self.aligned)
-        return with_architecture(super().recipe(), "mmdet", self.arch.config, family, built)
+        rows = with_architecture(super().recipe(), "mmdet", self.arch.config, family, built)
+        return self._aligned_schedule_rows(rows, ran) if self.aligned else rows
+
+    def _aligned_schedule_rows(self, rows: list[dict], ran: dict) -> list[dict]:
+        """The schedule rows of the aligned variant: its milestones are iterations (detectron2's 3x
+        fractions by iteration), not the epochs the Faster R-CNN recipe reads them as."""
+        steps, length, warmup = aligned.iteration_schedule()
+        n_images = (self.consumed or {}).get("images")
+        total = self.spec.epochs * iterations_per_epoch(n_images, self.spec.batch_size) if n_images else None
+        planned = param_scheduler(self.spec, n_images, aligned.iteration_schedule())[1]["milestones"] if n_images \
+            else None
+        milestones = ran.get("milestones") if ran else planned
+        value = (f"x{ran.get('gamma', 0.1):g} at iterations {milestones} of {total}" if total
+                 else f"x0.1 at {[round(s / length, 3) for s in steps]} of the iterations")
+        note = (f"aligned: detectron2's 3x schedule (steps at {steps[0]} and {steps[1]} of {length} iterations) at "
+                f"the same fractions of the run, by iteration; warmup {warmup} iterations capped at 10% of the run")
+        out = []
+        for row in rows:
+            if row.get("key") == "schedule":
+                row = protocol_row("schedule", row.get("label", "schedule"), value, row.get("native"), note=note)
+            out.append(row)
+        return out
 
 
 class MMDetRetinaNet(MMDetDetector):

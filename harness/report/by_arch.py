@@ -144,25 +144,49 @@ def _differences(runs: pd.DataFrame, first: str, other: str) -> str:
 
 
 def _evidence(runs: pd.DataFrame, names: list[str]) -> str:
+    """What the group's numbers rest on: folds, seeds, validation images per fold."""
     group = runs[_base(runs).isin(names)]
-    folds = group["fold"].nunique()
+    parts = []
+    if "fold" in group:
+        folds = group["fold"].nunique()
+        parts.append(f"{folds} fold{'s' if folds != 1 else ''}")
     seed_count = group["seed"].dropna().nunique() if "seed" in group else 0
-    images = group["n_images"].dropna()
-    n_images = int(images.iloc[0]) if len(images) else None
-    parts = [f"{folds} fold{'s' if folds != 1 else ''}", f"{max(seed_count, 1)} seed{'s' if seed_count > 1 else ''}"]
-    if n_images:
-        parts.append(f"{n_images} validation images per fold")
+    parts.append(f"{max(seed_count, 1)} seed{'s' if seed_count > 1 else ''}")
+    images = group["n_images"].dropna() if "n_images" in group else pd.Series(dtype=float)
+    if len(images):
+        parts.append(f"{int(images.iloc[0])} validation images per fold")
     return ", ".join(parts)
+
+
+def _groups(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """family -> its models (base names, sorted), for the families run by more than one model."""
+    groups: dict[str, list[str]] = {}
+    if runs.empty:
+        return groups
+    for model, family in families(runs).items():
+        groups.setdefault(family, []).append(model)
+    return {family: sorted(names) for family, names in sorted(groups.items()) if len(names) > 1}
+
+
+def differences_section(runs: pd.DataFrame) -> str | None:
+    """protocol.md's section: each same-architecture pair's remaining model-level differences (None: no pair)."""
+    groups = _groups(runs)
+    if not groups:
+        return None
+    lines = ["## Model-level differences of each same-architecture pair", "",
+             "Derived from the models each run built (metrics.json `architecture_facts`), not typed: network, "
+             "init, normalisation, loss, assignment, sampling, schedule, data pipeline.", ""]
+    for family, names in groups.items():
+        comparison = "framework effect" if is_aligned(family) else "each framework's defaults"
+        lines += [f"### {family} ({comparison})", ""]
+        lines += [_differences(runs, names[0], name) for name in names[1:]]
+    return "\n".join(lines)
 
 
 def markdown(runs: pd.DataFrame, summ: pd.DataFrame, unc: Uncertainty | None = None) -> str | None:
     """The section, or None when no architecture is run by two models."""
-    if runs.empty:
-        return None
-    groups: dict[str, list[str]] = {}
-    for model, family in families(runs).items():
-        groups.setdefault(family, []).append(model)
-    if not any(len(names) > 1 for names in groups.values()):
+    groups = _groups(runs)
+    if not groups:
         return None
     means = dict(zip(summ["name"], summ["map40 mean"]))
     seed_means = runs.assign(base=_base(runs)).groupby("base")["map40"].mean().to_dict() if "map40" in runs else {}
@@ -176,10 +200,7 @@ def markdown(runs: pd.DataFrame, summ: pd.DataFrame, unc: Uncertainty | None = N
              "| architecture | comparison | model | mAP@0.4 | Δ | Δ interval | verdict | seeds | evidence |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []
-    for family in sorted(groups):
-        names = sorted(groups[family])
-        if len(names) < 2:
-            continue
+    for family, names in groups.items():
         comparison = "framework effect" if is_aligned(family) else "each framework's defaults"
         first = names[0]
         evidence = _evidence(runs, names)
