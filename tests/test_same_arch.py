@@ -263,3 +263,28 @@ def test_report_gives_the_seed_spread_of_a_delta(tmp_path):
     assert f"{mean:+.4f} ± {sd:.4f} (sd over 3 seeds)" in text
     assert "2 of 3 seeds not distinguishable, 0 mmdet_cascade_aligned better, 1 detectron2_cascade_aligned better" in text
     assert not math.isnan(mean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["detectron2_retinanet_aligned", "mmdet_retinanet_aligned"])
+def test_an_aligned_preset_trains_and_its_card_states_every_override(name, split0, tmp_path, forbid_network):
+    """Two iterations on the toy set: the registered modules train and predict, the card names the aligned
+    family and gives every aligned override its reason, and the run's facts are what the test above compared."""
+    from harness.report.protocol import collect_protocols, unexplained
+
+    det = get_detector(name, TrainSpec(imgsz=64, batch_size=4, epochs=1, lr=0.001, batch_predict=2, seed=0))
+    checkpoint = det.fit(split0, tmp_path / "native")
+    det.predict(checkpoint, split0.images("val"), tmp_path / "predict")
+    rows = det.protocol()
+    architecture = next(r for r in rows if r["key"] == "architecture")["value"]
+    assert architecture.startswith("RetinaNet R50-FPN" + FAMILY_TAG + ": ")
+    overrides = next(r for r in rows if r["key"] == "native_overrides")
+    assert overrides["value"] and all(str(why).startswith("aligned: ") for why in det.spec.reasons.values())
+    atomic.write_json(tmp_path / "sweep" / name / "fold0" / "metrics.json",
+                      {"model": name, "variant": det.spec.variant, "fold": 0, "protocol": rows})
+    assert unexplained(collect_protocols(tmp_path / "sweep")) == []
+    trained = det.architecture_facts()
+    assert trained["schedule"]["iterations"] == 2  # the facts follow the run: 6 images with boxes, batch 4
+    drop = "parameters per group"  # the head's size follows the class count (the toy set's 14, here 2)
+    assert {k: v for k, v in trained["network"].items() if k != drop} == \
+        {k: v for k, v in facts(name)["network"].items() if k != drop}

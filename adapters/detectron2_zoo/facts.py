@@ -188,7 +188,7 @@ def facts(detector, n_train: int | None = None) -> dict[str, dict[str, Any]]:
     out["init"]["neck conv std x sqrt(fan_in)"] = _scale_of(fpn_convs)
     out["init"]["residual branch last norm zero-initialised (share of blocks)"] = af.zero_weight_share(residual_norms)
     out["init"]["conv biases zero (backbone, neck)"] = [af.biases_zero(parts["backbone"]),
-                                                       all(float(c.bias.abs().max()) == 0 for c in fpn_convs
+                                                       all(float(c.bias.detach().abs().max()) == 0 for c in fpn_convs
                                                            if c.bias is not None)]
     _data(out, cfg, model)
     _schedule(out, cfg)
