@@ -16,13 +16,11 @@ _WHY_NECK_INIT = "aligned: FPN convs initialised as detectron2's (c2_xavier_fill
 
 
 def _rcnn_box_head_init() -> list[dict]:
-    """detectron2's box head init: the convs c2_msra_fill (Kaiming-normal, fan_out; mmdet's packaged
-    head leaves its shared convs at PyTorch's default), the fc layers c2_xavier_fill, class scores
-    N(0, 0.01), box deltas N(0, 0.001)."""
+    """detectron2's box head init where mmdet's differs: the fc layers c2_xavier_fill (mmdet: Xavier),
+    with the predictors as both have them, class scores N(0, 0.01) and box deltas N(0, 0.001) (the
+    convs are Kaiming-normal fan_out in both: the architecture facts show no difference there)."""
     fc = {key: value for key, value in C2_XAVIER_INIT.items() if key != "layer"}
-    return [{"type": "Kaiming", "layer": "Conv2d", "mode": "fan_out", "nonlinearity": "relu",
-             "distribution": "normal", "bias": 0},
-            {"type": "Normal", "std": 0.01, "override": {"name": "fc_cls"}},
+    return [{"type": "Normal", "std": 0.01, "override": {"name": "fc_cls"}},
             {"type": "Normal", "std": 0.001, "override": {"name": "fc_reg"}},
             {**fc, "override": {"name": "shared_fcs"}}]
 
@@ -53,7 +51,7 @@ def overrides(family: str) -> tuple[dict[str, Any], dict[str, str]]:
             native[f"{key}.loss_bbox"] = dict(L1)
             native[f"{key}.init_cfg"] = _rcnn_box_head_init()
             reasons[f"{key}.loss_bbox"] = _WHY_L1
-            reasons[f"{key}.init_cfg"] = "aligned: box head init as detectron2's (convs c2_msra_fill, fcs c2_xavier_fill)"
+            reasons[f"{key}.init_cfg"] = "aligned: box head fc init as detectron2's (c2_xavier_fill)"
         # stage 3's packaged stds are rounded (0.033, 0.067); detectron2's weights are (30, 30, 15, 15)
         native["model.roi_head.bbox_head.2.bbox_coder.target_stds"] = [1 / 30, 1 / 30, 1 / 15, 1 / 15]
         reasons["model.roi_head.bbox_head.2.bbox_coder.target_stds"] = (
