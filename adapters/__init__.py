@@ -25,6 +25,11 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "detectron2_cascade": ("adapters.detectron2_zoo", "Detectron2Cascade", "detectron2"),
     "mmdet_retinanet": ("adapters.mmdet_zoo", "MMDetRetinaNet", "mmdet"),
     "mmdet_cascade": ("adapters.mmdet_zoo", "MMDetCascade", "mmdet"),
+    # the same presets aligned across the two frameworks (adapters.aligned): the framework effect
+    "detectron2_retinanet_aligned": ("adapters.detectron2_zoo", "Detectron2RetinaNetAligned", "detectron2"),
+    "detectron2_cascade_aligned": ("adapters.detectron2_zoo", "Detectron2CascadeAligned", "detectron2"),
+    "mmdet_retinanet_aligned": ("adapters.mmdet_zoo", "MMDetRetinaNetAligned", "mmdet"),
+    "mmdet_cascade_aligned": ("adapters.mmdet_zoo", "MMDetCascadeAligned", "mmdet"),
 }
 
 # models that are image classifiers (P(abnormal) per image), not detectors

@@ -171,8 +171,10 @@ def test_report_groups_models_by_architecture(tmp_path):
         means[model] = value
     summ = pd.DataFrame({"name": list(means), "map40 mean": list(means.values())})
     text = by_arch.markdown(pd.DataFrame(runs), summ)
-    assert "| RetinaNet R50-FPN | detectron2_retinanet | 0.3000 | – |" in text
-    assert "| RetinaNet R50-FPN | mmdet_retinanet | 0.2500 | -0.0500 |" in text
+    assert "| RetinaNet R50-FPN | each framework's defaults | detectron2_retinanet | 0.3000 | – |" in text
+    # no predictions here: no paired bootstrap, and the report says so
+    assert ("| RetinaNet R50-FPN | each framework's defaults | mmdet_retinanet | 0.2500 | -0.0500 | "
+            "– (no paired bootstrap) |") in text
     assert "yolov5" not in text
 
 

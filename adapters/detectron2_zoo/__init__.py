@@ -10,7 +10,13 @@ as for Faster R-CNN: class count (`ROI_HEADS` and `RETINANET.NUM_CLASSES`), scor
 box head for the R-CNNs). The zoo's Cascade R-CNN is a Cascade *Mask* R-CNN: `MODEL.MASK_ON` is off
 (the data has boxes only). The card reads the post-processing from the built model
 (`adapters.detectron2_frcnn.heads`: RetinaNet's own attributes, Cascade's last stage).
+The `*_aligned` presets add the overrides of `adapters.detectron2_zoo.aligned` (docs/same_arch.md);
+`architecture_facts()` reads the built model back (`adapters.detectron2_zoo.facts`).
 """
-from adapters.detectron2_zoo.detector import Detectron2Cascade, Detectron2Detector, Detectron2RetinaNet
+from adapters.detectron2_zoo.detector import (
+    Detectron2Cascade, Detectron2CascadeAligned, Detectron2Detector, Detectron2RetinaNet, Detectron2RetinaNetAligned,
+)
 
-__all__ = ["Detectron2Cascade", "Detectron2Detector", "Detectron2RetinaNet"]
+__all__ = [
+    "Detectron2Cascade", "Detectron2CascadeAligned", "Detectron2Detector", "Detectron2RetinaNet", "Detectron2RetinaNetAligned",
+]

@@ -82,6 +82,8 @@ def optimizer_cfg(spec: TrainSpec) -> dict:
 # mmdet's schedules, as (milestone epochs, total epochs): the 1x schedule of the packaged Faster R-CNN
 # configs (pretrained) and the 6x one of configs/scratch (faster-rcnn_r50-scratch_fpn_gn-all_6x_coco)
 SCHEDULE_1X, SCHEDULE_SCRATCH = ((8, 11), 12), ((65, 71), 73)
+TRAIN_BATCH_SAMPLER = {"type": "AspectRatioBatchSampler"}  # batches of one aspect-ratio group
+SCRATCH_PARAMWISE = {"norm_decay_mult": 0.0}  # the scratch recipe: no weight decay on norm layers
 WARMUP_ITERS = 500  # mmdet's LinearLR warmup (at most 10% of a short run: adapters.schedule)
 
 
@@ -102,6 +104,27 @@ def schedule_cfg(epochs: int, iters_per_epoch: int, scratch: bool = False) -> li
         {"type": "MultiStepLR", "begin": 0, "end": max(1, epochs), "by_epoch": True,
          "milestones": milestones, "gamma": 0.1},
     ]
+
+
+def iteration_schedule_cfg(total: int, steps: tuple[int, ...], length: int, warmup: int) -> list[dict]:
+    """Another framework's schedule by iteration: LinearLR warmup from 0.001 (the native one capped at
+    10% of the run) then x0.1 at the native milestones' fractions of the run's `total` iterations."""
+    total = max(1, total)
+    return [
+        {"type": "LinearLR", "start_factor": 0.001, "by_epoch": False, "begin": 0, "end": warmup_length(warmup, total)},
+        {"type": "MultiStepLR", "begin": 0, "end": total, "by_epoch": False,
+         "milestones": scaled_milestones(steps, length, total), "gamma": 0.1},
+    ]
+
+
+def param_scheduler(spec: TrainSpec, n_train: int, iteration_schedule: tuple[tuple[int, ...], int, int] | None = None
+                    ) -> list[dict]:
+    """The parameter schedulers of a run on `n_train` images: mmdet's epoch schedule (schedule_cfg),
+    or `iteration_schedule` by iteration (iteration_schedule_cfg)."""
+    per_epoch = iterations_per_epoch(n_train, spec.batch_size)
+    if iteration_schedule is None:
+        return schedule_cfg(spec.epochs, per_epoch, scratch=spec.weights is None)
+    return iteration_schedule_cfg(spec.epochs * per_epoch, *iteration_schedule)
 
 
 def model_native(native: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +151,28 @@ def packaged_config_dir() -> Path:
     return path
 
 
+def box_heads(model) -> list:
+    """The model config's box heads: a one-stage `bbox_head`, or the R-CNN stage heads (Cascade: a list)."""
+    if "roi_head" in model:
+        heads = model.roi_head.bbox_head
+        return list(heads) if isinstance(heads, (list, tuple)) else [heads]
+    return [model.bbox_head]
+
+
+def scratch_recipe(model, light_head: bool = False) -> None:
+    """mmdet's own from-scratch recipe (configs/scratch/faster-rcnn_r50-scratch_fpn_gn-all_6x_coco), on
+    the model config in place, the one builder of the Faster R-CNN preset and of every packaged
+    architecture (adapters.mmdet_zoo): GN in backbone and neck, all stages trainable, no zero-init of
+    the residual branches' last norm (`zero_init_residual=False`, as that config sets), and for an
+    R-CNN the 4conv-1fc GN box head on every stage (`light_head`: keep the packaged 2-fc head, the
+    R18 CPU variant)."""
+    model.backbone.update(frozen_stages=-1, norm_cfg=copy.deepcopy(GN), norm_eval=False, zero_init_residual=False)
+    model.neck.norm_cfg = copy.deepcopy(GN)
+    if "roi_head" in model and not light_head:
+        for head in box_heads(model):
+            head.update(type="Shared4Conv1FCBBoxHead", conv_out_channels=256, norm_cfg=copy.deepcopy(GN))
+
+
 def model_config(spec: TrainSpec):
     """The mmengine Config of the packaged variant, adapted (classes, scratch/pretrained, test_cfg)."""
     from mmengine.config import Config
@@ -141,11 +186,8 @@ def model_config(spec: TrainSpec):
     model.neck.in_channels = in_channels
     bbox_head = model.roi_head.bbox_head
     bbox_head.num_classes = spec.num_classes
-    if spec.weights is None:  # from scratch: GN everywhere, all stages trainable
-        backbone.update(frozen_stages=-1, norm_cfg=copy.deepcopy(GN), norm_eval=False, zero_init_residual=False)
-        model.neck.norm_cfg = copy.deepcopy(GN)
-        if spec.variant not in LIGHT_HEAD_VARIANTS:
-            bbox_head.update(type="Shared4Conv1FCBBoxHead", conv_out_channels=256, norm_cfg=copy.deepcopy(GN))
+    if spec.weights is None:
+        scratch_recipe(model, light_head=spec.variant in LIGHT_HEAD_VARIANTS)
     if spec.channels == 1:
         backbone.in_channels = 1
         model.data_preprocessor.update(mean=GRAY_MEAN, std=GRAY_STD, bgr_to_rgb=False)
@@ -161,9 +203,11 @@ def model_config(spec: TrainSpec):
     return cfg
 
 
-def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | None = None, model_cfg=None):
+def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | None = None, model_cfg=None,
+                 iteration_schedule: tuple[tuple[int, ...], int, int] | None = None):
     """The full training Config for `split`, writing under `workdir` (around `model_cfg`, default the
-    variant's `model_config`)."""
+    variant's `model_config`); `iteration_schedule` (milestones, length, warmup in iterations) replaces
+    mmdet's epoch schedule (the aligned variant: detectron2's, adapters.aligned)."""
     workdir = Path(workdir).resolve()
     n_train = count_split_training_set(split.train_json, spec.negatives)["images"]
     if n_train == 0:
@@ -179,7 +223,7 @@ def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | N
     cfg.train_dataloader = dict(
         batch_size=spec.batch_size, **loader,
         sampler={"type": "DefaultSampler", "shuffle": True},
-        batch_sampler={"type": "AspectRatioBatchSampler"},
+        batch_sampler=dict(TRAIN_BATCH_SAMPLER),
         dataset={"type": "CocoDataset", "data_root": root, "ann_file": str(Path(split.train_json).resolve()),
                  "data_prefix": {"img": ""}, "metainfo": metainfo,
                  "filter_cfg": {"filter_empty_gt": spec.negatives == "drop", "min_size": 0},
@@ -199,14 +243,14 @@ def train_config(spec: TrainSpec, split: Split, workdir: Path, run_name: str | N
     cfg.test_evaluator = cfg.val_evaluator
     cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": spec.epochs}
     scratch = spec.weights is None
-    cfg.param_scheduler = schedule_cfg(spec.epochs, iterations_per_epoch(n_train, spec.batch_size), scratch=scratch)
+    cfg.param_scheduler = param_scheduler(spec, n_train, iteration_schedule)
     wrapper = "AmpOptimWrapper" if spec.amp and spec.device.startswith("cuda") else "OptimWrapper"
     if spec.amp and wrapper == "OptimWrapper":
         log.warning("amp requested on %s: mixed precision needs CUDA here, training in fp32", spec.device)
     # as mmdet's own configs: no gradient clipping; no decay on norm layers in the scratch recipe
     cfg.optim_wrapper = {"type": wrapper, "optimizer": optimizer_cfg(spec)}
     if scratch:
-        cfg.optim_wrapper["paramwise_cfg"] = {"norm_decay_mult": 0.0}
+        cfg.optim_wrapper["paramwise_cfg"] = dict(SCRATCH_PARAMWISE)
     cfg.auto_scale_lr = {"enable": False, "base_batch_size": 16}
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": spec.checkpoint_interval,
                                     "max_keep_ckpts": spec.checkpoint_keep, "save_last": True}

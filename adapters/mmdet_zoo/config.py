@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import copy
 
-from adapters.mmdet_frcnn.config import GN, model_native, packaged_config_dir
+from adapters.mmdet_zoo.aligned import register_modules
+from adapters.mmdet_frcnn.config import box_heads, model_native, packaged_config_dir, scratch_recipe
 from adapters.spec import TrainSpec
 from adapters.zoo import arch
-
-
-def _box_heads(model) -> list:
-    """The model's box heads: a one-stage `bbox_head`, or the R-CNN stage heads (Cascade: a list)."""
-    if "roi_head" in model:
-        heads = model.roi_head.bbox_head
-        return list(heads) if isinstance(heads, (list, tuple)) else [heads]
-    return [model.bbox_head]
 
 
 def _shared_test_cfg(model, spec: TrainSpec) -> None:
@@ -26,22 +19,22 @@ def _shared_test_cfg(model, spec: TrainSpec) -> None:
         model.test_cfg.rpn.max_per_img = int(spec.max_det)
 
 
-def arch_model_config(spec: TrainSpec):
-    """The packaged config of `spec.variant` (an `adapters.zoo.MMDET` name), adapted."""
+def arch_model_config(spec: TrainSpec, aligned: bool = False):
+    """The packaged config of `spec.variant` (an `adapters.zoo.MMDET` name), adapted. `aligned`: the
+    aligned variant's overrides are already in spec.native (adapters.mmdet_zoo.aligned); the one module
+    they name that mmdet lacks is registered first."""
     from mmengine.config import Config
+
+    if aligned:
+        register_modules()
 
     cfg = Config.fromfile(str(packaged_config_dir() / arch("mmdet", spec.variant).config))
     model = cfg.model
     model.backbone.init_cfg = None  # never fetch torchvision:// or open-mmlab:// weights
-    heads = _box_heads(model)
-    for head in heads:
+    for head in box_heads(model):
         head.num_classes = spec.num_classes
-    if spec.weights is None:  # from scratch: GN everywhere, all stages trainable (configs/scratch)
-        model.backbone.update(frozen_stages=-1, norm_cfg=copy.deepcopy(GN), norm_eval=False)
-        model.neck.norm_cfg = copy.deepcopy(GN)
-        if "roi_head" in model:
-            for head in heads:
-                head.update(type="Shared4Conv1FCBBoxHead", conv_out_channels=256, norm_cfg=copy.deepcopy(GN))
+    if spec.weights is None:  # from scratch: the one scratch builder of the Faster R-CNN adapter
+        scratch_recipe(model)
     if spec.channels == 1:
         preprocessor = model.data_preprocessor
         model.backbone.in_channels = 1

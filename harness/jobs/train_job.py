@@ -94,6 +94,21 @@ def record_run_key(run_dir: Path, run_key: RunKey | None) -> None:
     atomic.write_json(path, run_key.as_json())
 
 
+def architecture_facts(detector) -> dict | None:
+    """What the detector's built model is, by category (the general adapters' `architecture_facts`:
+    adapters.archfacts), for the report's differences between frameworks; None for adapters that
+    have none. A failure to read them is recorded as such (the report says so) and does not fail
+    the trained run."""
+    read = getattr(detector, "architecture_facts", None)
+    if read is None:
+        return None
+    try:
+        return read()
+    except Exception as err:  # noqa: BLE001 - a trained run is kept; the report states what is missing
+        log.warning("%s: architecture facts not read: %s", detector.name, err)
+        return {"unavailable": f"{type(err).__name__}: {err}"}
+
+
 def run_train_job(cfg: DictConfig, run_dir: str | Path, run_key: RunKey | None = None) -> dict:
     """Run (or skip, when finished with the same config) one model x fold job in `run_dir`; a job of a
     multirun that sweeps more than models and folds records its `run_key` there."""
@@ -180,6 +195,9 @@ def _run(cfg: DictConfig, run_dir: Path, cfg_hash: str, superseded_to: Path) -> 
                                   source="applied", read_from="the split files the harness wrote (harness.split)")],
         "config": runpaths.store_config(job_config(cfg), run_dir, OmegaConf.select(cfg, "paths.root")),
     }
+    facts = architecture_facts(detector)
+    if facts is not None:
+        metrics["architecture_facts"] = facts
     atomic.write_json(run_dir / "metrics.json", metrics)
     log.info("%s fold %d: mAP@0.4 %.4f (VOC %.4f), train %.0f s, predict %.0f s -> %s", name, fold,
              metrics["map40"], metrics.get("voc_map40", float("nan")), train_time, predict_time, run_dir)

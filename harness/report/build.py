@@ -71,7 +71,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     uncertainty.add_ci_columns(results.runs, summ, unc)
     reference = sweep_reference(sweep_dir) if reader_reference else None
     protocols = collect_protocols(sweep_dir)
-    protocol_md = write_protocol(sweep_dir, out_dir, protocols) if protocols.recorded else None
+    protocol_md = write_protocol(sweep_dir, out_dir, protocols, extra=by_arch.differences_section(results.runs)) \
+        if protocols.recorded else None
     ci_note = uncertainty.ci_note(unc)
     stage = nofinding_section.compute(results.runs, sweep_dir, nofinding or NoFindingSettings())
     why = analysis_section.compute(results.runs, summ, sweep_dir, analysis, settings, loaded)
@@ -85,7 +86,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     seed_tables = None
     if seeds.is_seed_sweep(results.runs):  # a sweep over train.seed: mean ± sd over seeds, pairs per seed
         seed_tables = (seeds.spread(results.runs, summ, unc), seeds.pair_spread(results.runs, unc.pairs))
-    extra = [by_arch.markdown(results.runs, summ), seeds.markdown(*seed_tables, settings.ci) if seed_tables else None,
+    extra = [by_arch.markdown(results.runs, summ, unc),
+             seeds.markdown(*seed_tables, settings.ci) if seed_tables else None,
              nofinding_section.markdown(stage) if not stage.rows.empty else None, froc_section.markdown(lesions),
              analysis_section.markdown(why),
              sweep_external_markdown(sweep_dir)]

@@ -571,12 +571,14 @@ def protocol_markdown(collected: SweepProtocols, title: str = "Protocol") -> str
 
 
 def write_protocol(sweep_dir: str | Path, out_dir: str | Path, collected: SweepProtocols | None = None,
-                   title: str | None = None) -> Path:
-    """Write <out_dir>/protocol.md atomically (collecting the sweep unless `collected` is given)."""
+                   title: str | None = None, extra: str | None = None) -> Path:
+    """Write <out_dir>/protocol.md atomically (collecting the sweep unless `collected` is given);
+    `extra`: a section appended (the model-level differences of same-architecture pairs: by_arch)."""
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
     collected = collected if collected is not None else collect_protocols(sweep_dir)
     path = out_dir / "protocol.md"
-    atomic.write_text(path, protocol_markdown(collected, title or f"Protocol: {sweep_dir.name}"))
+    text = protocol_markdown(collected, title or f"Protocol: {sweep_dir.name}")
+    atomic.write_text(path, text.rstrip("\n") + "\n\n" + extra if extra else text)
     return path
 
 
