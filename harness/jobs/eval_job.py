@@ -23,13 +23,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from adapters.card import SHARED, protocol_row
+from adapters.card import protocol_row
 from harness import atomic
 from harness.digest import file_sha256
 from harness.eval import evaluate
 from harness.jobs.data_step import ensure_prepared
 from harness.netguard import no_network
 from harness.predictions import FORMAT, PredictionFileError, Predictions
+from harness.provenance import SHARED
 from harness.split import Split, make_split
 from harness.sweep import RESERVED, model_run_dir
 
