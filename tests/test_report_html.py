@@ -81,7 +81,7 @@ def test_index_html_is_self_contained(report):
     _, paths = report
     page = paths["index_html"].read_text()
     attributes = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert attributes and all(a.startswith(("data:image/png;base64,", "#")) or not re.match(r"[a-z]+:", a)
+    assert attributes and all(a.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")) or not re.match(r"[a-z]+:", a)
                               for a in attributes)
     assert "Content-Security-Policy" in page and "<script" not in page
     for section in ("mAP@0.4 by model and fold", "Paired comparisons", "Why: error analysis", "Per-class AP@0.4 with",

@@ -65,10 +65,13 @@ FIGURE_TEXT = {
     "froc_png": "FROC: lesion sensitivity against false positives per image (log scale), one line per model",
     "operating_points_png": "Precision, recall and F1 against the score threshold, one panel per model",
 }
-#: Gallery images are embedded as thumbnails of at most this width (px); the full-size files stay beside the
-#: page and are linked. Charts are embedded as written. With these, the page stays under PAGE_BUDGET_BYTES
-#: for a sweep of a few models (the gallery's size is fixed by report.analysis.gallery).
+#: Gallery images are embedded as JPEG thumbnails of at most this width (px); the full-size files stay
+#: beside the page and are linked. A chart over CHART_INLINE_BYTES is embedded as a JPEG of at most
+#: CHART_PX wide (its PNG stays beside the page); smaller charts as written. With these, the page stays
+#: under PAGE_BUDGET_BYTES for a sweep of a few models (the gallery's size is fixed by report.analysis.gallery).
 THUMB_PX = 360
+CHART_PX = 1400
+CHART_INLINE_BYTES = 200_000
 PAGE_BUDGET_BYTES = 3_000_000
 
 
@@ -76,23 +79,32 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def jpeg_uri(path: Path, max_px: int) -> str:
+    """A JPEG data: URI of the image, scaled down to at most `max_px` wide (as is when it is narrower)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.width > max_px:
+            image = image.resize((max_px, max(1, round(image.height * max_px / image.width))), Image.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def chart_uri(path: Path) -> str:
+    """A chart as embedded: the PNG itself, or a JPEG of it when the PNG is over CHART_INLINE_BYTES."""
+    return jpeg_uri(path, CHART_PX) if Path(path).stat().st_size > CHART_INLINE_BYTES else data_uri(path)
+
+
 def _figure(path: Path, caption: str) -> str:
-    return (f'<figure><img src="{data_uri(path)}" alt="{html.escape(caption)}">'
+    return (f'<figure><img src="{chart_uri(path)}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def thumbnail_uri(path: Path, max_px: int = THUMB_PX) -> str:
-    """A PNG data: URI of the image scaled down to at most `max_px` wide (as is when it is narrower)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.width <= max_px:
-            return data_uri(path)
-        image = image.convert("RGB").resize((max_px, max(1, round(image.height * max_px / image.width))),
-                                            Image.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    """A gallery thumbnail: a JPEG data: URI of the image at most `max_px` wide."""
+    return jpeg_uri(path, max_px)
 
 
 def _thumbnail(path: Path, out_dir: Path, alt: str) -> str:
@@ -176,7 +188,7 @@ def _local_links(body: str, out_dir: Path) -> str:
 
     def embed(match: re.Match) -> str:
         target = out_dir / html.unescape(match.group(1))
-        return f'src="{data_uri(target)}"' if target.is_file() else 'src=""'
+        return f'src="{chart_uri(target)}"' if target.is_file() else 'src=""'
 
     return re.sub(r'src="(?!data:)([^"]+)"', embed, body)
 
