@@ -112,6 +112,22 @@ def test_a_keyed_sweep_is_listed_fused_per_key_and_reported_with_its_swept_colum
     assert row.split("|")[3].strip() == "0.02"
 
 
+def test_an_ensemble_with_other_settings_sets_the_earlier_fusion_aside(tmp_path):
+    sweep = _keyed_sweep(tmp_path)
+    cfg = _ensemble_cfg(tmp_path)
+    fold_dir = sweep / "ensemble" / cfg.ensemble.name / "train.lr=0.01" / "fold0"
+    run_ensemble(cfg, fold_dir.parents[1])
+    first = {n: (fold_dir / n).read_bytes() for n in ("predictions.json", "metrics.json")}
+    run_ensemble(cfg, fold_dir.parents[1])  # the same fusion again: rewritten in place, nothing set aside
+    assert not (fold_dir / "superseded").exists()
+    # other fusion settings into the same folder: the earlier files are kept, byte for byte
+    other = _ensemble_cfg(tmp_path, "ensemble.iou_thr=0.3", f"ensemble.name={cfg.ensemble.name}")
+    run_ensemble(other, fold_dir.parents[1])
+    kept = list((fold_dir / "superseded").iterdir())
+    assert len(kept) == 1 and {n: (kept[0] / n).read_bytes() for n in first} == first
+    assert json.loads((fold_dir / "metrics.json").read_text())["config"]["iou_thr"] == 0.3
+
+
 @pytest.mark.slow
 def test_multirun_over_lr_keeps_both_jobs_and_the_report_lists_both(tmp_path):
     """A real cxr-train multirun over train.lr (one tiny YOLO job per value), then cxr-report."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from harness import atomic
+from harness import atomic, supersede
 from harness.ensemble import fuse_predictions
 from harness.eval import evaluate
 from harness.jobs.config import ConfigError, to_plain
@@ -90,6 +90,24 @@ def run_ensemble(cfg: DictConfig, out_dir: str | Path) -> list[dict]:
     return results
 
 
+def set_aside_other_fusion(fold_dir: Path, fused: Predictions, where: str) -> None:
+    """An earlier ensemble result in `fold_dir` is rewritten only when it holds the same fused boxes; else
+    its predictions.json and metrics.json move to `<fold_dir>/superseded/<time>/` (never overwritten)."""
+    earlier = fold_dir / "predictions.json"
+    if not earlier.is_file():
+        return
+    try:
+        same = Predictions.load(earlier).detections == fused.detections
+    except Exception:  # noqa: BLE001 - an unreadable earlier file is kept aside, not judged
+        same = False
+    if same:
+        return
+    target = supersede.new_target(fold_dir)
+    moved = supersede.move_aside(fold_dir, [fold_dir / "predictions.json", fold_dir / "metrics.json"], target)
+    log.warning("ensemble %s: the earlier fusion differs; moved %s aside to %s (kept; delete with "
+                "`cxr-checkpoints --delete %s`)", where, ", ".join(p.name for p in moved), target, target)
+
+
 def _run_key_ensemble(cfg: DictConfig, by_fold: dict[int, list[ModelRun]], out_dir: Path) -> list[dict]:
     ens = cfg.ensemble
     results = []
@@ -104,6 +122,7 @@ def _run_key_ensemble(cfg: DictConfig, by_fold: dict[int, list[ModelRun]], out_d
         fused = fuse_members(ens, members, preds, image_sizes(members[0].val_json))
         fused.source = f"ensemble:{ens.name}"
         fold_dir = out_dir / f"fold{fold}"
+        set_aside_other_fusion(fold_dir, fused, where)
         if run_key.key:
             atomic.write_json(fold_dir / KEY_FILE, run_key.as_json())
         fused.save(fold_dir / "predictions.json")
