@@ -229,14 +229,7 @@ def differences(collected: SweepProtocols, scope: str) -> list[dict]:
 def unexplained(collected: SweepProtocols) -> list[dict]:
     """Rows (either scope) that deviate from the framework default, or from what the harness asked,
     without a reason, by model and key."""
-    out: dict[tuple[str, str], dict] = {}
-    for model, folds in collected.models.items():
-        for fold, rows in sorted(folds.items(), key=lambda kv: _sort_key(kv[0])):
-            for row in rows:
-                if _unexplained(row):
-                    entry = out.setdefault((model, row["key"]), {"model": model, "key": row["key"], "rows": {}})
-                    entry["rows"][fold] = row
-    return list(out.values())
+    return _by_model_key(collected, _unexplained)
 
 
 def not_read_back(collected: SweepProtocols) -> list[dict]:
