@@ -3,7 +3,6 @@ failed jobs) and still gets its report, a missing sweep is refused without creat
 settings are checked before anything is converted, expected user errors are one line without a traceback."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from conftest import FAST, run_app
